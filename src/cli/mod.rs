@@ -1,0 +1,78 @@
+//! Command-line parsing and the commands' top-level flow.
+//!
+//! This is the only layer that prints to the user and decides exit codes; each
+//! command parses and validates its arguments, then calls into the library.
+//! Exit codes: 0 success, 1 refusal or failure, 2 usage error (clap).
+
+mod publish;
+mod verify;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// A failure as the user sees it: one line and an exit code.
+#[derive(Debug)]
+pub struct Failure {
+    pub line: String,
+    pub code: u8,
+}
+
+impl Failure {
+    /// A general failure: `warden: <what>`, exit 1.
+    pub fn general(what: impl std::fmt::Display) -> Failure {
+        Failure {
+            line: format!("warden: {what}"),
+            code: 1,
+        }
+    }
+
+    /// A bundle refusal: `rejected: <code>: <detail>`.
+    pub fn rejected(e: &crate::bundle::VerifyError, code: u8) -> Failure {
+        Failure {
+            line: format!("rejected: {}: {e}", e.code()),
+            code,
+        }
+    }
+}
+
+#[derive(Parser)]
+#[command(
+    name = "warden",
+    version,
+    about = "Verify signed plugin bundles and run them confined",
+    long_about = "warden verifies signed plugin bundles against pinned publisher keys and runs \
+the exact verified bytes inside a sandbox (namespaces, landlock, seccomp, no capabilities), \
+brokering the plugins' host calls.\n\n\
+Publishers use `keygen`, `pack` and `sign`; operators use `verify` (and, later, `run` and `serve`)."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    Keygen(publish::KeygenArgs),
+    Pack(publish::PackArgs),
+    Sign(publish::SignArgs),
+    Verify(verify::VerifyArgs),
+}
+
+/// Parses the command line, runs the command and returns the process exit code.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Keygen(a) => publish::keygen(a),
+        Command::Pack(a) => publish::pack(a),
+        Command::Sign(a) => publish::sign(a),
+        Command::Verify(a) => verify::run(a),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(f) => {
+            eprintln!("{}", f.line);
+            ExitCode::from(f.code)
+        }
+    }
+}

@@ -1,0 +1,217 @@
+//! The publisher's commands: `keygen`, `pack` and `sign`.
+//!
+//! Keys are minisign files (unencrypted secret key, so automation can sign), and
+//! signatures are minisign signatures that the stock `minisign -V` accepts.
+
+use std::fs::{self, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use clap::Args;
+
+use super::Failure;
+use crate::bundle::manifest::{Manifest, MAX_MANIFEST_BYTES};
+use crate::bundle::minisign::{SecretKey, MAX_KEY_BYTES};
+use crate::bundle::verify::read_artifact_file;
+use crate::bundle::{ARTIFACT_FILE, MANIFEST_FILE, SIGNATURE_FILE};
+
+/// Generate a publisher key pair.
+///
+/// Writes PREFIX.key (the secret key, mode 0600, unencrypted minisign format) and
+/// PREFIX.pub (the public key in minisign format, to pin in an operator's trust
+/// directory as <publisher>/<name>.pub). Refuses to overwrite existing files.
+#[derive(Args)]
+pub struct KeygenArgs {
+    /// Path prefix for the two files, e.g. `keys/acme` writes keys/acme.key and keys/acme.pub.
+    #[arg(long, value_name = "PREFIX")]
+    pub out: PathBuf,
+    /// Replace existing key files.
+    #[arg(long)]
+    pub force: bool,
+}
+
+/// Build a complete signed bundle from a manifest template and an executable.
+///
+/// Copies the artifact into DIR/artifact (mode 0755), writes its sha256 into the
+/// manifest's `artifact.sha256` (replacing any placeholder there), validates the
+/// manifest, writes DIR/manifest.json and signs it into DIR/manifest.json.minisig.
+#[derive(Args)]
+pub struct PackArgs {
+    /// The manifest template (JSON); `artifact.sha256` may be a placeholder or absent.
+    #[arg(long, value_name = "FILE")]
+    pub manifest: PathBuf,
+    /// The plugin executable.
+    #[arg(long, value_name = "FILE")]
+    pub artifact: PathBuf,
+    /// The publisher's secret key (from `warden keygen` or `minisign -G -W`).
+    #[arg(long, value_name = "KEYFILE")]
+    pub key: PathBuf,
+    /// The bundle directory to write (created if missing).
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+}
+
+/// Sign an existing bundle's manifest as it stands.
+///
+/// Validates DIR/manifest.json and writes DIR/manifest.json.minisig. Use after editing
+/// a manifest by hand; `pack` signs for you.
+#[derive(Args)]
+pub struct SignArgs {
+    /// The bundle directory.
+    pub dir: PathBuf,
+    /// The publisher's secret key (from `warden keygen` or `minisign -G -W`).
+    #[arg(long, value_name = "KEYFILE")]
+    pub key: PathBuf,
+}
+
+pub fn keygen(a: KeygenArgs) -> Result<(), Failure> {
+    let key_path = with_suffix(&a.out, "key");
+    let pub_path = with_suffix(&a.out, "pub");
+    if !a.force {
+        for p in [&key_path, &pub_path] {
+            if p.symlink_metadata().is_ok() {
+                return Err(Failure::general(format_args!(
+                    "{} exists; pass --force to replace it",
+                    p.display()
+                )));
+            }
+        }
+    }
+    let sk =
+        SecretKey::generate().map_err(|e| Failure::general(format_args!("random source: {e}")))?;
+    write_file(&key_path, sk.to_file().as_bytes(), 0o600)?;
+    write_file(&pub_path, sk.public().to_file().as_bytes(), 0o644)?;
+    println!(
+        "key {} written: {} (secret, keep private) and {} (pin this one)",
+        sk.key_id,
+        key_path.display(),
+        pub_path.display()
+    );
+    Ok(())
+}
+
+pub fn pack(a: PackArgs) -> Result<(), Failure> {
+    let sk = load_key(&a.key)?;
+    let template = read_limited(&a.manifest, MAX_MANIFEST_BYTES)?;
+    let mut value: serde_json::Value = serde_json::from_slice(&template)
+        .map_err(|e| Failure::general(format_args!("{}: {e}", a.manifest.display())))?;
+    let (artifact, digest) = read_artifact_file(&a.artifact)
+        .map_err(|why| Failure::general(format_args!("{}: {why}", a.artifact.display())))?;
+    let obj = value.as_object_mut().ok_or_else(|| {
+        Failure::general(format_args!(
+            "{}: the manifest must be a JSON object",
+            a.manifest.display()
+        ))
+    })?;
+    let slot = obj
+        .entry("artifact")
+        .or_insert_with(|| serde_json::json!({}));
+    let slot = slot.as_object_mut().ok_or_else(|| {
+        Failure::general(format_args!(
+            "{}: `artifact` must be an object",
+            a.manifest.display()
+        ))
+    })?;
+    slot.insert("sha256".into(), digest.to_string().into());
+    let mut text = serde_json::to_string_pretty(&value).expect("a JSON value serializes");
+    text.push('\n');
+    let manifest = Manifest::parse(text.as_bytes()).map_err(|e| {
+        Failure::general(format_args!(
+            "{}: invalid manifest: {e}",
+            a.manifest.display()
+        ))
+    })?;
+
+    fs::create_dir_all(&a.out)
+        .map_err(|e| Failure::general(format_args!("{}: {e}", a.out.display())))?;
+    let in_out = |name: &std::ffi::CStr| a.out.join(name.to_str().expect("ASCII name"));
+    write_file(&in_out(ARTIFACT_FILE), &artifact, 0o755)?;
+    write_file(&in_out(MANIFEST_FILE), text.as_bytes(), 0o644)?;
+    let sig = sk.sign(text.as_bytes(), &trusted_comment(&manifest));
+    write_file(&in_out(SIGNATURE_FILE), sig.to_file().as_bytes(), 0o644)?;
+    println!(
+        "packed {} {} into {} key={} sha256={}",
+        manifest.id,
+        manifest.version,
+        a.out.display(),
+        sk.key_id,
+        digest
+    );
+    Ok(())
+}
+
+pub fn sign(a: SignArgs) -> Result<(), Failure> {
+    let sk = load_key(&a.key)?;
+    let path = a.dir.join(MANIFEST_FILE.to_str().expect("ASCII name"));
+    let text = read_limited(&path, MAX_MANIFEST_BYTES)?;
+    let manifest = Manifest::parse(&text)
+        .map_err(|e| Failure::general(format_args!("{}: invalid manifest: {e}", path.display())))?;
+    let sig = sk.sign(&text, &trusted_comment(&manifest));
+    let sig_path = a.dir.join(SIGNATURE_FILE.to_str().expect("ASCII name"));
+    write_file(&sig_path, sig.to_file().as_bytes(), 0o644)?;
+    println!(
+        "signed {} {} with key {} -> {}",
+        manifest.id,
+        manifest.version,
+        sk.key_id,
+        sig_path.display()
+    );
+    Ok(())
+}
+
+/// The signed trusted comment: minisign's usual fields plus what was signed.
+fn trusted_comment(m: &Manifest) -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    format!(
+        "timestamp:{now}\tfile:manifest.json\thashed\tplugin:{}@{}",
+        m.id, m.version
+    )
+}
+
+fn load_key(path: &Path) -> Result<SecretKey, Failure> {
+    let bytes = read_limited(path, MAX_KEY_BYTES)?;
+    let text = String::from_utf8(bytes).map_err(|_| {
+        Failure::general(format_args!("{}: not a minisign key file", path.display()))
+    })?;
+    SecretKey::parse(&text).map_err(|e| Failure::general(format_args!("{}: {e}", path.display())))
+}
+
+fn read_limited(path: &Path, cap: usize) -> Result<Vec<u8>, Failure> {
+    let fail =
+        |e: &dyn std::fmt::Display| Failure::general(format_args!("{}: {e}", path.display()));
+    let meta = fs::metadata(path).map_err(|e| fail(&e))?;
+    if meta.len() > cap as u64 {
+        return Err(fail(&format_args!("larger than the {cap}-byte limit")));
+    }
+    fs::read(path).map_err(|e| fail(&e))
+}
+
+/// Writes `bytes` to `path` atomically (temporary file in the same directory, fsync,
+/// rename) with `mode`.
+fn write_file(path: &Path, bytes: &[u8], mode: u32) -> Result<(), Failure> {
+    let fail = |e: std::io::Error| Failure::general(format_args!("{}: {e}", path.display()));
+    let tmp = with_suffix(path, "tmp");
+    let _ = fs::remove_file(&tmp);
+    let mut f = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .open(&tmp)
+        .map_err(fail)?;
+    let done = f.write_all(bytes).and_then(|()| f.sync_all());
+    if let Err(e) = done.and_then(|()| fs::rename(&tmp, path)) {
+        let _ = fs::remove_file(&tmp);
+        return Err(fail(e));
+    }
+    Ok(())
+}
+
+fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
+    let mut s = path.as_os_str().to_owned();
+    s.push(".");
+    s.push(suffix);
+    PathBuf::from(s)
+}

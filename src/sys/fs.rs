@@ -1,0 +1,74 @@
+//! File and memfd syscalls: opening without following links, sealed memfds.
+
+use std::ffi::CStr;
+use std::fs::File;
+use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+
+use super::cvt;
+
+/// Seals that make a memfd immutable: nobody may change its size or contents, and
+/// nobody may remove the seals.
+pub const SEALS_IMMUTABLE: libc::c_int =
+    libc::F_SEAL_SEAL | libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_WRITE;
+
+/// Creates an anonymous memory file that accepts seals, close-on-exec.
+pub fn memfd_create(name: &CStr) -> io::Result<File> {
+    // SAFETY: `name` is NUL-terminated and outlives the call; the flags are constants.
+    let fd = cvt(unsafe {
+        libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING)
+    })?;
+    // SAFETY: `fd` was just returned by memfd_create and is owned by nobody else.
+    Ok(unsafe { File::from_raw_fd(fd) })
+}
+
+/// Adds `seals` to a memfd (`F_ADD_SEALS`).
+pub fn add_seals(fd: BorrowedFd<'_>, seals: libc::c_int) -> io::Result<()> {
+    // SAFETY: fcntl on a borrowed, open fd with an integer argument; no pointers.
+    cvt(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_ADD_SEALS, seals) }).map(drop)
+}
+
+/// Reads the seals on a memfd (`F_GET_SEALS`).
+pub fn get_seals(fd: BorrowedFd<'_>) -> io::Result<libc::c_int> {
+    // SAFETY: fcntl on a borrowed, open fd; no pointers.
+    cvt(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GET_SEALS) })
+}
+
+fn cstring(path: &Path) -> io::Result<std::ffi::CString> {
+    std::ffi::CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path contains a NUL byte"))
+}
+
+/// Opens a directory as an `O_PATH` handle, for `openat` of its entries. The handle
+/// pins the directory: later lookups through it cannot be redirected by renaming or
+/// replacing the path.
+pub fn open_dir_path(path: &Path) -> io::Result<OwnedFd> {
+    let c = cstring(path)?;
+    // SAFETY: `c` is NUL-terminated and outlives the call; the fd is checked.
+    let fd = cvt(unsafe {
+        libc::open(
+            c.as_ptr(),
+            libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC,
+        )
+    })?;
+    // SAFETY: `fd` was just returned by open and is owned by nobody else.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Opens `name` inside `dir` read-only, refusing a symlink as the final component,
+/// close-on-exec and non-blocking (so a fifo cannot stall the caller).
+pub fn openat_nofollow(dir: BorrowedFd<'_>, name: &CStr) -> io::Result<File> {
+    // SAFETY: `dir` is an open directory handle and `name` a NUL-terminated string
+    // that outlives the call; the returned fd is checked before it is wrapped.
+    let fd = cvt(unsafe {
+        libc::openat(
+            dir.as_raw_fd(),
+            name.as_ptr(),
+            libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NONBLOCK | libc::O_NOCTTY,
+        )
+    })?;
+    // SAFETY: `fd` was just returned by openat and is owned by nobody else.
+    Ok(unsafe { File::from_raw_fd(fd) })
+}
