@@ -14,12 +14,21 @@ use super::cvt;
 pub const SEALS_IMMUTABLE: libc::c_int =
     libc::F_SEAL_SEAL | libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_WRITE;
 
-/// Creates an anonymous memory file that accepts seals, close-on-exec.
+/// Creates an anonymous memory file that accepts seals and may be executed,
+/// close-on-exec. `MFD_EXEC` (Linux 6.3+) is asked for explicitly so that the
+/// `vm.memfd_noexec` default cannot change what we get; older kernels, which do not
+/// know the flag (EINVAL), make every memfd executable.
 pub fn memfd_create(name: &CStr) -> io::Result<File> {
+    const MFD_EXEC: libc::c_uint = 0x10;
+    let base = libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING;
     // SAFETY: `name` is NUL-terminated and outlives the call; the flags are constants.
-    let fd = cvt(unsafe {
-        libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING)
-    })?;
+    let fd = match cvt(unsafe { libc::memfd_create(name.as_ptr(), base | MFD_EXEC) }) {
+        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+            // SAFETY: as above.
+            cvt(unsafe { libc::memfd_create(name.as_ptr(), base) })?
+        }
+        other => other?,
+    };
     // SAFETY: `fd` was just returned by memfd_create and is owned by nobody else.
     Ok(unsafe { File::from_raw_fd(fd) })
 }
