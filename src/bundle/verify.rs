@@ -44,9 +44,9 @@ pub enum VerifyError {
     #[error("{id} {version} needs warden >= {min_core}, this is {core}")]
     MinCoreTooNew {
         id: String,
-        version: semver::Version,
-        min_core: semver::Version,
-        core: semver::Version,
+        version: String,
+        min_core: String,
+        core: String,
     },
     #[error("{path}: {why}")]
     BadArtifact { path: PathBuf, why: String },
@@ -233,9 +233,9 @@ pub fn verify(dir: &Path, trust: &TrustStore) -> Result<VerifiedBundle, VerifyEr
     if manifest.needs_newer_core() {
         return Err(VerifyError::MinCoreTooNew {
             id: manifest.id.to_string(),
-            version: manifest.version.clone(),
-            min_core: manifest.min_core.clone(),
-            core: Manifest::core_version(),
+            version: manifest.version.to_string(),
+            min_core: manifest.min_core.to_string(),
+            core: Manifest::core_version().to_string(),
         });
     }
 
