@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# The main job on an embedded default: build warden and the example plugins, make a
+# demo publisher key on first run (kept in .demo/), pin it, pack and sign every
+# example, verify each bundle, and run them confined.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+demo=.demo
+cargo build --release --workspace --quiet
+warden=target/release/warden
+mkdir -p "$demo/trust/demo" "$demo/bundles"
+if [ ! -f "$demo/demo.key" ]; then
+  "$warden" keygen --out "$demo/demo"
+fi
+cp "$demo/demo.pub" "$demo/trust/demo/demo.pub"
+for manifest in examples/manifests/*.json; do
+  name=$(basename "$manifest" .json)
+  "$warden" pack --manifest "$manifest" --artifact "target/release/$name" \
+    --key "$demo/demo.key" --out "$demo/bundles/$name"
+  "$warden" verify "$demo/bundles/$name" --trust "$demo/trust"
+done
