@@ -29,7 +29,7 @@ fn main() {
     let trust = TrustStore::load(&tmp.path().join("trust")).unwrap();
 
     println!("verify throughput vs raw sha256 (target: verify >= {TARGET}x raw)");
-    println!("{:>8} {:>14} {:>14} {:>7}  {}", "size", "verify MB/s", "sha256 MB/s", "ratio", "target");
+    println!("    size    verify MB/s    sha256 MB/s   ratio  target");
     let mut all_met = true;
     for mib in [1usize, 10, 100] {
         let len = mib * 1024 * 1024;
@@ -45,7 +45,10 @@ fn main() {
         let dir = tmp.path().join(format!("b{mib}"));
         fs::create_dir_all(&dir).unwrap();
         fs::write(dir.join("artifact"), &data).unwrap();
-        let sha: String = Sha256::digest(&data).iter().map(|b| format!("{b:02x}")).collect();
+        let sha: String = Sha256::digest(&data)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
         let manifest = format!(
             r#"{{"id":"bench","version":"1.0.0","publisher":"bench","min_core":"0.1.0","artifact":{{"sha256":"{sha}"}},"capabilities":[]}}"#
         );
@@ -92,5 +95,12 @@ fn main() {
             if met { "met" } else { "MISSED" }
         );
     }
-    println!("overall: {}", if all_met { "target met" } else { "target MISSED" });
+    println!(
+        "overall: {}",
+        if all_met {
+            "target met"
+        } else {
+            "target MISSED"
+        }
+    );
 }

@@ -9,5 +9,9 @@ fn main() {
             .map(|d| d.filter_map(Result::ok).count().to_string())
             .unwrap_or_else(|e| format!("unreadable ({e})"))
     };
-    println!("hello from plugin {id}: broker fd {fd}, {} entries in /, {} in /proc", entries("/"), entries("/proc"));
+    println!(
+        "hello from plugin {id}: broker fd {fd}, {} entries in /, {} in /proc",
+        entries("/"),
+        entries("/proc")
+    );
 }
