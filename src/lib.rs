@@ -4,6 +4,8 @@
 //! the binary in `src/main.rs` only parses arguments and exits. Dependencies point
 //! down: cli -> bundle -> sys.
 
+pub mod broker;
 pub mod bundle;
 pub mod cli;
+pub mod store;
 pub mod sys;

@@ -6,6 +6,7 @@
 //! and turns `-1`/errno into `io::Error`.
 
 pub mod fs;
+pub mod seqpacket;
 
 use std::io;
 

@@ -1,0 +1,339 @@
+//! The host ops' handlers. Each re-validates its own arguments (strict decoding,
+//! sizes, ranges) even though dispatch already checked the capability; ops that can
+//! block are returned as work for the pool instead of being run here.
+
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use serde_json::{json, Value};
+
+use super::ops::Provider;
+use super::protocol::{self, CallError, ErrorCode};
+use super::workers::Work;
+use crate::store::kv::Quota;
+
+/// The longest KV key, in bytes.
+pub const MAX_KEY: usize = 256;
+/// The longest KV value, in bytes.
+pub const MAX_VALUE: usize = 16384;
+/// The longest log message, in bytes.
+pub const MAX_LOG_MESSAGE: usize = 4096;
+/// The most fields on one log line.
+pub const MAX_LOG_FIELDS: usize = 16;
+/// The longest string log field value, in bytes.
+pub const MAX_LOG_FIELD_VALUE: usize = 1024;
+/// The most recent audit events `audit.query` can return.
+pub const MAX_AUDIT_QUERY: usize = 256;
+
+/// What a handler decided.
+pub enum Outcome {
+    Now(Result<Value, CallError>),
+    Queued(Work),
+}
+
+/// What handlers may see of the calling plugin.
+pub struct Caller<'a> {
+    pub id: &'a str,
+    pub kv_quota: Quota,
+    pub stats: Value,
+    pub recent: &'a std::collections::VecDeque<Value>,
+}
+
+fn bad(message: impl Into<String>) -> CallError {
+    CallError::new(ErrorCode::BadRequest, message)
+}
+
+fn too_large(message: impl Into<String>) -> CallError {
+    CallError::new(ErrorCode::TooLarge, message)
+}
+
+fn check_key(key: &str) -> Result<(), CallError> {
+    if key.is_empty() {
+        return Err(bad("key must not be empty"));
+    }
+    if key.len() > MAX_KEY {
+        return Err(too_large(format!(
+            "key is {} bytes, the limit is {MAX_KEY}",
+            key.len()
+        )));
+    }
+    if key.chars().any(char::is_control) {
+        return Err(bad("key must not contain control characters"));
+    }
+    Ok(())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct KeyArgs {
+    key: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PutArgs {
+    key: String,
+    value: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListArgs {
+    #[serde(default)]
+    prefix: String,
+    limit: Option<u64>,
+    cursor: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LogArgs {
+    level: String,
+    message: String,
+    #[serde(default)]
+    fields: serde_json::Map<String, Value>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NoArgs {}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AuditArgs {
+    limit: Option<u64>,
+}
+
+/// Runs (or prepares) `provider` for one call.
+pub fn handle(provider: Provider, args: Option<&RawValue>, caller: &Caller<'_>) -> Outcome {
+    match run(provider, args, caller) {
+        Ok(outcome) => outcome,
+        Err(e) => Outcome::Now(Err(e)),
+    }
+}
+
+fn run(
+    provider: Provider,
+    args: Option<&RawValue>,
+    caller: &Caller<'_>,
+) -> Result<Outcome, CallError> {
+    Ok(match provider {
+        Provider::KvGet => {
+            let a: KeyArgs = protocol::args(args)?;
+            check_key(&a.key)?;
+            Outcome::Queued(Work::Get { key: a.key })
+        }
+        Provider::KvDelete => {
+            let a: KeyArgs = protocol::args(args)?;
+            check_key(&a.key)?;
+            Outcome::Queued(Work::Delete { key: a.key })
+        }
+        Provider::KvPut => {
+            let a: PutArgs = protocol::args(args)?;
+            check_key(&a.key)?;
+            if a.value.len() > MAX_VALUE {
+                return Err(too_large(format!(
+                    "value is {} bytes, the limit is {MAX_VALUE}",
+                    a.value.len()
+                )));
+            }
+            Outcome::Queued(Work::Put {
+                key: a.key,
+                value: a.value,
+                quota: caller.kv_quota,
+            })
+        }
+        Provider::KvList => {
+            let a: ListArgs = protocol::args(args)?;
+            if a.prefix.len() > MAX_KEY {
+                return Err(too_large("prefix is longer than a key may be"));
+            }
+            let limit = a.limit.unwrap_or(100);
+            if !(1..=1000).contains(&limit) {
+                return Err(bad("limit must be 1..=1000"));
+            }
+            if let Some(c) = &a.cursor {
+                check_key(c)?;
+            }
+            Outcome::Queued(Work::List {
+                prefix: a.prefix,
+                limit: limit as usize,
+                cursor: a.cursor,
+            })
+        }
+        Provider::Log => Outcome::Now(log_write(protocol::args(args)?, caller.id)),
+        Provider::MonitorStats => {
+            let _: NoArgs = protocol::args(args)?;
+            Outcome::Now(Ok(json!({ "host": host_stats(), "plugin": caller.stats })))
+        }
+        Provider::AuditQuery => {
+            let a: AuditArgs = protocol::args(args)?;
+            let limit = a.limit.unwrap_or(50);
+            if !(1..=MAX_AUDIT_QUERY as u64).contains(&limit) {
+                return Err(bad(format!("limit must be 1..={MAX_AUDIT_QUERY}")));
+            }
+            let skip = caller.recent.len().saturating_sub(limit as usize);
+            let events: Vec<&Value> = caller.recent.iter().skip(skip).collect();
+            Outcome::Now(Ok(json!({ "events": events })))
+        }
+        Provider::Unavailable(why) => {
+            Outcome::Now(Err(CallError::new(ErrorCode::Unavailable, why)))
+        }
+    })
+}
+
+fn log_write(a: LogArgs, plugin: &str) -> Result<Value, CallError> {
+    const LEVELS: &[&str] = &["trace", "debug", "info", "warn", "error"];
+    if !LEVELS.contains(&a.level.as_str()) {
+        return Err(bad(format!("level must be one of {}", LEVELS.join(", "))));
+    }
+    if a.message.len() > MAX_LOG_MESSAGE {
+        return Err(too_large(format!(
+            "message is longer than {MAX_LOG_MESSAGE} bytes"
+        )));
+    }
+    if a.fields.len() > MAX_LOG_FIELDS {
+        return Err(too_large(format!("more than {MAX_LOG_FIELDS} fields")));
+    }
+    let mut line = format!("plugin={plugin} level={} {}", a.level, sanitize(&a.message));
+    for (k, v) in &a.fields {
+        let name_ok = !k.is_empty()
+            && k.len() <= 64
+            && k.bytes()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'_');
+        if !name_ok {
+            return Err(bad(format!("field name {k:?} must be [a-z0-9_]{{1,64}}")));
+        }
+        let shown = match v {
+            Value::String(s) if s.len() <= MAX_LOG_FIELD_VALUE => sanitize(s),
+            Value::String(_) => {
+                return Err(too_large(format!(
+                    "field {k} is longer than {MAX_LOG_FIELD_VALUE} bytes"
+                )))
+            }
+            Value::Number(n) => n.to_string(),
+            Value::Bool(b) => b.to_string(),
+            _ => {
+                return Err(bad(format!(
+                    "field {k} must be a string, number or boolean"
+                )))
+            }
+        };
+        line.push_str(&format!(" {k}={shown}"));
+    }
+    eprintln!("{line}");
+    Ok(json!({}))
+}
+
+/// Escapes control characters so a plugin cannot forge log lines.
+fn sanitize(s: &str) -> String {
+    if s.chars().any(char::is_control) {
+        s.chars().flat_map(char::escape_default).collect()
+    } else {
+        s.to_owned()
+    }
+}
+
+fn host_stats() -> Value {
+    let read = |p: &str| std::fs::read_to_string(p).unwrap_or_default();
+    let loadavg = read("/proc/loadavg");
+    let load: Vec<f64> = loadavg
+        .split_whitespace()
+        .take(3)
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    let meminfo = read("/proc/meminfo");
+    let mem = |name: &str| -> Option<u64> {
+        meminfo
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+    };
+    let uptime: Option<f64> = read("/proc/uptime")
+        .split_whitespace()
+        .next()
+        .and_then(|v| v.parse().ok());
+    json!({
+        "load": load,
+        "mem_total_kb": mem("MemTotal:"),
+        "mem_available_kb": mem("MemAvailable:"),
+        "uptime_s": uptime.map(|u| u as u64),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn caller(recent: &std::collections::VecDeque<Value>) -> Caller<'_> {
+        Caller {
+            id: "t",
+            kv_quota: Quota::default(),
+            stats: json!({}),
+            recent,
+        }
+    }
+
+    fn now_err(p: Provider, args: &str) -> CallError {
+        let raw = RawValue::from_string(args.to_owned()).unwrap();
+        let r = std::collections::VecDeque::new();
+        match handle(p, Some(&raw), &caller(&r)) {
+            Outcome::Now(Err(e)) => e,
+            _ => panic!("{args}: expected an immediate error"),
+        }
+    }
+
+    #[test]
+    fn handlers_revalidate_arguments() {
+        assert_eq!(
+            now_err(Provider::KvGet, r#"{"key":""}"#).code,
+            ErrorCode::BadRequest
+        );
+        assert_eq!(
+            now_err(Provider::KvGet, r#"{"key":"a\nb"}"#).code,
+            ErrorCode::BadRequest
+        );
+        assert_eq!(
+            now_err(Provider::KvGet, r#"{"key":1}"#).code,
+            ErrorCode::BadRequest
+        );
+        assert_eq!(
+            now_err(Provider::KvGet, r#"{"key":"k","ns":"plugin:other"}"#).code,
+            ErrorCode::BadRequest
+        );
+        let long = format!(r#"{{"key":"{}"}}"#, "k".repeat(MAX_KEY + 1));
+        assert_eq!(now_err(Provider::KvGet, &long).code, ErrorCode::TooLarge);
+        let big = format!(r#"{{"key":"k","value":"{}"}}"#, "v".repeat(MAX_VALUE + 1));
+        assert_eq!(now_err(Provider::KvPut, &big).code, ErrorCode::TooLarge);
+        assert_eq!(
+            now_err(Provider::KvList, r#"{"limit":0}"#).code,
+            ErrorCode::BadRequest
+        );
+        assert_eq!(
+            now_err(Provider::Log, r#"{"level":"loud","message":"x"}"#).code,
+            ErrorCode::BadRequest
+        );
+        assert_eq!(
+            now_err(
+                Provider::Log,
+                r#"{"level":"info","message":"x","fields":{"Bad":1}}"#
+            )
+            .code,
+            ErrorCode::BadRequest
+        );
+        assert_eq!(
+            now_err(Provider::MonitorStats, r#"{"x":1}"#).code,
+            ErrorCode::BadRequest
+        );
+        assert_eq!(
+            now_err(Provider::Unavailable("nobody"), "{}").code,
+            ErrorCode::Unavailable
+        );
+    }
+
+    #[test]
+    fn sanitize_escapes_newlines() {
+        assert_eq!(sanitize("a\nplugin=evil"), "a\\nplugin=evil");
+        assert_eq!(sanitize("plain"), "plain");
+    }
+}

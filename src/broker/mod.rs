@@ -1,0 +1,762 @@
+//! The broker: serves each plugin's host calls on its end of a SEQPACKET socket.
+//!
+//! For every call, in this order: decode strictly -> is the op known -> is its
+//! capability granted (manifest ∩ policy) -> rate limit -> the handler, which
+//! re-validates its arguments -> reply -> one audit record. Blocking work runs on
+//! the worker pool and completes through a mio `Waker`. The broker is a component
+//! of an event loop that someone else owns (`warden run`, `warden serve`): the loop
+//! hands it readiness events, wake-ups and ticks. It does not launch or supervise
+//! processes, and it does not decide policy: it is given the grants.
+
+pub mod handlers;
+pub mod ops;
+pub mod protocol;
+pub mod ratelimit;
+pub mod workers;
+
+use std::collections::{HashMap, VecDeque};
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use mio::unix::SourceFd;
+use mio::{Interest, Registry, Token, Waker};
+use serde_json::{json, Value};
+
+use crate::bundle::Capability;
+use crate::store::kv::Quota;
+use crate::store::{Store, StoreError};
+use crate::sys::seqpacket;
+use handlers::{Caller, Outcome};
+use protocol::{
+    CallError, DecodeError, ErrorCode, Incoming, Limits, Outgoing, Rate, MAX_IN_FLIGHT, MAX_MESSAGE,
+};
+use ratelimit::TokenBucket;
+use workers::{Job, Pool};
+
+/// Messages read from one plugin before the loop moves on to others; the rest is
+/// read on the next turn, so a flooding plugin cannot starve the others.
+const READ_BUDGET: usize = 64;
+/// Replies queued for a plugin that does not read them before its channel closes.
+const MAX_QUEUED: usize = 1024;
+/// Recent events kept per plugin for `audit.query`.
+const RECENT: usize = handlers::MAX_AUDIT_QUERY;
+
+/// Why the broker could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum BrokerError {
+    #[error("starting the worker pool: {0}")]
+    Pool(#[from] StoreError),
+    #[error("registering the channel of plugin {plugin}: {source}")]
+    Register { plugin: String, source: io::Error },
+}
+
+/// What the broker knows of one plugin: who it is and what it may do.
+#[derive(Debug, Clone)]
+pub struct PluginContext {
+    pub id: String,
+    pub version: String,
+    pub sha256: String,
+    /// What the manifest declares.
+    pub declared: Vec<Capability>,
+    /// What may be used: the manifest's capabilities ∩ the policy's grants.
+    pub granted: Vec<Capability>,
+    pub call_timeout: Duration,
+    /// The token bucket for each capability, unless overridden below.
+    pub rate: Rate,
+    pub rate_overrides: Vec<(Capability, Rate)>,
+    pub kv_quota: Quota,
+    /// Policy status `blocked`: every call is denied.
+    pub blocked: bool,
+}
+
+/// An audit decision.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Decision {
+    Allow,
+    Deny,
+    RateLimited,
+    Error,
+}
+
+impl Decision {
+    fn of(result: &Result<Value, CallError>) -> Decision {
+        match result {
+            Ok(_) => Decision::Allow,
+            Err(e) => match e.code {
+                ErrorCode::Denied => Decision::Deny,
+                ErrorCode::RateLimited => Decision::RateLimited,
+                ErrorCode::NotFound => Decision::Allow,
+                _ => Decision::Error,
+            },
+        }
+    }
+}
+
+/// One thing the broker decided, for the audit log.
+#[derive(Debug)]
+pub struct Record<'a> {
+    pub plugin: &'a PluginContext,
+    /// `host_call`, `hello` or `channel`.
+    pub kind: &'static str,
+    pub op: &'a str,
+    pub capability: Option<Capability>,
+    pub decision: Decision,
+    pub reason: &'a str,
+    pub duration: Duration,
+}
+
+/// Where audit records go.
+pub trait Recorder {
+    fn record(&mut self, r: &Record<'_>);
+}
+
+/// Per-plugin counters, kept for `monitor.stats` and the operator's stats.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Counters {
+    pub calls: u64,
+    pub allowed: u64,
+    pub denied: u64,
+    pub rate_limited: u64,
+    pub errors: u64,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+}
+
+struct InFlight {
+    op: &'static ops::Op,
+    started: Instant,
+    deadline: Instant,
+}
+
+struct Conn {
+    fd: Option<OwnedFd>,
+    ctx: PluginContext,
+    ns: Arc<str>,
+    ready: bool,
+    in_flight: HashMap<u64, InFlight>,
+    outq: VecDeque<Vec<u8>>,
+    want_write: bool,
+    buckets: HashMap<Capability, TokenBucket>,
+    counters: Counters,
+    recent: VecDeque<Value>,
+    ping: Option<(u64, Instant)>,
+    last_pong: Option<Instant>,
+    closed: Option<String>,
+}
+
+/// The broker for every attached plugin.
+pub struct Broker {
+    registry: Registry,
+    conns: HashMap<Token, Conn>,
+    pool: Pool,
+    recorder: Box<dyn Recorder>,
+    pending: VecDeque<Token>,
+    closed: Vec<(Token, String)>,
+    ping_seq: u64,
+    buf: Vec<u8>,
+}
+
+impl Broker {
+    /// A broker whose blocking work runs on `readers` reader threads and one writer,
+    /// waking the loop through `waker`.
+    pub fn new(
+        registry: &Registry,
+        store: &Store,
+        waker: Arc<Waker>,
+        recorder: Box<dyn Recorder>,
+        readers: usize,
+    ) -> Result<Broker, BrokerError> {
+        Ok(Broker {
+            registry: registry
+                .try_clone()
+                .map_err(|source| BrokerError::Register {
+                    plugin: "(registry)".into(),
+                    source,
+                })?,
+            conns: HashMap::new(),
+            pool: Pool::start(store, waker, readers)?,
+            recorder,
+            pending: VecDeque::new(),
+            closed: Vec::new(),
+            ping_seq: 0,
+            buf: vec![0u8; MAX_MESSAGE],
+        })
+    }
+
+    /// Starts serving `fd` (the supervisor's end of the plugin's socket) as `token`.
+    pub fn attach(
+        &mut self,
+        token: Token,
+        fd: OwnedFd,
+        ctx: PluginContext,
+    ) -> Result<(), BrokerError> {
+        let err = |source| BrokerError::Register {
+            plugin: ctx.id.clone(),
+            source,
+        };
+        seqpacket::set_nonblocking(fd.as_fd(), true).map_err(err)?;
+        self.registry
+            .register(&mut SourceFd(&fd.as_raw_fd()), token, Interest::READABLE)
+            .map_err(err)?;
+        let ns: Arc<str> = Arc::from(format!("plugin:{}", ctx.id));
+        self.conns.insert(
+            token,
+            Conn {
+                fd: Some(fd),
+                ctx,
+                ns,
+                ready: false,
+                in_flight: HashMap::new(),
+                outq: VecDeque::new(),
+                want_write: false,
+                buckets: HashMap::new(),
+                counters: Counters::default(),
+                recent: VecDeque::new(),
+                ping: None,
+                last_pong: None,
+                closed: None,
+            },
+        );
+        // Data may already be waiting (edge-triggered readiness would not say so).
+        self.pending.push_back(token);
+        Ok(())
+    }
+
+    /// Whether `token` is one of ours.
+    pub fn owns(&self, token: Token) -> bool {
+        self.conns.contains_key(&token)
+    }
+
+    /// Handles readiness of a plugin channel.
+    pub fn ready(&mut self, token: Token, readable: bool, writable: bool) {
+        if writable {
+            self.flush(token);
+        }
+        if readable {
+            self.read(token);
+        }
+    }
+
+    /// Whether some channel still has unread messages (poll with a zero timeout).
+    pub fn has_pending(&self) -> bool {
+        !self.pending.is_empty()
+    }
+
+    /// Continues reading channels that used up their budget.
+    pub fn run_pending(&mut self) {
+        for _ in 0..self.pending.len() {
+            if let Some(token) = self.pending.pop_front() {
+                self.read(token);
+            }
+        }
+    }
+
+    /// Delivers finished work (call after the waker fires).
+    pub fn completions(&mut self) {
+        for done in self.pool.take_done() {
+            let Some(conn) = self.conns.get_mut(&done.token) else {
+                continue;
+            };
+            // Absent: it already timed out, and the plugin was told so.
+            let Some(call) = conn.in_flight.remove(&done.call) else {
+                continue;
+            };
+            self.reply(
+                done.token,
+                done.call,
+                call.op.name,
+                Some(call.op.capability),
+                call.started,
+                done.result,
+            );
+        }
+    }
+
+    /// The earliest call deadline, for the loop's poll timeout.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        self.conns
+            .values()
+            .flat_map(|c| c.in_flight.values().map(|f| f.deadline))
+            .min()
+    }
+
+    /// Answers `timeout` for every call past its deadline.
+    pub fn expire(&mut self, now: Instant) {
+        let mut late = Vec::new();
+        for (token, conn) in &mut self.conns {
+            conn.in_flight.retain(|id, f| {
+                let keep = f.deadline > now;
+                if !keep {
+                    late.push((*token, *id, f.op, f.started));
+                }
+                keep
+            });
+        }
+        for (token, id, op, started) in late {
+            let timeout = self.conns[&token].ctx.call_timeout;
+            let e = CallError::new(
+                ErrorCode::Timeout,
+                format!(
+                    "{} did not finish within {} ms",
+                    op.name,
+                    timeout.as_millis()
+                ),
+            );
+            self.reply(token, id, op.name, Some(op.capability), started, Err(e));
+        }
+    }
+
+    /// Sends a health `ping`; returns its sequence number.
+    pub fn ping(&mut self, token: Token) -> Option<u64> {
+        self.ping_seq += 1;
+        let seq = self.ping_seq;
+        let conn = self.conns.get_mut(&token)?;
+        if conn.closed.is_some() || !conn.ready {
+            return None;
+        }
+        conn.ping = Some((seq, Instant::now()));
+        self.send(token, &Outgoing::Ping { seq }.encode());
+        Some(seq)
+    }
+
+    /// When the plugin last answered a ping, and whether one is outstanding since.
+    pub fn health(&self, token: Token) -> Option<(Option<Instant>, Option<Instant>)> {
+        self.conns
+            .get(&token)
+            .map(|c| (c.last_pong, c.ping.map(|(_, at)| at)))
+    }
+
+    /// Asks the plugin to stop within `deadline`.
+    pub fn shutdown(&mut self, token: Token, deadline: Duration) {
+        let msg = Outgoing::Shutdown {
+            deadline_ms: deadline.as_millis() as u64,
+        }
+        .encode();
+        self.send(token, &msg);
+    }
+
+    /// Whether the plugin has completed its handshake.
+    pub fn is_ready(&self, token: Token) -> bool {
+        self.conns
+            .get(&token)
+            .is_some_and(|c| c.ready && c.closed.is_none())
+    }
+
+    /// Sets or clears policy status `blocked` for a plugin.
+    pub fn set_blocked(&mut self, token: Token, blocked: bool) {
+        if let Some(c) = self.conns.get_mut(&token) {
+            c.ctx.blocked = blocked;
+        }
+    }
+
+    pub fn counters(&self, token: Token) -> Option<Counters> {
+        self.conns.get(&token).map(|c| c.counters)
+    }
+
+    /// Channels the broker closed since the last call, with the reason.
+    pub fn take_closed(&mut self) -> Vec<(Token, String)> {
+        std::mem::take(&mut self.closed)
+    }
+
+    /// Stops serving `token` and forgets it; returns its final counters.
+    pub fn detach(&mut self, token: Token) -> Option<Counters> {
+        let mut conn = self.conns.remove(&token)?;
+        if let Some(fd) = conn.fd.take() {
+            let _ = self.registry.deregister(&mut SourceFd(&fd.as_raw_fd()));
+        }
+        Some(conn.counters)
+    }
+
+    fn read(&mut self, token: Token) {
+        for _ in 0..READ_BUDGET {
+            let Some(conn) = self.conns.get_mut(&token) else {
+                return;
+            };
+            let Some(fd) = conn.fd.as_ref() else {
+                return;
+            };
+            let got = seqpacket::recv(fd.as_fd(), &mut self.buf);
+            match got {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return self.close(token, format!("read failed: {e}")),
+                Ok(None) => return self.close(token, "plugin closed its end".into()),
+                Ok(Some(r)) => {
+                    conn.counters.bytes_in += r.full_len as u64;
+                    if r.had_fds {
+                        return self.violation(token, "the plugin sent a file descriptor".into());
+                    }
+                    if r.truncated {
+                        conn.counters.calls += 1;
+                        let e = CallError::new(
+                            ErrorCode::TooLarge,
+                            format!(
+                                "message is {} bytes, the limit is {MAX_MESSAGE}",
+                                r.full_len
+                            ),
+                        );
+                        self.send(token, &Outgoing::Error { error: &e }.encode());
+                        self.audit(token, "host_call", "?", None, Instant::now(), &Err(e));
+                        continue;
+                    }
+                    let bytes = std::mem::take(&mut self.buf);
+                    self.message(token, &bytes[..r.len]);
+                    self.buf = bytes;
+                }
+            }
+        }
+        self.pending.push_back(token);
+    }
+
+    fn message(&mut self, token: Token, bytes: &[u8]) {
+        let started = Instant::now();
+        let ready = self.conns[&token].ready;
+        match protocol::decode(bytes) {
+            Err(DecodeError::Framing(why)) => self.violation(token, why),
+            Err(DecodeError::BadCall { id, message }) if ready => {
+                self.conns.get_mut(&token).expect("live").counters.calls += 1;
+                let e = CallError::new(ErrorCode::BadRequest, message);
+                self.reply(token, id, "?", None, started, Err(e));
+            }
+            Err(DecodeError::BadCall { .. }) | Ok(Incoming::Call { .. }) if !ready => {
+                self.violation(token, "call before hello".into())
+            }
+            Ok(Incoming::Hello {
+                versions,
+                plugin,
+                version,
+            }) => self.hello(token, &versions, &plugin, &version),
+            Ok(Incoming::Pong { seq }) => {
+                let conn = self.conns.get_mut(&token).expect("live");
+                if conn.ping.is_some_and(|(s, _)| s == seq) {
+                    conn.ping = None;
+                    conn.last_pong = Some(Instant::now());
+                }
+            }
+            Ok(Incoming::Call { id, op, args }) => self.call(token, id, &op, args, started),
+            Err(DecodeError::BadCall { .. }) => unreachable!("guarded above"),
+        }
+    }
+
+    fn hello(&mut self, token: Token, versions: &[u32], plugin: &str, version: &str) {
+        let conn = &self.conns[&token];
+        if conn.ready {
+            return self.violation(token, "second hello".into());
+        }
+        if plugin != conn.ctx.id || version != conn.ctx.version {
+            return self.violation(
+                token,
+                format!(
+                    "hello says {plugin} {version}, the verified manifest says {} {}",
+                    conn.ctx.id, conn.ctx.version
+                ),
+            );
+        }
+        let Some(chosen) = protocol::VERSIONS
+            .iter()
+            .rev()
+            .find(|v| versions.contains(v))
+        else {
+            return self.violation(
+                token,
+                format!(
+                    "no common protocol version: offered {versions:?}, warden speaks {:?}",
+                    protocol::VERSIONS
+                ),
+            );
+        };
+        let caps: Vec<&str> = conn.ctx.granted.iter().map(|c| c.as_str()).collect();
+        let msg = Outgoing::Welcome {
+            version: *chosen,
+            plugin: &conn.ctx.id,
+            capabilities: &caps,
+            limits: Limits {
+                max_message: MAX_MESSAGE,
+                max_in_flight: MAX_IN_FLIGHT,
+                call_timeout_ms: conn.ctx.call_timeout.as_millis() as u64,
+                rate: conn.ctx.rate,
+            },
+        }
+        .encode();
+        self.conns.get_mut(&token).expect("live").ready = true;
+        self.send(token, &msg);
+        self.audit(
+            token,
+            "hello",
+            "hello",
+            None,
+            Instant::now(),
+            &Ok(Value::Null),
+        );
+    }
+
+    fn call(
+        &mut self,
+        token: Token,
+        id: u64,
+        name: &str,
+        args: Option<&serde_json::value::RawValue>,
+        started: Instant,
+    ) {
+        let conn = self.conns.get_mut(&token).expect("live");
+        conn.counters.calls += 1;
+        if conn.in_flight.contains_key(&id) {
+            let e = CallError::new(
+                ErrorCode::BadRequest,
+                format!("call id {id} is already in flight"),
+            );
+            return self.reply(token, id, name, None, started, Err(e));
+        }
+        if conn.in_flight.len() >= MAX_IN_FLIGHT {
+            let e = CallError::new(
+                ErrorCode::RateLimited,
+                format!("more than {MAX_IN_FLIGHT} calls in flight"),
+            );
+            return self.reply(token, id, name, None, started, Err(e));
+        }
+        let Some(op) = ops::find(name) else {
+            let e = CallError::new(ErrorCode::UnknownOp, format!("no op named {name:?}"));
+            return self.reply(token, id, name, None, started, Err(e));
+        };
+        let cap = Some(op.capability);
+        if let Some(why) = denial(&conn.ctx, op) {
+            return self.reply(
+                token,
+                id,
+                op.name,
+                cap,
+                started,
+                Err(CallError::new(ErrorCode::Denied, why)),
+            );
+        }
+        let rate = conn
+            .ctx
+            .rate_overrides
+            .iter()
+            .find(|(c, _)| *c == op.capability)
+            .map_or(conn.ctx.rate, |(_, r)| *r);
+        let bucket = conn
+            .buckets
+            .entry(op.capability)
+            .or_insert_with(|| TokenBucket::new(rate, started));
+        if !bucket.take(started) {
+            let e = CallError::new(
+                ErrorCode::RateLimited,
+                format!(
+                    "{} allows {} calls/s (burst {})",
+                    op.capability, rate.per_second, rate.burst
+                ),
+            );
+            return self.reply(token, id, op.name, cap, started, Err(e));
+        }
+        let caller = Caller {
+            id: &conn.ctx.id,
+            kv_quota: conn.ctx.kv_quota,
+            stats: json!(conn.counters),
+            recent: &conn.recent,
+        };
+        match handlers::handle(op.provider, args, &caller) {
+            Outcome::Now(result) => self.reply(token, id, op.name, cap, started, result),
+            Outcome::Queued(work) => {
+                let deadline = started + conn.ctx.call_timeout;
+                conn.in_flight.insert(
+                    id,
+                    InFlight {
+                        op,
+                        started,
+                        deadline,
+                    },
+                );
+                let ns = Arc::clone(&conn.ns);
+                self.pool.submit(Job {
+                    token,
+                    call: id,
+                    ns,
+                    work,
+                });
+            }
+        }
+    }
+
+    fn reply(
+        &mut self,
+        token: Token,
+        id: u64,
+        op: &str,
+        cap: Option<Capability>,
+        started: Instant,
+        result: Result<Value, CallError>,
+    ) {
+        let msg = match &result {
+            Ok(v) => Outgoing::Reply {
+                id,
+                ok: Some(v),
+                error: None,
+            },
+            Err(e) => Outgoing::Reply {
+                id,
+                ok: None,
+                error: Some(e),
+            },
+        }
+        .encode();
+        self.send(token, &msg);
+        self.audit(token, "host_call", op, cap, started, &result);
+    }
+
+    fn audit(
+        &mut self,
+        token: Token,
+        kind: &'static str,
+        op: &str,
+        capability: Option<Capability>,
+        started: Instant,
+        result: &Result<Value, CallError>,
+    ) {
+        let Some(conn) = self.conns.get_mut(&token) else {
+            return;
+        };
+        let decision = Decision::of(result);
+        if kind == "host_call" {
+            let c = &mut conn.counters;
+            match decision {
+                Decision::Allow => c.allowed += 1,
+                Decision::Deny => c.denied += 1,
+                Decision::RateLimited => c.rate_limited += 1,
+                Decision::Error => c.errors += 1,
+            }
+        }
+        let reason = match result {
+            Ok(_) => String::new(),
+            Err(e) => format!("{}: {}", e.code, e.message),
+        };
+        let duration = started.elapsed();
+        self.recorder.record(&Record {
+            plugin: &conn.ctx,
+            kind,
+            op,
+            capability,
+            decision,
+            reason: &reason,
+            duration,
+        });
+        if conn.recent.len() == RECENT {
+            conn.recent.pop_front();
+        }
+        let time = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_micros() as u64);
+        conn.recent.push_back(json!({
+            "time_us": time,
+            "kind": kind,
+            "op": op,
+            "capability": capability,
+            "decision": decision,
+            "reason": reason,
+            "duration_us": duration.as_micros() as u64,
+        }));
+    }
+
+    /// A framing violation: tell the plugin once, audit, close the channel.
+    fn violation(&mut self, token: Token, why: String) {
+        let e = CallError::new(ErrorCode::BadRequest, format!("protocol violation: {why}"));
+        self.send(token, &Outgoing::Error { error: &e }.encode());
+        self.audit(token, "channel", "framing", None, Instant::now(), &Err(e));
+        self.close(token, format!("protocol violation: {why}"));
+    }
+
+    fn close(&mut self, token: Token, why: String) {
+        let Some(conn) = self.conns.get_mut(&token) else {
+            return;
+        };
+        if conn.closed.is_some() {
+            return;
+        }
+        if let Some(fd) = conn.fd.take() {
+            let _ = self.registry.deregister(&mut SourceFd(&fd.as_raw_fd()));
+        }
+        conn.in_flight.clear();
+        conn.outq.clear();
+        conn.closed = Some(why.clone());
+        self.closed.push((token, why));
+    }
+
+    fn send(&mut self, token: Token, msg: &[u8]) {
+        let Some(conn) = self.conns.get_mut(&token) else {
+            return;
+        };
+        let Some(fd) = conn.fd.as_ref() else {
+            return;
+        };
+        conn.counters.bytes_out += msg.len() as u64;
+        if conn.outq.is_empty() {
+            match seqpacket::send(fd.as_fd(), msg, &[]) {
+                Ok(()) => return,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => return self.close(token, format!("write failed: {e}")),
+            }
+        }
+        if conn.outq.len() >= MAX_QUEUED {
+            return self.close(token, format!("plugin left {MAX_QUEUED} replies unread"));
+        }
+        conn.outq.push_back(msg.to_vec());
+        if !conn.want_write {
+            conn.want_write = true;
+            let raw = fd.as_raw_fd();
+            let _ = self.registry.reregister(
+                &mut SourceFd(&raw),
+                token,
+                Interest::READABLE | Interest::WRITABLE,
+            );
+        }
+    }
+
+    fn flush(&mut self, token: Token) {
+        let Some(conn) = self.conns.get_mut(&token) else {
+            return;
+        };
+        let Some(fd) = conn.fd.as_ref() else {
+            return;
+        };
+        while let Some(msg) = conn.outq.front() {
+            match seqpacket::send(fd.as_fd(), msg, &[]) {
+                Ok(()) => {
+                    conn.outq.pop_front();
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) => return self.close(token, format!("write failed: {e}")),
+            }
+        }
+        if conn.want_write {
+            conn.want_write = false;
+            let raw = fd.as_raw_fd();
+            let _ = self
+                .registry
+                .reregister(&mut SourceFd(&raw), token, Interest::READABLE);
+        }
+    }
+}
+
+/// Why `op` is denied to this plugin, if it is.
+fn denial(ctx: &PluginContext, op: &ops::Op) -> Option<String> {
+    if ctx.blocked {
+        return Some(format!("plugin {} is blocked by policy", ctx.id));
+    }
+    if ops::allowed(op, &ctx.granted) {
+        return None;
+    }
+    if ops::allowed(op, &ctx.declared) {
+        Some(format!(
+            "{} needs {}, which the manifest declares but the policy does not grant",
+            op.name, op.capability
+        ))
+    } else {
+        Some(format!(
+            "{} needs {}, which the manifest of {} does not declare",
+            op.name, op.capability, ctx.id
+        ))
+    }
+}

@@ -1,0 +1,377 @@
+//! The wire format of docs/protocol.md: decoding plugin messages strictly and
+//! encoding warden's messages. No I/O and no policy live here.
+
+use std::borrow::Cow;
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+/// The protocol versions this warden speaks.
+pub const VERSIONS: &[u32] = &[1];
+/// The largest datagram in either direction.
+pub const MAX_MESSAGE: usize = 65536;
+/// Calls a plugin may have outstanding at once.
+pub const MAX_IN_FLIGHT: usize = 32;
+
+/// The typed error codes a reply or error message carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    Denied,
+    RateLimited,
+    BadRequest,
+    UnknownOp,
+    TooLarge,
+    NotFound,
+    Unavailable,
+    Timeout,
+    Internal,
+}
+
+impl ErrorCode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::Denied => "denied",
+            ErrorCode::RateLimited => "rate_limited",
+            ErrorCode::BadRequest => "bad_request",
+            ErrorCode::UnknownOp => "unknown_op",
+            ErrorCode::TooLarge => "too_large",
+            ErrorCode::NotFound => "not_found",
+            ErrorCode::Unavailable => "unavailable",
+            ErrorCode::Timeout => "timeout",
+            ErrorCode::Internal => "internal",
+        }
+    }
+}
+
+impl fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A typed error with its human message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CallError {
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+impl CallError {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> CallError {
+        CallError {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+/// A message from a plugin.
+#[derive(Debug)]
+pub enum Incoming<'a> {
+    Hello {
+        versions: Vec<u32>,
+        plugin: Cow<'a, str>,
+        version: Cow<'a, str>,
+    },
+    Call {
+        id: u64,
+        op: Cow<'a, str>,
+        args: Option<&'a RawValue>,
+    },
+    Pong {
+        seq: u64,
+    },
+}
+
+/// Why a datagram could not be decoded.
+#[derive(Debug, PartialEq, Eq)]
+pub enum DecodeError {
+    /// The channel must close: the message cannot be trusted to mean anything.
+    Framing(String),
+    /// A well-framed call whose content is wrong; the channel stays open.
+    BadCall { id: u64, message: String },
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Envelope<'a> {
+    #[serde(rename = "type", borrow)]
+    ty: Cow<'a, str>,
+    id: Option<u64>,
+    #[serde(borrow)]
+    op: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    args: Option<&'a RawValue>,
+    versions: Option<Vec<u32>>,
+    #[serde(borrow)]
+    plugin: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    version: Option<Cow<'a, str>>,
+    seq: Option<u64>,
+}
+
+/// Decodes one datagram.
+pub fn decode(bytes: &[u8]) -> Result<Incoming<'_>, DecodeError> {
+    let text = std::str::from_utf8(bytes)
+        .map_err(|e| DecodeError::Framing(format!("message is not UTF-8: {e}")))?;
+    let env: Envelope<'_> = match serde_json::from_str(text) {
+        Ok(env) => env,
+        Err(e) => return Err(classify(text, e)),
+    };
+    let only = |allowed: &[&str]| -> Result<(), String> {
+        let present = [
+            ("id", env.id.is_some()),
+            ("op", env.op.is_some()),
+            ("args", env.args.is_some()),
+            ("versions", env.versions.is_some()),
+            ("plugin", env.plugin.is_some()),
+            ("version", env.version.is_some()),
+            ("seq", env.seq.is_some()),
+        ];
+        match present.iter().find(|(k, p)| *p && !allowed.contains(k)) {
+            Some((k, _)) => Err(format!(
+                "field `{k}` does not belong in a `{}` message",
+                env.ty
+            )),
+            None => Ok(()),
+        }
+    };
+    match env.ty.as_ref() {
+        "call" => {
+            let id = env
+                .id
+                .ok_or_else(|| DecodeError::Framing("call without an `id`".into()))?;
+            let bad = |message: String| DecodeError::BadCall { id, message };
+            only(&["id", "op", "args"]).map_err(bad)?;
+            let op = env.op.ok_or_else(|| bad("call without an `op`".into()))?;
+            if let Some(args) = env.args {
+                if !args.get().trim_start().starts_with('{') {
+                    return Err(bad("`args` must be an object".into()));
+                }
+            }
+            Ok(Incoming::Call {
+                id,
+                op,
+                args: env.args,
+            })
+        }
+        "hello" => {
+            only(&["versions", "plugin", "version"]).map_err(DecodeError::Framing)?;
+            match (env.versions, env.plugin, env.version) {
+                (Some(versions), Some(plugin), Some(version)) => Ok(Incoming::Hello {
+                    versions,
+                    plugin,
+                    version,
+                }),
+                _ => Err(DecodeError::Framing(
+                    "hello needs `versions`, `plugin` and `version`".into(),
+                )),
+            }
+        }
+        "pong" => {
+            only(&["seq"]).map_err(DecodeError::Framing)?;
+            let seq = env
+                .seq
+                .ok_or_else(|| DecodeError::Framing("pong without a `seq`".into()))?;
+            Ok(Incoming::Pong { seq })
+        }
+        other => Err(DecodeError::Framing(format!(
+            "unknown message type {other:?}"
+        ))),
+    }
+}
+
+/// A strict decode failed: a `call` with a readable u64 id gets a typed
+/// `bad_request` reply; anything else is a framing violation.
+fn classify(text: &str, e: serde_json::Error) -> DecodeError {
+    let msg = e.to_string();
+    if let Ok(serde_json::Value::Object(map)) = serde_json::from_str::<serde_json::Value>(text) {
+        if map.get("type").and_then(|t| t.as_str()) == Some("call") {
+            if let Some(id) = map.get("id").and_then(|i| i.as_u64()) {
+                return DecodeError::BadCall { id, message: msg };
+            }
+        }
+        return DecodeError::Framing(msg);
+    }
+    DecodeError::Framing(format!("message is not a JSON object: {msg}"))
+}
+
+/// Decodes a call's `args` into the op's own argument type (strict: unknown fields
+/// refused), turning failures into `bad_request`.
+pub fn args<'a, T: Deserialize<'a>>(args: Option<&'a RawValue>) -> Result<T, CallError> {
+    let text = args.map_or("{}", RawValue::get);
+    serde_json::from_str(text)
+        .map_err(|e| CallError::new(ErrorCode::BadRequest, format!("args: {e}")))
+}
+
+/// Messages warden sends.
+#[derive(Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Outgoing<'a> {
+    Welcome {
+        version: u32,
+        plugin: &'a str,
+        capabilities: &'a [&'a str],
+        limits: Limits,
+    },
+    Reply {
+        id: u64,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        ok: Option<&'a serde_json::Value>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        error: Option<&'a CallError>,
+    },
+    Error {
+        error: &'a CallError,
+    },
+    Ping {
+        seq: u64,
+    },
+    Shutdown {
+        deadline_ms: u64,
+    },
+}
+
+/// The limits announced in `welcome`.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Limits {
+    pub max_message: usize,
+    pub max_in_flight: usize,
+    pub call_timeout_ms: u64,
+    pub rate: Rate,
+}
+
+/// A token bucket's parameters: refill rate and burst size.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Rate {
+    pub per_second: u32,
+    pub burst: u32,
+}
+
+impl Default for Rate {
+    fn default() -> Self {
+        Rate {
+            per_second: 500,
+            burst: 1000,
+        }
+    }
+}
+
+impl Outgoing<'_> {
+    pub fn encode(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("outgoing messages always serialize")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn framing(text: &str) -> String {
+        match decode(text.as_bytes()) {
+            Err(DecodeError::Framing(m)) => m,
+            other => panic!("{text}: expected framing error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn decodes_the_three_plugin_messages() {
+        match decode(br#"{"type":"hello","versions":[1],"plugin":"echo","version":"1.0.0"}"#) {
+            Ok(Incoming::Hello {
+                versions, plugin, ..
+            }) => {
+                assert_eq!(versions, vec![1]);
+                assert_eq!(plugin, "echo");
+            }
+            other => panic!("{other:?}"),
+        }
+        match decode(br#"{"type":"call","id":7,"op":"kv.get","args":{"key":"a\"b"}}"#) {
+            Ok(Incoming::Call {
+                id: 7,
+                op,
+                args: Some(a),
+            }) => {
+                assert_eq!(op, "kv.get");
+                assert_eq!(a.get(), r#"{"key":"a\"b"}"#);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            decode(br#"{"type":"pong","seq":3}"#),
+            Ok(Incoming::Pong { seq: 3 })
+        ));
+    }
+
+    #[test]
+    fn framing_violations() {
+        assert!(matches!(decode(b"\xff\xfe"), Err(DecodeError::Framing(_))));
+        framing("not json");
+        framing("[1,2]");
+        framing(r#"{"id":1,"op":"kv.get"}"#);
+        framing(r#"{"type":"launch"}"#);
+        framing(r#"{"type":"call","op":"kv.get"}"#);
+        framing(r#"{"type":"call","id":-1,"op":"kv.get"}"#);
+        framing(r#"{"type":"hello","versions":[1]}"#);
+        framing(r#"{"type":"pong"}"#);
+        framing(r#"{"type":"call","id":1,"op":"x"} trailing"#);
+    }
+
+    #[test]
+    fn bad_calls_keep_their_id() {
+        for text in [
+            r#"{"type":"call","id":5,"op":"kv.get","extra":1}"#,
+            r#"{"type":"call","id":5,"op":7}"#,
+            r#"{"type":"call","id":5}"#,
+            r#"{"type":"call","id":5,"op":"kv.get","args":[1]}"#,
+            r#"{"type":"call","id":5,"op":"kv.get","seq":1}"#,
+        ] {
+            assert!(
+                matches!(
+                    decode(text.as_bytes()),
+                    Err(DecodeError::BadCall { id: 5, .. })
+                ),
+                "{text}"
+            );
+        }
+    }
+
+    #[test]
+    fn encodes_replies() {
+        let ok = serde_json::json!({"value": "x"});
+        let m = Outgoing::Reply {
+            id: 3,
+            ok: Some(&ok),
+            error: None,
+        }
+        .encode();
+        assert_eq!(m, br#"{"type":"reply","id":3,"ok":{"value":"x"}}"#);
+        let e = CallError::new(ErrorCode::RateLimited, "slow down");
+        let m = Outgoing::Reply {
+            id: 4,
+            ok: None,
+            error: Some(&e),
+        }
+        .encode();
+        assert_eq!(
+            String::from_utf8(m).unwrap(),
+            r#"{"type":"reply","id":4,"error":{"code":"rate_limited","message":"slow down"}}"#
+        );
+    }
+
+    #[test]
+    fn op_args_are_strict() {
+        #[derive(Deserialize, Debug)]
+        #[serde(deny_unknown_fields)]
+        struct A {
+            #[allow(dead_code)]
+            key: String,
+        }
+        let raw = RawValue::from_string(r#"{"key":"k","x":1}"#.into()).unwrap();
+        let e = args::<A>(Some(&raw)).unwrap_err();
+        assert_eq!(e.code, ErrorCode::BadRequest);
+        assert!(args::<A>(None).is_err());
+    }
+}

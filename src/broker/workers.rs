@@ -1,0 +1,262 @@
+//! The worker pool for host ops that can block: SQLite reads on reader threads,
+//! and every write on one writer thread that commits in groups (one fsync for all
+//! the writes waiting at that moment). Results come back through a shared list and
+//! a mio `Waker`; the event loop never waits on a worker.
+
+use std::sync::mpsc::{self, Receiver, Sender};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+use mio::{Token, Waker};
+use rusqlite::Connection;
+use serde_json::{json, Value};
+
+use super::protocol::{CallError, ErrorCode};
+use crate::store::kv::{self, KvError, Quota};
+use crate::store::{Store, StoreError};
+
+/// The most writes committed in one transaction.
+const MAX_GROUP: usize = 256;
+
+/// One unit of blocking work for a plugin's call.
+#[derive(Debug)]
+pub struct Job {
+    pub token: Token,
+    pub call: u64,
+    pub ns: Arc<str>,
+    pub work: Work,
+}
+
+#[derive(Debug)]
+pub enum Work {
+    Get {
+        key: String,
+    },
+    List {
+        prefix: String,
+        limit: usize,
+        cursor: Option<String>,
+    },
+    Put {
+        key: String,
+        value: String,
+        quota: Quota,
+    },
+    Delete {
+        key: String,
+    },
+}
+
+impl Work {
+    fn is_write(&self) -> bool {
+        matches!(self, Work::Put { .. } | Work::Delete { .. })
+    }
+}
+
+/// A finished job.
+#[derive(Debug)]
+pub struct Done {
+    pub token: Token,
+    pub call: u64,
+    pub result: Result<Value, CallError>,
+}
+
+struct Completions {
+    done: Mutex<Vec<Done>>,
+    waker: Arc<Waker>,
+}
+
+impl Completions {
+    fn push(&self, items: impl IntoIterator<Item = Done>) {
+        let mut done = self.done.lock().unwrap_or_else(|p| p.into_inner());
+        let was_empty = done.is_empty();
+        done.extend(items);
+        if was_empty && !done.is_empty() {
+            // A failed wake means the poll is gone: the loop is shutting down.
+            let _ = self.waker.wake();
+        }
+    }
+}
+
+/// The running pool. Dropping it finishes queued work, then joins the threads.
+pub struct Pool {
+    reads: Option<Sender<Job>>,
+    writes: Option<Sender<Job>>,
+    completions: Arc<Completions>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl Pool {
+    /// Starts `readers` reader threads and one writer, each with its own connection.
+    pub fn start(store: &Store, waker: Arc<Waker>, readers: usize) -> Result<Pool, StoreError> {
+        let completions = Arc::new(Completions {
+            done: Mutex::new(Vec::new()),
+            waker,
+        });
+        let (read_tx, read_rx) = mpsc::channel::<Job>();
+        let read_rx = Arc::new(Mutex::new(read_rx));
+        let mut threads = Vec::new();
+        for i in 0..readers.max(1) {
+            let conn = store.connect()?;
+            let rx = Arc::clone(&read_rx);
+            let c = Arc::clone(&completions);
+            threads.push(spawn(format!("warden-read-{i}"), move || {
+                reader(conn, rx, c)
+            }));
+        }
+        let (write_tx, write_rx) = mpsc::channel::<Job>();
+        let conn = store.connect()?;
+        let c = Arc::clone(&completions);
+        threads.push(spawn("warden-write".into(), move || {
+            writer(conn, write_rx, c)
+        }));
+        Ok(Pool {
+            reads: Some(read_tx),
+            writes: Some(write_tx),
+            completions,
+            threads,
+        })
+    }
+
+    /// Queues a job; its result arrives through [`Pool::take_done`].
+    pub fn submit(&self, job: Job) {
+        let queue = if job.work.is_write() {
+            &self.writes
+        } else {
+            &self.reads
+        };
+        let (token, call) = (job.token, job.call);
+        let sent = queue.as_ref().is_some_and(|q| q.send(job).is_ok());
+        if !sent {
+            self.completions.push([Done {
+                token,
+                call,
+                result: Err(CallError::new(
+                    ErrorCode::Internal,
+                    "worker pool has stopped",
+                )),
+            }]);
+        }
+    }
+
+    /// Everything finished since the last call.
+    pub fn take_done(&self) -> Vec<Done> {
+        std::mem::take(
+            &mut *self
+                .completions
+                .done
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()),
+        )
+    }
+}
+
+impl Drop for Pool {
+    fn drop(&mut self) {
+        self.reads.take();
+        self.writes.take();
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+fn spawn(name: String, f: impl FnOnce() + Send + 'static) -> JoinHandle<()> {
+    std::thread::Builder::new()
+        .name(name)
+        .spawn(f)
+        .expect("spawning a worker thread")
+}
+
+fn internal(e: impl std::fmt::Display) -> CallError {
+    CallError::new(ErrorCode::Internal, format!("state database: {e}"))
+}
+
+fn reader(conn: Connection, rx: Arc<Mutex<Receiver<Job>>>, out: Arc<Completions>) {
+    loop {
+        let job = match rx.lock().unwrap_or_else(|p| p.into_inner()).recv() {
+            Ok(job) => job,
+            Err(_) => return,
+        };
+        let result = match &job.work {
+            Work::Get { key } => match kv::get(&conn, &job.ns, key) {
+                Ok(Some(value)) => Ok(json!({ "value": value })),
+                Ok(None) => Err(CallError::new(
+                    ErrorCode::NotFound,
+                    format!("no key {key:?}"),
+                )),
+                Err(e) => Err(internal(e)),
+            },
+            Work::List {
+                prefix,
+                limit,
+                cursor,
+            } => match kv::list(&conn, &job.ns, prefix, *limit, cursor.as_deref()) {
+                Ok((keys, next)) => Ok(json!({ "keys": keys, "cursor": next })),
+                Err(e) => Err(internal(e)),
+            },
+            Work::Put { .. } | Work::Delete { .. } => Err(CallError::new(
+                ErrorCode::Internal,
+                "a write was queued to a reader",
+            )),
+        };
+        out.push([Done {
+            token: job.token,
+            call: job.call,
+            result,
+        }]);
+    }
+}
+
+fn writer(mut conn: Connection, rx: Receiver<Job>, out: Arc<Completions>) {
+    while let Ok(first) = rx.recv() {
+        let mut batch = vec![first];
+        while batch.len() < MAX_GROUP {
+            match rx.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        let results = commit_group(&mut conn, &batch);
+        out.push(batch.into_iter().zip(results).map(|(job, result)| Done {
+            token: job.token,
+            call: job.call,
+            result,
+        }));
+    }
+}
+
+/// Applies a group of writes in one transaction. A write refused for its own reason
+/// (quota) changes nothing and does not affect the others; a database failure
+/// fails the whole group, and nothing is acknowledged.
+fn commit_group(conn: &mut Connection, batch: &[Job]) -> Vec<Result<Value, CallError>> {
+    let tx = match conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate) {
+        Ok(tx) => tx,
+        Err(e) => return batch.iter().map(|_| Err(internal(&e))).collect(),
+    };
+    let mut results = Vec::with_capacity(batch.len());
+    for job in batch {
+        let r = match &job.work {
+            Work::Put { key, value, quota } => match kv::put(&tx, &job.ns, key, value, *quota) {
+                Ok(()) => Ok(json!({})),
+                Err(e @ KvError::Quota { .. }) => {
+                    Err(CallError::new(ErrorCode::Denied, format!("kv {e}")))
+                }
+                Err(KvError::Db(e)) => return batch.iter().map(|_| Err(internal(&e))).collect(),
+            },
+            Work::Delete { key } => match kv::delete(&tx, &job.ns, key) {
+                Ok(deleted) => Ok(json!({ "deleted": deleted })),
+                Err(e) => return batch.iter().map(|_| Err(internal(&e))).collect(),
+            },
+            Work::Get { .. } | Work::List { .. } => Err(CallError::new(
+                ErrorCode::Internal,
+                "a read was queued to the writer",
+            )),
+        };
+        results.push(r);
+    }
+    match tx.commit() {
+        Ok(()) => results,
+        Err(e) => batch.iter().map(|_| Err(internal(&e))).collect(),
+    }
+}

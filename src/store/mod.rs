@@ -1,0 +1,116 @@
+//! Durable state in one SQLite database (bundled SQLite, WAL): today the plugins'
+//! key-value namespaces. Every write is a committed transaction with
+//! `synchronous=FULL`, so an acknowledged write survives a crash of warden.
+//!
+//! This module knows nothing of plugins, capabilities or the protocol: callers pass
+//! a namespace string. Connections are per thread; open one with [`Store::connect`].
+
+pub mod kv;
+
+use std::path::{Path, PathBuf};
+
+use rusqlite::Connection;
+
+/// Why the store failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("state directory {path}: {source}")]
+    Dir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("database {path}: {source}")]
+    Open {
+        path: PathBuf,
+        source: rusqlite::Error,
+    },
+    #[error("database {path}: schema version {found} is newer than this warden ({supported})")]
+    TooNew {
+        path: PathBuf,
+        found: i64,
+        supported: i64,
+    },
+}
+
+const SCHEMA_VERSION: i64 = 1;
+
+const SCHEMA_V1: &str = "
+CREATE TABLE IF NOT EXISTS kv (
+    ns    TEXT NOT NULL,
+    key   TEXT NOT NULL,
+    value TEXT NOT NULL,
+    PRIMARY KEY (ns, key)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS kv_usage (
+    ns    TEXT PRIMARY KEY,
+    keys  INTEGER NOT NULL,
+    bytes INTEGER NOT NULL
+) WITHOUT ROWID;
+";
+
+/// The database file inside a state directory.
+pub const DB_FILE: &str = "warden.db";
+
+/// A handle on the database file; cheap to clone, opens connections on demand.
+#[derive(Debug, Clone)]
+pub struct Store {
+    path: PathBuf,
+}
+
+impl Store {
+    /// Opens (creating if needed, mode 0700) `state_dir` and the database in it, and
+    /// brings the schema up to date.
+    pub fn open(state_dir: &Path) -> Result<Store, StoreError> {
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(state_dir)
+            .map_err(|source| StoreError::Dir {
+                path: state_dir.to_owned(),
+                source,
+            })?;
+        let store = Store {
+            path: state_dir.join(DB_FILE),
+        };
+        let conn = store.connect()?;
+        let err = |source| StoreError::Open {
+            path: store.path.clone(),
+            source,
+        };
+        let found: i64 = conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .map_err(err)?;
+        if found > SCHEMA_VERSION {
+            return Err(StoreError::TooNew {
+                path: store.path.clone(),
+                found,
+                supported: SCHEMA_VERSION,
+            });
+        }
+        conn.execute_batch(SCHEMA_V1).map_err(err)?;
+        conn.pragma_update(None, "user_version", SCHEMA_VERSION)
+            .map_err(err)?;
+        Ok(store)
+    }
+
+    /// A new connection in WAL mode with full fsync on commit.
+    pub fn connect(&self) -> Result<Connection, StoreError> {
+        let err = |source| StoreError::Open {
+            path: self.path.clone(),
+            source,
+        };
+        let conn = Connection::open(&self.path).map_err(err)?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(err)?;
+        conn.pragma_update(None, "synchronous", "FULL")
+            .map_err(err)?;
+        conn.busy_timeout(std::time::Duration::from_secs(10))
+            .map_err(err)?;
+        Ok(conn)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}

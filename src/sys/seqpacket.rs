@@ -1,0 +1,196 @@
+//! AF_UNIX SOCK_SEQPACKET datagrams: socket pairs, non-blocking send and receive,
+//! truncation detection, and descriptor passing (SCM_RIGHTS).
+
+use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+
+use super::cvt;
+
+/// A connected SOCK_SEQPACKET pair, both ends close-on-exec and blocking.
+pub fn pair() -> io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0 as libc::c_int; 2];
+    // SAFETY: `fds` is a valid, writable array of two ints for the kernel to fill.
+    cvt(unsafe {
+        libc::socketpair(
+            libc::AF_UNIX,
+            libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC,
+            0,
+            fds.as_mut_ptr(),
+        )
+    })?;
+    // SAFETY: socketpair succeeded, so both fds are open and owned by nobody else.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+/// Sets or clears O_NONBLOCK.
+pub fn set_nonblocking(fd: BorrowedFd<'_>, on: bool) -> io::Result<()> {
+    // SAFETY: fcntl F_GETFL/F_SETFL on a borrowed open fd; integer arguments only.
+    let flags = cvt(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETFL) })?;
+    let new = if on {
+        flags | libc::O_NONBLOCK
+    } else {
+        flags & !libc::O_NONBLOCK
+    };
+    // SAFETY: as above.
+    cvt(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, new) }).map(drop)
+}
+
+/// What one receive returned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Received {
+    /// Bytes stored in the buffer (at most its length).
+    pub len: usize,
+    /// The datagram was longer than the buffer; `full_len` is its real size.
+    pub truncated: bool,
+    pub full_len: usize,
+    /// The sender attached descriptors; they have been closed.
+    pub had_fds: bool,
+}
+
+/// Receives one datagram without blocking. A datagram longer than `buf` is
+/// reported as truncated (its excess is discarded by the kernel). Descriptors the
+/// peer attached are closed immediately and reported. `Ok(None)` is end of stream.
+pub fn recv(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<Option<Received>> {
+    const CMSG_SPACE: usize = 256;
+    let mut cmsg = [0u64; CMSG_SPACE / 8];
+    let mut iov = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
+    };
+    // SAFETY: msghdr is a plain C struct; all-zero is a valid empty value.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = cmsg.as_mut_ptr().cast();
+    msg.msg_controllen = CMSG_SPACE;
+    // SAFETY: `msg` points at `iov` (covering `buf`) and `cmsg`, all live and
+    // writable for the duration of the call, with their true lengths.
+    let n = unsafe {
+        libc::recvmsg(
+            fd.as_raw_fd(),
+            &mut msg,
+            libc::MSG_DONTWAIT | libc::MSG_TRUNC | libc::MSG_CMSG_CLOEXEC,
+        )
+    };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let full_len = n as usize;
+    let had_fds = close_passed_fds(&msg);
+    if full_len == 0 && !had_fds {
+        return Ok(None);
+    }
+    Ok(Some(Received {
+        len: full_len.min(buf.len()),
+        truncated: full_len > buf.len() || msg.msg_flags & libc::MSG_TRUNC != 0,
+        full_len,
+        had_fds: had_fds || msg.msg_flags & libc::MSG_CTRUNC != 0,
+    }))
+}
+
+/// Closes every descriptor carried in `msg`'s control data; returns whether any was.
+fn close_passed_fds(msg: &libc::msghdr) -> bool {
+    let mut any = false;
+    // SAFETY: `msg` was filled by a successful recvmsg; the CMSG_* macros walk the
+    // control buffer it describes, within msg_controllen.
+    let mut c = unsafe { libc::CMSG_FIRSTHDR(msg) };
+    while !c.is_null() {
+        // SAFETY: `c` is a valid cmsghdr inside the control buffer (see above).
+        let hdr = unsafe { &*c };
+        if hdr.cmsg_level == libc::SOL_SOCKET && hdr.cmsg_type == libc::SCM_RIGHTS {
+            // SAFETY: CMSG_LEN(0) is a pure computation.
+            let header = unsafe { libc::CMSG_LEN(0) } as usize;
+            let count = (hdr.cmsg_len - header) / std::mem::size_of::<RawFd>();
+            // SAFETY: an SCM_RIGHTS payload is `count` ints starting at CMSG_DATA.
+            let data = unsafe { libc::CMSG_DATA(c) }.cast::<RawFd>();
+            for i in 0..count {
+                // SAFETY: `i < count`, within the payload; read_unaligned because the
+                // payload has no alignment guarantee.
+                let raw = unsafe { data.add(i).read_unaligned() };
+                // SAFETY: the kernel just installed `raw` in our table for us; we own
+                // it and close it exactly once here.
+                drop(unsafe { OwnedFd::from_raw_fd(raw) });
+                any = true;
+            }
+        }
+        // SAFETY: as for CMSG_FIRSTHDR.
+        c = unsafe { libc::CMSG_NXTHDR(msg, c) };
+    }
+    any
+}
+
+/// Sends one datagram without blocking and without SIGPIPE, optionally with
+/// descriptors attached (SCM_RIGHTS).
+pub fn send(fd: BorrowedFd<'_>, bytes: &[u8], fds: &[BorrowedFd<'_>]) -> io::Result<()> {
+    let mut iov = libc::iovec {
+        iov_base: bytes.as_ptr() as *mut libc::c_void,
+        iov_len: bytes.len(),
+    };
+    // SAFETY: msghdr is a plain C struct; all-zero is a valid empty value.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    let mut cmsg = [0u64; 64];
+    if !fds.is_empty() {
+        let payload = std::mem::size_of_val(fds.first().expect("non-empty")) * fds.len();
+        // SAFETY: CMSG_SPACE is a pure computation.
+        let space = unsafe { libc::CMSG_SPACE(payload as u32) } as usize;
+        if space > std::mem::size_of_val(&cmsg) {
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, "too many fds"));
+        }
+        msg.msg_control = cmsg.as_mut_ptr().cast();
+        msg.msg_controllen = space;
+        // SAFETY: the control buffer is `space` bytes, enough for one header and the
+        // payload, so the first header exists and its data area holds `fds.len()` ints.
+        unsafe {
+            let c = libc::CMSG_FIRSTHDR(&msg);
+            (*c).cmsg_level = libc::SOL_SOCKET;
+            (*c).cmsg_type = libc::SCM_RIGHTS;
+            (*c).cmsg_len = libc::CMSG_LEN(payload as u32) as usize;
+            let data = libc::CMSG_DATA(c).cast::<RawFd>();
+            for (i, f) in fds.iter().enumerate() {
+                data.add(i).write_unaligned(f.as_raw_fd());
+            }
+        }
+    }
+    // SAFETY: `msg` describes `bytes` (read-only for sendmsg despite the *mut) and
+    // the control buffer, both live for the call.
+    let n = unsafe {
+        libc::sendmsg(
+            fd.as_raw_fd(),
+            &msg,
+            libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+        )
+    };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::fd::AsFd;
+
+    #[test]
+    fn datagrams_truncation_fds_and_eof() {
+        let (a, b) = pair().unwrap();
+        send(a.as_fd(), b"hello", &[]).unwrap();
+        let mut buf = [0u8; 4];
+        let r = recv(b.as_fd(), &mut buf).unwrap().unwrap();
+        assert_eq!(
+            (r.len, r.truncated, r.full_len, r.had_fds),
+            (4, true, 5, false)
+        );
+        let (x, _y) = pair().unwrap();
+        send(a.as_fd(), b"fd", &[x.as_fd()]).unwrap();
+        let mut buf = [0u8; 16];
+        let r = recv(b.as_fd(), &mut buf).unwrap().unwrap();
+        assert!(r.had_fds && !r.truncated && r.len == 2);
+        let e = recv(b.as_fd(), &mut buf).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::WouldBlock);
+        drop(a);
+        assert_eq!(recv(b.as_fd(), &mut buf).unwrap(), None);
+    }
+}
