@@ -1,10 +1,469 @@
-//! `warden-plugin`: the plugin side of warden's broker protocol.
+//! `warden-plugin`: the plugin side of warden's broker protocol (docs/protocol.md).
 //!
-//! This crate must never depend on the supervisor crate; it speaks only the wire
-//! protocol documented in `docs/protocol.md`. The handshake and typed calls arrive
-//! with the broker issue; until then the crate only exposes the protocol constants.
+//! [`Client::connect`] takes the socket named by `WARDEN_FD`, says `hello`, and
+//! returns once warden answered `welcome`. A background thread reads every message:
+//! it routes replies to the waiting calls, answers `ping` by itself, and records
+//! `shutdown`. Calls are synchronous and may be made from several threads at once.
+//!
+//! This crate must never depend on the supervisor crate: it speaks only the wire
+//! protocol, so it doubles as a reference for other languages.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::io;
+use std::os::fd::FromRawFd;
+use std::os::unix::net::UnixDatagram;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc;
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use serde_json::{json, Map, Value};
 
 /// The environment variable that names the plugin's end of the broker socket.
 pub const FD_ENV: &str = "WARDEN_FD";
 /// The environment variable that carries the plugin's id.
 pub const ID_ENV: &str = "WARDEN_PLUGIN_ID";
+/// The protocol versions this SDK speaks.
+pub const VERSIONS: &[u32] = &[1];
+/// The largest message either side sends.
+pub const MAX_MESSAGE: usize = 65536;
+
+/// A failed call or connection, typed as warden typed it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Error {
+    Denied(String),
+    RateLimited(String),
+    BadRequest(String),
+    UnknownOp(String),
+    TooLarge(String),
+    NotFound(String),
+    Unavailable(String),
+    Timeout(String),
+    Internal(String),
+    /// Not running under warden, the handshake failed, or the channel closed.
+    Channel(String),
+}
+
+impl Error {
+    fn from_wire(code: &str, message: String) -> Error {
+        match code {
+            "denied" => Error::Denied(message),
+            "rate_limited" => Error::RateLimited(message),
+            "bad_request" => Error::BadRequest(message),
+            "unknown_op" => Error::UnknownOp(message),
+            "too_large" => Error::TooLarge(message),
+            "not_found" => Error::NotFound(message),
+            "unavailable" => Error::Unavailable(message),
+            "timeout" => Error::Timeout(message),
+            "internal" => Error::Internal(message),
+            other => Error::Channel(format!("unknown error code {other:?}: {message}")),
+        }
+    }
+
+    /// The wire code (`denied`, `not_found`, ...), or `channel`.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Error::Denied(_) => "denied",
+            Error::RateLimited(_) => "rate_limited",
+            Error::BadRequest(_) => "bad_request",
+            Error::UnknownOp(_) => "unknown_op",
+            Error::TooLarge(_) => "too_large",
+            Error::NotFound(_) => "not_found",
+            Error::Unavailable(_) => "unavailable",
+            Error::Timeout(_) => "timeout",
+            Error::Internal(_) => "internal",
+            Error::Channel(_) => "channel",
+        }
+    }
+
+    pub fn message(&self) -> &str {
+        match self {
+            Error::Denied(m)
+            | Error::RateLimited(m)
+            | Error::BadRequest(m)
+            | Error::UnknownOp(m)
+            | Error::TooLarge(m)
+            | Error::NotFound(m)
+            | Error::Unavailable(m)
+            | Error::Timeout(m)
+            | Error::Internal(m)
+            | Error::Channel(m) => m,
+        }
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.code(), self.message())
+    }
+}
+
+impl std::error::Error for Error {}
+
+fn channel(e: impl fmt::Display) -> Error {
+    Error::Channel(e.to_string())
+}
+
+/// Log levels for [`Client::log`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Level {
+    Trace,
+    Debug,
+    Info,
+    Warn,
+    Error,
+}
+
+impl Level {
+    fn as_str(self) -> &'static str {
+        match self {
+            Level::Trace => "trace",
+            Level::Debug => "debug",
+            Level::Info => "info",
+            Level::Warn => "warn",
+            Level::Error => "error",
+        }
+    }
+}
+
+/// What warden said in `welcome`.
+#[derive(Debug, Clone)]
+pub struct Welcome {
+    pub version: u32,
+    pub plugin: String,
+    pub capabilities: Vec<String>,
+    pub max_in_flight: u64,
+    pub call_timeout_ms: u64,
+}
+
+type Reply = Result<Value, Error>;
+
+struct Shared {
+    sock: UnixDatagram,
+    waiting: Mutex<HashMap<u64, mpsc::Sender<Reply>>>,
+    shutdown: Mutex<Option<u64>>,
+    shutdown_cv: Condvar,
+    closed: Mutex<Option<String>>,
+}
+
+impl Shared {
+    fn send(&self, msg: &Value) -> Result<(), Error> {
+        let bytes = serde_json::to_vec(msg).map_err(channel)?;
+        if bytes.len() > MAX_MESSAGE {
+            return Err(Error::TooLarge(format!(
+                "message is {} bytes, the limit is {MAX_MESSAGE}",
+                bytes.len()
+            )));
+        }
+        self.sock.send(&bytes).map(drop).map_err(channel)
+    }
+
+    fn close(&self, why: String) {
+        *self.closed.lock().unwrap_or_else(|p| p.into_inner()) = Some(why.clone());
+        for (_, tx) in self
+            .waiting
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .drain()
+        {
+            let _ = tx.send(Err(Error::Channel(why.clone())));
+        }
+        self.shutdown_cv.notify_all();
+    }
+}
+
+/// A connection to warden.
+pub struct Client {
+    shared: Arc<Shared>,
+    next_id: AtomicU64,
+    welcome: Welcome,
+    reader: Option<JoinHandle<()>>,
+}
+
+impl Client {
+    /// Connects through `WARDEN_FD` and says hello as `WARDEN_PLUGIN_ID` at
+    /// `version` (which must equal the manifest's version).
+    pub fn connect(version: &str) -> Result<Client, Error> {
+        let fd: i32 = std::env::var(FD_ENV)
+            .map_err(|_| Error::Channel(format!("{FD_ENV} is not set: not running under warden")))?
+            .parse()
+            .map_err(|_| Error::Channel(format!("{FD_ENV} is not a number")))?;
+        let id =
+            std::env::var(ID_ENV).map_err(|_| Error::Channel(format!("{ID_ENV} is not set")))?;
+        if fd < 3 {
+            return Err(Error::Channel(format!(
+                "{FD_ENV}={fd} is not a broker socket"
+            )));
+        }
+        // SAFETY: warden hands the plugin exactly this descriptor, open, as its end
+        // of the broker socket; nothing else in the process owns it.
+        let sock = unsafe { UnixDatagram::from_raw_fd(fd) };
+        Client::with_socket(sock, &id, version)
+    }
+
+    /// Says hello on an already open socket (for tests and embedding).
+    pub fn with_socket(sock: UnixDatagram, id: &str, version: &str) -> Result<Client, Error> {
+        let shared = Arc::new(Shared {
+            sock,
+            waiting: Mutex::new(HashMap::new()),
+            shutdown: Mutex::new(None),
+            shutdown_cv: Condvar::new(),
+            closed: Mutex::new(None),
+        });
+        shared.send(
+            &json!({"type": "hello", "versions": VERSIONS, "plugin": id, "version": version}),
+        )?;
+        let mut buf = vec![0u8; MAX_MESSAGE];
+        let n = shared.sock.recv(&mut buf).map_err(channel)?;
+        let msg: Value = serde_json::from_slice(&buf[..n]).map_err(channel)?;
+        let welcome = match msg["type"].as_str() {
+            Some("welcome") => Welcome {
+                version: msg["version"].as_u64().unwrap_or(0) as u32,
+                plugin: msg["plugin"].as_str().unwrap_or_default().to_owned(),
+                capabilities: msg["capabilities"]
+                    .as_array()
+                    .map(|a| {
+                        a.iter()
+                            .filter_map(|c| c.as_str().map(str::to_owned))
+                            .collect()
+                    })
+                    .unwrap_or_default(),
+                max_in_flight: msg["limits"]["max_in_flight"].as_u64().unwrap_or(1),
+                call_timeout_ms: msg["limits"]["call_timeout_ms"].as_u64().unwrap_or(0),
+            },
+            _ => {
+                let m = msg["error"]["message"].as_str().unwrap_or("no welcome");
+                return Err(Error::Channel(format!("handshake refused: {m}")));
+            }
+        };
+        let reader_shared = Arc::clone(&shared);
+        let reader = std::thread::Builder::new()
+            .name("warden-plugin-reader".into())
+            .spawn(move || read_loop(&reader_shared, buf))
+            .map_err(channel)?;
+        Ok(Client {
+            shared,
+            next_id: AtomicU64::new(1),
+            welcome,
+            reader: Some(reader),
+        })
+    }
+
+    pub fn welcome(&self) -> &Welcome {
+        &self.welcome
+    }
+
+    /// Whether warden granted `capability` (e.g. `kv:write`).
+    pub fn has(&self, capability: &str) -> bool {
+        self.welcome.capabilities.iter().any(|c| c == capability)
+    }
+
+    /// Makes one call and waits for its reply.
+    pub fn call(&self, op: &str, args: Value) -> Result<Value, Error> {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = mpsc::channel();
+        if let Some(why) = self
+            .shared
+            .closed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+        {
+            return Err(Error::Channel(why));
+        }
+        self.shared
+            .waiting
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id, tx);
+        if let Err(e) = self
+            .shared
+            .send(&json!({"type": "call", "id": id, "op": op, "args": args}))
+        {
+            self.shared
+                .waiting
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&id);
+            return Err(e);
+        }
+        rx.recv()
+            .unwrap_or_else(|_| Err(Error::Channel("reader stopped".into())))
+    }
+
+    /// `kv.get`: the value, or `None` when the key is absent.
+    pub fn kv_get(&self, key: &str) -> Result<Option<String>, Error> {
+        match self.call("kv.get", json!({ "key": key })) {
+            Ok(v) => Ok(v["value"].as_str().map(str::to_owned)),
+            Err(Error::NotFound(_)) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// `kv.put`: returns once the value is on disk.
+    pub fn kv_put(&self, key: &str, value: &str) -> Result<(), Error> {
+        self.call("kv.put", json!({ "key": key, "value": value }))
+            .map(drop)
+    }
+
+    /// `kv.delete`: whether the key existed.
+    pub fn kv_delete(&self, key: &str) -> Result<bool, Error> {
+        Ok(self.call("kv.delete", json!({ "key": key }))?["deleted"] == json!(true))
+    }
+
+    /// `kv.list`: one page of keys with `prefix`, and the cursor for the next page.
+    pub fn kv_list(
+        &self,
+        prefix: &str,
+        limit: u32,
+        cursor: Option<&str>,
+    ) -> Result<(Vec<String>, Option<String>), Error> {
+        let mut args = json!({ "prefix": prefix, "limit": limit });
+        if let Some(c) = cursor {
+            args["cursor"] = json!(c);
+        }
+        let v = self.call("kv.list", args)?;
+        let keys = v["keys"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|k| k.as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default();
+        Ok((keys, v["cursor"].as_str().map(str::to_owned)))
+    }
+
+    /// `log.write` with optional structured fields.
+    pub fn log(&self, level: Level, message: &str, fields: &[(&str, Value)]) -> Result<(), Error> {
+        let fields: Map<String, Value> = fields
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), v.clone()))
+            .collect();
+        self.call(
+            "log.write",
+            json!({ "level": level.as_str(), "message": message, "fields": fields }),
+        )
+        .map(drop)
+    }
+
+    /// `monitor.stats`: host load, memory, uptime and this plugin's counters.
+    pub fn monitor_stats(&self) -> Result<Value, Error> {
+        self.call("monitor.stats", json!({}))
+    }
+
+    /// `audit.query`: this plugin's most recent audit events.
+    pub fn audit_query(&self, limit: u32) -> Result<Vec<Value>, Error> {
+        let v = self.call("audit.query", json!({ "limit": limit }))?;
+        Ok(v["events"].as_array().cloned().unwrap_or_default())
+    }
+
+    /// Whether warden asked the plugin to stop, and with what deadline (ms).
+    pub fn shutdown_requested(&self) -> Option<u64> {
+        *self
+            .shared
+            .shutdown
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Blocks until warden asks the plugin to stop or the channel closes, or until
+    /// `timeout`. Returns the shutdown deadline (ms) when one was asked for.
+    pub fn wait_for_shutdown(&self, timeout: Option<Duration>) -> Option<u64> {
+        let mut state = self
+            .shared
+            .shutdown
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let deadline = timeout.map(|t| std::time::Instant::now() + t);
+        loop {
+            let closed = self
+                .shared
+                .closed
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .is_some();
+            if state.is_some() || closed {
+                return *state;
+            }
+            state = match deadline {
+                None => self
+                    .shared
+                    .shutdown_cv
+                    .wait(state)
+                    .unwrap_or_else(|p| p.into_inner()),
+                Some(d) => {
+                    let left = d.saturating_duration_since(std::time::Instant::now());
+                    if left.is_zero() {
+                        return None;
+                    }
+                    self.shared
+                        .shutdown_cv
+                        .wait_timeout(state, left)
+                        .unwrap_or_else(|p| p.into_inner())
+                        .0
+                }
+            };
+        }
+    }
+}
+
+impl Drop for Client {
+    fn drop(&mut self) {
+        let _ = self.shared.sock.shutdown(std::net::Shutdown::Both);
+        if let Some(r) = self.reader.take() {
+            let _ = r.join();
+        }
+    }
+}
+
+fn read_loop(shared: &Shared, mut buf: Vec<u8>) {
+    loop {
+        let n = match shared.sock.recv(&mut buf) {
+            Ok(0) => return shared.close("warden closed the channel".into()),
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return shared.close(format!("reading from warden: {e}")),
+        };
+        let Ok(msg) = serde_json::from_slice::<Value>(&buf[..n]) else {
+            continue;
+        };
+        match msg["type"].as_str() {
+            Some("reply") => {
+                let Some(id) = msg["id"].as_u64() else {
+                    continue;
+                };
+                let result = match msg.get("error") {
+                    Some(e) => Err(Error::from_wire(
+                        e["code"].as_str().unwrap_or(""),
+                        e["message"].as_str().unwrap_or("").to_owned(),
+                    )),
+                    None => Ok(msg.get("ok").cloned().unwrap_or(Value::Null)),
+                };
+                let waiter = shared
+                    .waiting
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(&id);
+                if let Some(tx) = waiter {
+                    let _ = tx.send(result);
+                }
+            }
+            Some("ping") => {
+                let _ = shared.send(&json!({"type": "pong", "seq": msg["seq"]}));
+            }
+            Some("shutdown") => {
+                let deadline = msg["deadline_ms"].as_u64().unwrap_or(0);
+                *shared.shutdown.lock().unwrap_or_else(|p| p.into_inner()) = Some(deadline);
+                shared.shutdown_cv.notify_all();
+            }
+            Some("error") => {
+                let m = msg["error"]["message"].as_str().unwrap_or("").to_owned();
+                eprintln!("warden-plugin: warden reported: {m}");
+            }
+            _ => {}
+        }
+    }
+}

@@ -20,8 +20,9 @@ use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
+use mio::event::Event;
 use mio::unix::SourceFd;
-use mio::{Interest, Registry, Token, Waker};
+use mio::{Events, Interest, Poll, Registry, Token, Waker};
 use serde_json::{json, Value};
 
 use crate::bundle::Capability;
@@ -152,7 +153,7 @@ pub struct Broker {
     registry: Registry,
     conns: HashMap<Token, Conn>,
     pool: Pool,
-    recorder: Box<dyn Recorder>,
+    recorder: Box<dyn Recorder + Send>,
     pending: VecDeque<Token>,
     closed: Vec<(Token, String)>,
     ping_seq: u64,
@@ -166,7 +167,7 @@ impl Broker {
         registry: &Registry,
         store: &Store,
         waker: Arc<Waker>,
-        recorder: Box<dyn Recorder>,
+        recorder: Box<dyn Recorder + Send>,
         readers: usize,
     ) -> Result<Broker, BrokerError> {
         Ok(Broker {
@@ -228,6 +229,52 @@ impl Broker {
     /// Whether `token` is one of ours.
     pub fn owns(&self, token: Token) -> bool {
         self.conns.contains_key(&token)
+    }
+
+    /// One turn of an event loop: waits for events (no longer than `max_wait`,
+    /// and not at all when work is pending), serves the broker's own sources
+    /// (`waker` and plugin channels), expires late calls and continues channels
+    /// that used up their read budget. Events for other tokens go to `other`.
+    pub fn turn(
+        &mut self,
+        poll: &mut Poll,
+        events: &mut Events,
+        waker: Token,
+        max_wait: Option<Duration>,
+        mut other: impl FnMut(&Event),
+    ) -> io::Result<()> {
+        let now = Instant::now();
+        let mut timeout = self
+            .next_deadline()
+            .map(|d| d.saturating_duration_since(now));
+        if self.has_pending() {
+            timeout = Some(Duration::ZERO);
+        }
+        timeout = match (timeout, max_wait) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        match poll.poll(events, timeout) {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => return Ok(()),
+            other => other?,
+        }
+        for ev in events.iter() {
+            let token = ev.token();
+            if token == waker {
+                self.completions();
+            } else if self.owns(token) {
+                self.ready(
+                    token,
+                    ev.is_readable() || ev.is_read_closed(),
+                    ev.is_writable(),
+                );
+            } else {
+                other(ev);
+            }
+        }
+        self.expire(Instant::now());
+        self.run_pending();
+        Ok(())
     }
 
     /// Handles readiness of a plugin channel.

@@ -1,0 +1,572 @@
+//! The broker served by a real mio loop, with real SDK clients and raw hostile
+//! sockets: every op, each denial, rate limits, timeouts, and a bad-input corpus
+//! that must get typed errors or a closed channel, never a panic or a stall for the
+//! other plugins.
+
+use std::os::fd::AsFd;
+use std::os::unix::net::UnixDatagram;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use mio::{Events, Poll, Token, Waker};
+use serde_json::{json, Value};
+use warden::broker::protocol::Rate;
+use warden::broker::{Broker, Decision, PluginContext, Record, Recorder};
+use warden::bundle::Capability;
+use warden::store::kv::Quota;
+use warden::store::Store;
+use warden::sys::seqpacket;
+use warden_plugin::{Client, Error};
+
+const WAKER: Token = Token(0);
+
+#[derive(Clone, Default)]
+struct Log(Arc<Mutex<Vec<(String, String, Decision, String)>>>);
+
+impl Recorder for Log {
+    fn record(&mut self, r: &Record<'_>) {
+        self.0.lock().unwrap().push((
+            r.plugin.id.clone(),
+            r.op.to_owned(),
+            r.decision,
+            r.reason.to_owned(),
+        ));
+    }
+}
+
+impl Log {
+    fn decisions(&self, plugin: &str, op: &str) -> Vec<Decision> {
+        let v = self.0.lock().unwrap();
+        v.iter()
+            .filter(|e| e.0 == plugin && e.1 == op)
+            .map(|e| e.2)
+            .collect()
+    }
+}
+
+fn ctx(id: &str, declared: &[Capability], granted: &[Capability]) -> PluginContext {
+    PluginContext {
+        id: id.into(),
+        version: "1.0.0".into(),
+        sha256: "00".repeat(32),
+        declared: declared.to_vec(),
+        granted: granted.to_vec(),
+        call_timeout: Duration::from_secs(5),
+        rate: Rate::default(),
+        rate_overrides: vec![],
+        kv_quota: Quota::default(),
+        blocked: false,
+    }
+}
+
+/// A broker loop on its own thread serving the given plugins; returns the plugin
+/// ends of their sockets.
+struct Harness {
+    stop: Arc<AtomicBool>,
+    waker: Arc<Waker>,
+    thread: Option<JoinHandle<()>>,
+    log: Log,
+    _state: tempfile::TempDir,
+}
+
+impl Harness {
+    fn start(plugins: Vec<PluginContext>) -> (Harness, Vec<UnixDatagram>) {
+        let state = tempfile::tempdir().unwrap();
+        let store = Store::open(state.path()).unwrap();
+        let poll = Poll::new().unwrap();
+        let waker = Arc::new(Waker::new(poll.registry(), WAKER).unwrap());
+        let log = Log::default();
+        let mut broker = Broker::new(
+            poll.registry(),
+            &store,
+            Arc::clone(&waker),
+            Box::new(log.clone()),
+            2,
+        )
+        .unwrap();
+        let mut ends = Vec::new();
+        for (i, c) in plugins.into_iter().enumerate() {
+            let (ours, theirs) = seqpacket::pair().unwrap();
+            broker.attach(Token(i + 1), ours, c).unwrap();
+            ends.push(UnixDatagram::from(theirs));
+        }
+        let stop = Arc::new(AtomicBool::new(false));
+        let stop2 = Arc::clone(&stop);
+        let thread = std::thread::spawn(move || {
+            let mut poll = poll;
+            let mut events = Events::with_capacity(256);
+            while !stop2.load(Ordering::Relaxed) {
+                broker
+                    .turn(
+                        &mut poll,
+                        &mut events,
+                        WAKER,
+                        Some(Duration::from_millis(20)),
+                        |_| {},
+                    )
+                    .unwrap();
+            }
+        });
+        (
+            Harness {
+                stop,
+                waker,
+                thread: Some(thread),
+                log,
+                _state: state,
+            },
+            ends,
+        )
+    }
+}
+
+impl Drop for Harness {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        let _ = self.waker.wake();
+        if let Some(t) = self.thread.take() {
+            t.join().expect("the broker loop must not panic");
+        }
+    }
+}
+
+fn connect(sock: UnixDatagram, id: &str) -> Client {
+    Client::with_socket(sock, id, "1.0.0").unwrap()
+}
+
+use Capability::*;
+
+#[test]
+fn every_op_through_the_sdk() {
+    let all = [KvRead, KvWrite, LogWrite, MonitorRead, AuditRead];
+    let (h, mut socks) = Harness::start(vec![ctx("full", &all, &all)]);
+    let c = connect(socks.remove(0), "full");
+    assert_eq!(
+        c.welcome().capabilities,
+        [
+            "kv:read",
+            "kv:write",
+            "log:write",
+            "monitor:read",
+            "audit:read"
+        ]
+    );
+    assert_eq!(c.kv_get("runs").unwrap(), None);
+    c.kv_put("runs", "1").unwrap();
+    c.kv_put("runs", "2").unwrap();
+    c.kv_put("other", "x").unwrap();
+    assert_eq!(c.kv_get("runs").unwrap().as_deref(), Some("2"));
+    let (keys, cursor) = c.kv_list("", 1, None).unwrap();
+    assert_eq!(keys, ["other"]);
+    let (keys, cursor) = c.kv_list("", 1, cursor.as_deref()).unwrap();
+    assert_eq!((keys, cursor), (vec!["runs".to_owned()], None));
+    assert!(c.kv_delete("other").unwrap());
+    assert!(!c.kv_delete("other").unwrap());
+    c.log(
+        warden_plugin::Level::Info,
+        "hello from a test",
+        &[("n", json!(3))],
+    )
+    .unwrap();
+    let stats = c.monitor_stats().unwrap();
+    assert!(
+        stats["host"]["mem_total_kb"].as_u64().unwrap() > 0,
+        "{stats}"
+    );
+    assert!(stats["plugin"]["calls"].as_u64().unwrap() >= 9, "{stats}");
+    let events = c.audit_query(5).unwrap();
+    assert_eq!(events.len(), 5);
+    assert_eq!(events.last().unwrap()["op"], "monitor.stats");
+    assert_eq!(h.log.decisions("full", "kv.put"), [Decision::Allow; 3]);
+    assert_eq!(h.log.decisions("full", "hello"), [Decision::Allow]);
+}
+
+#[test]
+fn denials_name_their_reason() {
+    let (h, mut socks) = Harness::start(vec![
+        ctx(
+            "reader",
+            &[KvRead, KvWrite, HttpEgress],
+            &[KvRead, HttpEgress],
+        ),
+        {
+            let mut b = ctx("blocked", &[KvRead], &[KvRead]);
+            b.blocked = true;
+            b
+        },
+    ]);
+    let c = connect(socks.remove(0), "reader");
+    match c.kv_put("k", "v") {
+        Err(Error::Denied(m)) => {
+            assert!(m.contains("declares but the policy does not grant"), "{m}")
+        }
+        other => panic!("{other:?}"),
+    }
+    match c.log(warden_plugin::Level::Info, "x", &[]) {
+        Err(Error::Denied(m)) => assert!(m.contains("manifest of reader does not declare"), "{m}"),
+        other => panic!("{other:?}"),
+    }
+    match c.call("net.dial", json!({"host": "example.com", "port": 443})) {
+        Err(Error::Unavailable(m)) => assert!(m.contains("net.dial"), "{m}"),
+        other => panic!("{other:?}"),
+    }
+    // Another namespace cannot even be named: the handler refuses the field.
+    match c.call("kv.get", json!({"key": "k", "ns": "plugin:other"})) {
+        Err(Error::BadRequest(m)) => assert!(m.contains("unknown field `ns`"), "{m}"),
+        other => panic!("{other:?}"),
+    }
+    let b = connect(socks.remove(0), "blocked");
+    assert!(matches!(b.kv_get("k"), Err(Error::Denied(m)) if m.contains("blocked by policy")));
+    assert_eq!(h.log.decisions("reader", "kv.put"), [Decision::Deny]);
+    assert_eq!(h.log.decisions("reader", "net.dial"), [Decision::Error]);
+}
+
+#[test]
+fn namespaces_are_separate() {
+    let caps = [KvRead, KvWrite];
+    let (_h, mut socks) = Harness::start(vec![ctx("a", &caps, &caps), ctx("b", &caps, &caps)]);
+    let a = connect(socks.remove(0), "a");
+    let b = connect(socks.remove(0), "b");
+    a.kv_put("secret", "a's").unwrap();
+    assert_eq!(b.kv_get("secret").unwrap(), None);
+    assert_eq!(b.kv_list("", 10, None).unwrap().0, Vec::<String>::new());
+}
+
+#[test]
+fn rate_limits_per_capability() {
+    let mut c = ctx("chatty", &[KvRead, LogWrite], &[KvRead, LogWrite]);
+    c.rate_overrides = vec![(
+        LogWrite,
+        Rate {
+            per_second: 1,
+            burst: 3,
+        },
+    )];
+    let (h, mut socks) = Harness::start(vec![c]);
+    let p = connect(socks.remove(0), "chatty");
+    for _ in 0..3 {
+        p.log(warden_plugin::Level::Debug, "ok", &[]).unwrap();
+    }
+    match p.log(warden_plugin::Level::Debug, "one too many", &[]) {
+        Err(Error::RateLimited(m)) => {
+            assert!(m.contains("log:write allows 1 calls/s (burst 3)"), "{m}")
+        }
+        other => panic!("{other:?}"),
+    }
+    // Another capability has its own bucket.
+    assert_eq!(p.kv_get("x").unwrap(), None);
+    assert_eq!(
+        h.log.decisions("chatty", "log.write"),
+        [
+            Decision::Allow,
+            Decision::Allow,
+            Decision::Allow,
+            Decision::RateLimited
+        ]
+    );
+}
+
+#[test]
+fn slow_calls_answer_timeout() {
+    let mut c = ctx("impatient", &[KvRead], &[KvRead]);
+    c.call_timeout = Duration::ZERO;
+    let (_h, mut socks) = Harness::start(vec![c]);
+    let p = connect(socks.remove(0), "impatient");
+    assert!(matches!(p.kv_get("k"), Err(Error::Timeout(_))));
+}
+
+// ---- raw sockets: the bad-input corpus -------------------------------------
+
+fn send(s: &UnixDatagram, msg: &[u8]) {
+    s.send(msg).unwrap();
+}
+
+fn recv(s: &UnixDatagram) -> Option<Value> {
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut buf = vec![0u8; 70000];
+    match s.recv(&mut buf) {
+        Ok(0) => None,
+        Ok(n) => Some(serde_json::from_slice(&buf[..n]).unwrap()),
+        Err(e) => panic!("no answer from the broker: {e}"),
+    }
+}
+
+fn hello(s: &UnixDatagram, id: &str) {
+    send(
+        s,
+        format!(r#"{{"type":"hello","versions":[1],"plugin":"{id}","version":"1.0.0"}}"#)
+            .as_bytes(),
+    );
+    assert_eq!(recv(s).unwrap()["type"], "welcome");
+}
+
+/// The broker answers a framing violation with one error and closes.
+fn closes_after(s: &UnixDatagram, needle: &str) {
+    let m = recv(s).expect("an error message before the close");
+    assert_eq!(m["type"], "error", "{m}");
+    assert_eq!(m["error"]["code"], "bad_request", "{m}");
+    let text = m["error"]["message"].as_str().unwrap();
+    assert!(text.contains(needle), "{text}");
+    assert_eq!(recv(s), None, "the channel must be closed");
+}
+
+#[test]
+fn framing_violations_close_the_channel() {
+    let caps = [KvRead];
+    let cases: Vec<(&str, Vec<u8>, &str)> = vec![
+        (
+            "call before hello",
+            br#"{"type":"call","id":1,"op":"kv.get","args":{"key":"k"}}"#.to_vec(),
+            "call before hello",
+        ),
+        (
+            "invalid utf-8",
+            b"{\"type\":\"hello\xff\"}".to_vec(),
+            "not UTF-8",
+        ),
+        ("not json", b"hello?".to_vec(), "not a JSON object"),
+        ("json array", b"[1,2,3]".to_vec(), "not a JSON object"),
+        ("no type", br#"{"id":1}"#.to_vec(), "missing field `type`"),
+        (
+            "wrong hello",
+            br#"{"type":"hello","versions":[1],"plugin":"somebody-else","version":"1.0.0"}"#
+                .to_vec(),
+            "verified manifest says",
+        ),
+        (
+            "no common version",
+            br#"{"type":"hello","versions":[99],"plugin":"p0","version":"1.0.0"}"#.to_vec(),
+            "no common protocol version",
+        ),
+    ];
+    let n = cases.len();
+    let (h, socks) = Harness::start(
+        (0..n)
+            .map(|i| ctx(&format!("p{i}"), &caps, &caps))
+            .collect(),
+    );
+    for (i, ((name, msg, needle), s)) in cases.into_iter().zip(socks).enumerate() {
+        let msg = String::from_utf8_lossy(&msg)
+            .replace("\"p0\"", &format!("\"p{i}\""))
+            .into_bytes();
+        let msg = if name == "invalid utf-8" {
+            b"{\"type\":\"hello\xff\"}".to_vec()
+        } else {
+            msg
+        };
+        send(&s, &msg);
+        closes_after(&s, needle);
+    }
+    let log = h.log.0.lock().unwrap();
+    assert_eq!(
+        log.iter().filter(|e| e.1 == "framing").count(),
+        n,
+        "every violation is audited"
+    );
+}
+
+#[test]
+fn second_hello_and_passed_fds_close_the_channel() {
+    let caps = [KvRead];
+    let (_h, mut socks) = Harness::start(vec![ctx("a", &caps, &caps), ctx("b", &caps, &caps)]);
+    let a = socks.remove(0);
+    hello(&a, "a");
+    send(
+        &a,
+        br#"{"type":"hello","versions":[1],"plugin":"a","version":"1.0.0"}"#,
+    );
+    closes_after(&a, "second hello");
+    let b = socks.remove(0);
+    hello(&b, "b");
+    let (x, _y) = seqpacket::pair().unwrap();
+    seqpacket::send(b.as_fd(), br#"{"type":"pong","seq":1}"#, &[x.as_fd()]).unwrap();
+    closes_after(&b, "sent a file descriptor");
+}
+
+#[test]
+fn bad_calls_get_typed_errors_and_the_channel_survives() {
+    let caps = [KvRead, KvWrite];
+    let (_h, mut socks) = Harness::start(vec![ctx("p", &caps, &caps)]);
+    let s = socks.remove(0);
+    hello(&s, "p");
+    let expect = |msg: &[u8], code: &str, id: Option<u64>| {
+        send(&s, msg);
+        let m = recv(&s).unwrap();
+        assert_eq!(
+            m["error"]["code"],
+            code,
+            "{} -> {m}",
+            String::from_utf8_lossy(msg)
+        );
+        if let Some(id) = id {
+            assert_eq!(m["id"], id, "{m}");
+        }
+    };
+    expect(
+        br#"{"type":"call","id":1,"op":"kv.get","args":{"key":7}}"#,
+        "bad_request",
+        Some(1),
+    );
+    expect(
+        br#"{"type":"call","id":2,"op":"kv.get","args":{}}"#,
+        "bad_request",
+        Some(2),
+    );
+    expect(
+        br#"{"type":"call","id":3,"op":"kv.get","args":"key"}"#,
+        "bad_request",
+        Some(3),
+    );
+    expect(
+        br#"{"type":"call","id":4,"op":"kv.get","args":{"key":"k"},"extra":true}"#,
+        "bad_request",
+        Some(4),
+    );
+    expect(
+        br#"{"type":"call","id":5,"op":"kv.get","args":{"key":"k","key":"j"}}"#,
+        "bad_request",
+        Some(5),
+    );
+    expect(
+        br#"{"type":"call","id":6,"op":"kv.steal","args":{}}"#,
+        "unknown_op",
+        Some(6),
+    );
+    expect(
+        br#"{"type":"call","id":7,"op":"","args":{}}"#,
+        "unknown_op",
+        Some(7),
+    );
+    expect(
+        br#"{"type":"call","id":8,"op":"kv.get","args":{"key":""}}"#,
+        "bad_request",
+        Some(8),
+    );
+    let huge = format!(
+        r#"{{"type":"call","id":9,"op":"kv.put","args":{{"key":"k","value":"{}"}}}}"#,
+        "x".repeat(70_000)
+    );
+    expect(huge.as_bytes(), "too_large", None);
+    let big = format!(
+        r#"{{"type":"call","id":10,"op":"kv.put","args":{{"key":"k","value":"{}"}}}}"#,
+        "x".repeat(20_000)
+    );
+    expect(big.as_bytes(), "too_large", Some(10));
+    // Duplicate ids: the second arrives while the first (a put, fsynced) is in flight.
+    send(
+        &s,
+        br#"{"type":"call","id":11,"op":"kv.put","args":{"key":"k","value":"v"}}"#,
+    );
+    send(
+        &s,
+        br#"{"type":"call","id":11,"op":"kv.get","args":{"key":"k"}}"#,
+    );
+    let first = recv(&s).unwrap();
+    let second = recv(&s).unwrap();
+    let codes = [
+        first["error"]["code"].clone(),
+        second["error"]["code"].clone(),
+    ];
+    assert!(codes.contains(&json!("bad_request")), "{first} {second}");
+    assert!(
+        first.get("ok").is_some() || second.get("ok").is_some(),
+        "{first} {second}"
+    );
+    // After all that, the channel still works.
+    send(
+        &s,
+        br#"{"type":"call","id":12,"op":"kv.get","args":{"key":"k"}}"#,
+    );
+    assert_eq!(recv(&s).unwrap()["ok"]["value"], "v");
+}
+
+#[test]
+fn a_flood_does_not_stall_other_plugins() {
+    let caps = [KvRead, KvWrite];
+    let mut flood_ctx = ctx("flood", &caps, &caps);
+    flood_ctx.rate = Rate {
+        per_second: 1_000_000,
+        burst: 1_000_000,
+    };
+    let (h, mut socks) = Harness::start(vec![flood_ctx, ctx("good", &caps, &caps)]);
+    let flood = socks.remove(0);
+    let good = connect(socks.remove(0), "good");
+    hello(&flood, "flood");
+    flood.set_nonblocking(true).unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let stop2 = Arc::clone(&stop);
+    // The flooder never reads its replies and sends as fast as it can.
+    let flooder = std::thread::spawn(move || {
+        let mut sent = 0u64;
+        while !stop2.load(Ordering::Relaxed) {
+            let msg =
+                format!(r#"{{"type":"call","id":{sent},"op":"kv.get","args":{{"key":"k"}}}}"#);
+            match flood.send(msg.as_bytes()) {
+                Ok(_) => sent += 1,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => std::thread::yield_now(),
+                Err(_) => break, // closed by the broker: fine
+            }
+        }
+        sent
+    });
+    let mut worst = Duration::ZERO;
+    for i in 0..200 {
+        let t = Instant::now();
+        good.kv_put("n", &i.to_string()).unwrap();
+        assert_eq!(good.kv_get("n").unwrap(), Some(i.to_string()));
+        worst = worst.max(t.elapsed());
+    }
+    stop.store(true, Ordering::Relaxed);
+    let sent = flooder.join().unwrap();
+    assert!(sent > 1000, "the flood was real: {sent} calls");
+    assert!(
+        worst < Duration::from_secs(2),
+        "a good plugin waited {worst:?} during a flood"
+    );
+    // The flooder was throttled or cut off, and it shows in the audit.
+    let log = h.log.0.lock().unwrap();
+    let limited = log
+        .iter()
+        .any(|e| e.0 == "flood" && e.2 == Decision::RateLimited);
+    let closed = log.iter().any(|e| e.0 == "flood" && e.1 == "framing");
+    let served = log
+        .iter()
+        .filter(|e| e.0 == "flood" && e.1 == "kv.get")
+        .count();
+    assert!(
+        limited || closed || served > 0,
+        "flood left no trace in the audit"
+    );
+}
+
+#[test]
+fn a_plugin_that_stops_reading_is_cut_off() {
+    let caps = [KvRead];
+    let mut c = ctx("deaf", &caps, &caps);
+    c.rate = Rate {
+        per_second: 1_000_000,
+        burst: 1_000_000,
+    };
+    let (_h, mut socks) = Harness::start(vec![c]);
+    let s = socks.remove(0);
+    hello(&s, "deaf");
+    // monitor.stats is denied (not declared) and answered at once: many replies.
+    s.set_nonblocking(true).unwrap();
+    let mut closed = false;
+    for i in 0..200_000u64 {
+        let msg = format!(r#"{{"type":"call","id":{i},"op":"monitor.stats","args":{{}}}}"#);
+        match s.send(msg.as_bytes()) {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                std::thread::sleep(Duration::from_micros(200))
+            }
+            Err(_) => {
+                closed = true;
+                break;
+            }
+        }
+    }
+    assert!(closed, "a plugin that never reads must be cut off");
+}
