@@ -22,8 +22,11 @@ use warden_plugin::{Client, Error};
 
 const WAKER: Token = Token(0);
 
+/// (plugin, op, decision, reason) for every record.
+type Entry = (String, String, Decision, String);
+
 #[derive(Clone, Default)]
-struct Log(Arc<Mutex<Vec<(String, String, Decision, String)>>>);
+struct Log(Arc<Mutex<Vec<Entry>>>);
 
 impl Recorder for Log {
     fn record(&mut self, r: &Record<'_>) {
