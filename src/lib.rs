@@ -2,8 +2,9 @@
 //!
 //! The library holds every layer (see docs/ and ../shared/DESIGN.md for the map);
 //! the binary in `src/main.rs` only parses arguments and exits. Dependencies point
-//! down: cli -> bundle -> sys.
+//! down: cli -> audit, bundle -> sys.
 
+pub mod audit;
 pub mod bundle;
 pub mod cli;
 pub mod sys;
