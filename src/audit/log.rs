@@ -473,3 +473,239 @@ fn move_torn_aside(
     })?;
     Ok((to, bytes))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::audit::{verify_files, Decision, VerifyReport};
+
+    fn event(i: u64) -> Event {
+        Event {
+            kind: "host_call",
+            plugin: Some("echo".into()),
+            op: Some("kv.get".into()),
+            decision: Some(Decision::Allow),
+            duration_us: Some(i),
+            ..Event::default()
+        }
+    }
+
+    fn intact(files: &[PathBuf]) -> u64 {
+        match verify_files(files).unwrap() {
+            VerifyReport::Intact { events, .. } => events,
+            broken => panic!("{broken:?}"),
+        }
+    }
+
+    #[test]
+    fn buffers_until_flush_and_drop_flushes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.log");
+        let mut cfg = AuditConfig::new(&path);
+        cfg.flush_interval = Duration::from_secs(3600);
+        let mut log = AuditLog::open(cfg).unwrap();
+        assert_eq!(log.flush_due(), None);
+        assert_eq!(log.append(&event(1)).unwrap(), 1);
+        assert_eq!(log.append(&event(2)).unwrap(), 2);
+        assert!(log.flush_due().unwrap() > Duration::from_secs(3000));
+        assert_eq!(
+            fs::read(&path).unwrap().len(),
+            0,
+            "buffered, not written yet"
+        );
+        log.flush().unwrap();
+        assert_eq!(log.flush_due(), None);
+        assert_eq!(intact(&[path.clone()]), 2);
+        log.append(&event(3)).unwrap();
+        drop(log);
+        assert_eq!(intact(&[path]), 3);
+    }
+
+    #[test]
+    fn every_event_writes_before_returning() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.log");
+        let mut cfg = AuditConfig::new(&path);
+        cfg.fsync = FsyncPolicy::EveryEvent;
+        let mut log = AuditLog::open(cfg).unwrap();
+        log.append(&event(1)).unwrap();
+        assert_eq!(log.flush_due(), None);
+        assert_eq!(intact(&[path.clone()]), 1);
+        // Skip Drop, as SIGKILL would: the event is already on disk.
+        std::mem::forget(log);
+        assert_eq!(intact(&[path]), 1);
+    }
+
+    #[test]
+    fn overdue_flush_happens_on_append() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.log");
+        let mut cfg = AuditConfig::new(&path);
+        cfg.flush_interval = Duration::ZERO;
+        let mut log = AuditLog::open(cfg).unwrap();
+        log.append(&event(1)).unwrap();
+        assert_eq!(log.flush_due(), None);
+        assert_eq!(intact(&[path]), 1);
+    }
+
+    #[test]
+    fn second_writer_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.log");
+        let _log = AuditLog::open(AuditConfig::new(&path)).unwrap();
+        let e = AuditLog::open(AuditConfig::new(&path)).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "{}: another process is writing this audit log (lock held)",
+                path.display()
+            )
+        );
+    }
+
+    #[test]
+    fn reopen_continues_the_chain() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.log");
+        let mut log = AuditLog::open(AuditConfig::new(&path)).unwrap();
+        log.append(&event(1)).unwrap();
+        let hash = log.last_hash().to_string();
+        drop(log);
+        let mut log = AuditLog::open(AuditConfig::new(&path)).unwrap();
+        assert_eq!(log.next_seq(), 2);
+        assert_eq!(log.last_hash(), hash);
+        assert_eq!(log.append(&event(2)).unwrap(), 2);
+        drop(log);
+        assert_eq!(intact(&[path]), 2);
+    }
+
+    #[test]
+    fn rotation_chains_across_files_and_resumes_after_a_crash_mid_rotation() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.log");
+        let mut cfg = AuditConfig::new(&path);
+        cfg.rotate_bytes = Some(600);
+        let mut log = AuditLog::open(cfg.clone()).unwrap();
+        for i in 0..12 {
+            log.append(&event(i)).unwrap();
+        }
+        drop(log);
+        let mut files = rotated_files(&path).unwrap();
+        assert!(files.len() >= 2, "{files:?}");
+        for f in &files {
+            assert!(fs::metadata(f).unwrap().len() <= 600);
+        }
+        // As if the supervisor died between renaming the live file and writing to
+        // the new one: the chain resumes from the newest rotated file.
+        fs::remove_file(&path).unwrap();
+        let mut log = AuditLog::open(cfg).unwrap();
+        assert!(log.next_seq() > 1);
+        log.append(&event(99)).unwrap();
+        drop(log);
+        files.push(path.clone());
+        let events = intact(&files);
+        assert_eq!(events, log_lines(&files));
+        assert!(rotated_files(&path).unwrap().len() >= files.len() - 1);
+    }
+
+    fn log_lines(files: &[PathBuf]) -> u64 {
+        files
+            .iter()
+            .map(|f| fs::read(f).unwrap().iter().filter(|&&b| b == b'\n').count() as u64)
+            .sum()
+    }
+
+    #[test]
+    fn torn_tail_is_moved_aside_and_audited() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.log");
+        let mut log = AuditLog::open(AuditConfig::new(&path)).unwrap();
+        for i in 0..3 {
+            log.append(&event(i)).unwrap();
+        }
+        drop(log);
+        let mut f = OpenOptions::new().append(true).open(&path).unwrap();
+        f.write_all(br#"{"seq":4,"time":"2026-"#).unwrap();
+        drop(f);
+        let mut log = AuditLog::open(AuditConfig::new(&path)).unwrap();
+        log.flush().unwrap();
+        let torn = dir.path().join("audit.log.torn-4");
+        assert_eq!(fs::read(&torn).unwrap(), br#"{"seq":4,"time":"2026-"#);
+        assert_eq!(log.append(&event(5)).unwrap(), 5);
+        drop(log);
+        assert_eq!(intact(&[path.clone()]), 5);
+        let text = fs::read_to_string(&path).unwrap();
+        let fourth = text.lines().nth(3).unwrap();
+        let r = line::parse(fourth.as_bytes()).unwrap();
+        assert_eq!((r.seq, r.kind.as_str()), (4, "audit.torn_tail"));
+        assert_eq!(r.extra["saved_to"], torn.display().to_string());
+        assert_eq!(r.extra["bytes"], 22);
+    }
+
+    #[test]
+    fn broken_last_line_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.log");
+        fs::write(&path, "{\"seq\":1}\n").unwrap();
+        let e = AuditLog::open(AuditConfig::new(&path)).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "{p}: the last line is not a valid audit record (missing field \"time\"); refusing to chain onto it (run `warden audit verify {p}`)",
+                p = path.display()
+            )
+        );
+    }
+
+    #[test]
+    fn empty_kind_and_zero_rotation_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.log");
+        let mut cfg = AuditConfig::new(&path);
+        cfg.rotate_bytes = Some(0);
+        assert!(matches!(AuditLog::open(cfg), Err(AuditError::Config(_))));
+        let mut log = AuditLog::open(AuditConfig::new(&path)).unwrap();
+        assert!(matches!(
+            log.append(&Event::default()),
+            Err(AuditError::EmptyKind)
+        ));
+    }
+
+    #[test]
+    fn query_recent_keeps_the_last_n_of_a_plugin() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.log");
+        let mut log = AuditLog::open(AuditConfig::new(&path)).unwrap();
+        for i in 0..10 {
+            let mut e = event(i);
+            if i % 2 == 1 {
+                e.plugin = Some("other".into());
+            }
+            log.append(&e).unwrap();
+        }
+        let f = Filter {
+            plugin: Some("echo".into()),
+            limit: Some(2),
+            ..Filter::default()
+        };
+        let hits = log.query_recent(&f).unwrap();
+        let seqs: Vec<u64> = hits.iter().map(|h| h.record.seq).collect();
+        assert_eq!(seqs, [7, 9]);
+    }
+
+    #[test]
+    fn resumes_after_lines_longer_than_a_tail_chunk() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.log");
+        let mut log = AuditLog::open(AuditConfig::new(&path)).unwrap();
+        for n in [100_000, 10, 200_000] {
+            let mut e = event(n as u64);
+            e.reason = Some("x".repeat(n));
+            log.append(&e).unwrap();
+        }
+        let hash = log.last_hash().to_string();
+        drop(log);
+        let log = AuditLog::open(AuditConfig::new(&path)).unwrap();
+        assert_eq!((log.next_seq(), log.last_hash()), (4, hash.as_str()));
+    }
+}

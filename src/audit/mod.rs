@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 
 pub use line::{LineError, Record};
 pub use log::{rotated_files, AuditLog};
-pub use query::{query, Filter};
+pub use query::{query, Filter, Hit};
 pub use verify::{verify_files, VerifyReport};
 
 /// The outcome of a checked request.
