@@ -135,9 +135,9 @@ fn check_link(
     if r.seq > p.seq + 1 {
         let missing = r.seq - p.seq - 1;
         let hint = if line == 1 && file > 0 {
-            "lines deleted, or a file missing before this one"
+            "lines deleted or reordered, or a file missing before this one"
         } else {
-            "lines deleted"
+            "lines deleted or reordered"
         };
         return Some(format!(
             "seq {} follows seq {}: {missing} event{} missing ({hint})",
