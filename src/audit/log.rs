@@ -515,7 +515,7 @@ mod tests {
         );
         log.flush().unwrap();
         assert_eq!(log.flush_due(), None);
-        assert_eq!(intact(&[path.clone()]), 2);
+        assert_eq!(intact(std::slice::from_ref(&path)), 2);
         log.append(&event(3)).unwrap();
         drop(log);
         assert_eq!(intact(&[path]), 3);
@@ -530,7 +530,7 @@ mod tests {
         let mut log = AuditLog::open(cfg).unwrap();
         log.append(&event(1)).unwrap();
         assert_eq!(log.flush_due(), None);
-        assert_eq!(intact(&[path.clone()]), 1);
+        assert_eq!(intact(std::slice::from_ref(&path)), 1);
         // Skip Drop, as SIGKILL would: the event is already on disk.
         std::mem::forget(log);
         assert_eq!(intact(&[path]), 1);
@@ -633,7 +633,7 @@ mod tests {
         assert_eq!(fs::read(&torn).unwrap(), br#"{"seq":4,"time":"2026-"#);
         assert_eq!(log.append(&event(5)).unwrap(), 5);
         drop(log);
-        assert_eq!(intact(&[path.clone()]), 5);
+        assert_eq!(intact(std::slice::from_ref(&path)), 5);
         let text = fs::read_to_string(&path).unwrap();
         let fourth = text.lines().nth(3).unwrap();
         let r = line::parse(fourth.as_bytes()).unwrap();
