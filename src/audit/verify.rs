@@ -153,3 +153,93 @@ fn check_link(
     }
     None
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::audit::Event;
+
+    /// Writes `lines` (seq, prev) as a file; returns its path.
+    fn file(dir: &std::path::Path, lines: &[(u64, &str)]) -> PathBuf {
+        let mut text = Vec::new();
+        for &(seq, prev) in lines {
+            let e = Event {
+                kind: "admin",
+                ..Event::default()
+            };
+            text.extend(line::encode(seq, 0, &e, prev).unwrap());
+            text.push(b'\n');
+        }
+        let p = dir.join("a.log");
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+
+    fn what(r: VerifyReport) -> String {
+        match r {
+            VerifyReport::Broken { what, line, .. } => format!("{line}: {what}"),
+            intact => panic!("{intact:?}"),
+        }
+    }
+
+    #[test]
+    fn first_line_rules() {
+        let dir = tempfile::tempdir().unwrap();
+        let other = line::hash(b"x");
+        let p = file(dir.path(), &[(1, &other)]);
+        assert_eq!(
+            what(verify_files(&[p]).unwrap()),
+            "1: seq 1 must have the all-zero prev of a log's first line"
+        );
+        let p = file(dir.path(), &[(2, ZERO_HASH)]);
+        assert_eq!(
+            what(verify_files(&[p]).unwrap()),
+            "1: seq 2 has the all-zero prev of a log's first line, but a log starts at seq 1"
+        );
+        // A later file on its own: accepted, and the report says where it starts.
+        let p = file(dir.path(), &[(7, &other)]);
+        assert_eq!(
+            verify_files(&[p]).unwrap(),
+            VerifyReport::Intact {
+                events: 1,
+                first_seq: Some(7),
+                last_hash: Some(line::hash(
+                    &line::encode(
+                        7,
+                        0,
+                        &Event {
+                            kind: "admin",
+                            ..Event::default()
+                        },
+                        &other
+                    )
+                    .unwrap()
+                )),
+            }
+        );
+    }
+
+    #[test]
+    fn empty_files_are_intact() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = file(dir.path(), &[]);
+        assert_eq!(
+            verify_files(&[p]).unwrap(),
+            VerifyReport::Intact {
+                events: 0,
+                first_seq: None,
+                last_hash: None
+            }
+        );
+    }
+
+    #[test]
+    fn a_zero_prev_in_the_middle_is_a_broken_link() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = file(dir.path(), &[(1, ZERO_HASH), (2, ZERO_HASH)]);
+        assert_eq!(
+            what(verify_files(&[p]).unwrap()),
+            "2: prev does not match the sha256 of line 1 (line 1 was edited, or this line's prev was)"
+        );
+    }
+}
