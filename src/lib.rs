@@ -2,8 +2,9 @@
 //!
 //! The library holds every layer (see docs/ and ../shared/DESIGN.md for the map);
 //! the binary in `src/main.rs` only parses arguments and exits. Dependencies point
-//! down: cli -> bundle -> sys.
+//! down: cli -> broker -> audit, store, bundle -> sys.
 
+pub mod audit;
 pub mod broker;
 pub mod bundle;
 pub mod cli;

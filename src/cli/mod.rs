@@ -4,6 +4,7 @@
 //! command parses and validates its arguments, then calls into the library.
 //! Exit codes: 0 success, 1 refusal or failure, 2 usage error (clap).
 
+mod audit;
 mod publish;
 mod verify;
 
@@ -57,6 +58,7 @@ enum Command {
     Pack(publish::PackArgs),
     Sign(publish::SignArgs),
     Verify(verify::VerifyArgs),
+    Audit(audit::AuditArgs),
 }
 
 /// Parses the command line, runs the command and returns the process exit code.
@@ -67,6 +69,7 @@ pub fn main() -> ExitCode {
         Command::Pack(a) => publish::pack(a),
         Command::Sign(a) => publish::sign(a),
         Command::Verify(a) => verify::run(a),
+        Command::Audit(a) => audit::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

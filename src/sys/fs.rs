@@ -81,3 +81,11 @@ pub fn openat_nofollow(dir: BorrowedFd<'_>, name: &CStr) -> io::Result<File> {
     // SAFETY: `fd` was just returned by openat and is owned by nobody else.
     Ok(unsafe { File::from_raw_fd(fd) })
 }
+
+/// Takes an exclusive advisory lock on `file` without waiting (`flock(LOCK_EX|LOCK_NB)`).
+/// Fails with `EWOULDBLOCK` when another open file description holds it; the lock
+/// goes away when the file is closed.
+pub fn flock_exclusive_nonblocking(file: &File) -> io::Result<()> {
+    // SAFETY: flock on a borrowed, open fd with constant flags; no pointers.
+    cvt(unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) }).map(drop)
+}

@@ -1,0 +1,729 @@
+//! The audit writer: one live file per log, held under an exclusive lock, with
+//! buffered appends, a bounded flush interval, an fsync policy, size-based rotation,
+//! and recovery on open (resume the chain; move a torn final line aside).
+//!
+//! The line format lives in `line`; checking a whole chain lives in `verify`. This
+//! module never rewrites a complete line: the only bytes it ever removes are an
+//! unterminated tail, and those are saved to `PATH.torn-<seq>` first.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, SystemTime};
+
+use super::line::{self, ZERO_HASH};
+use super::query::{self, Filter, Hit};
+use super::{time, AuditConfig, AuditError, Event, FsyncPolicy};
+
+/// Buffered bytes that force a flush even before the interval is up.
+pub const MAX_BUFFER: usize = 64 * 1024;
+
+/// How often and how long `open` retries a held lock (500 ms in all).
+const LOCK_TRIES: u32 = 25;
+const LOCK_RETRY: Duration = Duration::from_millis(20);
+
+/// How far back `open` reads at a time when looking for the last line.
+const TAIL_CHUNK: u64 = 64 * 1024;
+
+/// An open audit log. Single writer: a second `open` of the same path fails while
+/// this one is alive. Dropping it flushes (best effort); call [`AuditLog::close`] to
+/// see a flush error.
+#[derive(Debug)]
+pub struct AuditLog {
+    cfg: AuditConfig,
+    file: File,
+    /// Holds the `flock` on `PATH.lock` for as long as the log is open.
+    _lock: File,
+    /// Bytes already written to the live file.
+    file_bytes: u64,
+    buf: Vec<u8>,
+    buffered_since: Option<Instant>,
+    next_seq: u64,
+    last_hash: String,
+    next_rotation: u64,
+}
+
+/// What `open` found at the end of a file.
+struct Tail {
+    len: u64,
+    /// The last newline-terminated line, without its newline.
+    last: Option<Vec<u8>>,
+    /// Where the unterminated bytes after the last newline start, if any.
+    torn_from: Option<u64>,
+}
+
+impl AuditLog {
+    /// Opens (creating if needed) the log at `cfg.path` and resumes its chain.
+    ///
+    /// Resuming reads the last line of the live file (or, when the live file is
+    /// missing or empty, of the newest rotated file) to recover the next seq and the
+    /// last hash; a last line that is not a valid record is refused. An unterminated
+    /// final line (a write cut short by a crash) is moved to `PATH.torn-<seq>`, the
+    /// file is cut back to its last complete line, and that fact is the first event
+    /// written (`kind` `audit.torn_tail`).
+    pub fn open(cfg: AuditConfig) -> Result<AuditLog, AuditError> {
+        if cfg.rotate_bytes == Some(0) {
+            return Err(AuditError::Config("rotate_bytes must be greater than 0"));
+        }
+        if cfg.path.file_name().is_none() {
+            return Err(AuditError::Config("the log path has no file name"));
+        }
+        let path = cfg.path.clone();
+        let lock = lock(&path)?;
+        let mut file = open_live(&path)?;
+        sync_dir(&path)?;
+        let tail = read_tail(&file, &path)?;
+        let rotated = rotated_numbered(&path)?;
+        let (next_seq, last_hash) = match &tail.last {
+            Some(l) => resume_from(l, &path)?,
+            None => match rotated.last() {
+                Some((_, p)) => resume_from_rotated(p)?,
+                None => (1, ZERO_HASH.to_string()),
+            },
+        };
+        let torn = match tail.torn_from {
+            Some(from) => Some(move_torn_aside(&mut file, &path, from, tail.len, next_seq)?),
+            None => None,
+        };
+        let file_bytes = tail.torn_from.unwrap_or(tail.len);
+        let mut log = AuditLog {
+            cfg,
+            file,
+            _lock: lock,
+            file_bytes,
+            buf: Vec::new(),
+            buffered_since: None,
+            next_seq,
+            last_hash,
+            next_rotation: rotated.last().map_or(1, |(n, _)| n + 1),
+        };
+        if let Some((saved_to, bytes)) = torn {
+            let mut extra = serde_json::Map::new();
+            extra.insert("saved_to".into(), saved_to.display().to_string().into());
+            extra.insert("bytes".into(), bytes.len().into());
+            extra.insert("sha256".into(), line::hash(&bytes).into());
+            log.append(&Event {
+                kind: "audit.torn_tail",
+                reason: Some(
+                    "the last line was not terminated (a write cut short by a crash); it was moved aside"
+                        .into(),
+                ),
+                extra,
+                ..Event::default()
+            })?;
+            log.flush()?;
+        }
+        Ok(log)
+    }
+
+    /// Adds one event and returns its seq. The line is buffered; it is written when
+    /// a flush is due (interval or buffer size) or at once under
+    /// [`FsyncPolicy::EveryEvent`]. If that write fails the event stays buffered,
+    /// the error is returned, and the next flush retries it.
+    pub fn append(&mut self, e: &Event) -> Result<u64, AuditError> {
+        if e.kind.is_empty() {
+            return Err(AuditError::EmptyKind);
+        }
+        let seq = self.next_seq;
+        let now = time::micros(SystemTime::now());
+        let mut text =
+            line::encode(seq, now, e, &self.last_hash).map_err(|source| AuditError::Encode {
+                kind: e.kind,
+                source,
+            })?;
+        if let Some(max) = self.cfg.rotate_bytes {
+            let pending = self.file_bytes + self.buf.len() as u64;
+            if pending > 0 && pending + text.len() as u64 + 1 > max {
+                self.rotate()?;
+            }
+        }
+        let hash = line::hash(&text);
+        text.push(b'\n');
+        if self.buf.is_empty() {
+            self.buffered_since = Some(Instant::now());
+        }
+        self.buf.extend_from_slice(&text);
+        self.next_seq += 1;
+        self.last_hash = hash;
+        if self.cfg.fsync == FsyncPolicy::EveryEvent
+            || self.buf.len() >= MAX_BUFFER
+            || self.flush_due() == Some(Duration::ZERO)
+        {
+            self.flush()?;
+        }
+        Ok(seq)
+    }
+
+    /// Writes the buffered lines and, unless the policy is `Never`, fdatasyncs. A
+    /// failed write is cut back so the file never ends in a partial line of ours.
+    pub fn flush(&mut self) -> Result<(), AuditError> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        if let Err(source) = self.file.write_all(&self.buf) {
+            let _ = self.file.set_len(self.file_bytes);
+            return Err(AuditError::Write {
+                path: self.cfg.path.clone(),
+                source,
+            });
+        }
+        self.file_bytes += self.buf.len() as u64;
+        self.buf.clear();
+        self.buffered_since = None;
+        if self.cfg.fsync != FsyncPolicy::Never {
+            self.file.sync_data().map_err(|source| AuditError::Sync {
+                path: self.cfg.path.clone(),
+                source,
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Time until a flush is due (zero when overdue), for an event loop's poll
+    /// timeout; `None` when nothing is buffered.
+    pub fn flush_due(&self) -> Option<Duration> {
+        self.buffered_since
+            .map(|t| self.cfg.flush_interval.saturating_sub(t.elapsed()))
+    }
+
+    /// Flushes and fsyncs (whatever the policy) and closes the log.
+    pub fn close(mut self) -> Result<(), AuditError> {
+        self.flush()?;
+        self.file.sync_all().map_err(|source| AuditError::Sync {
+            path: self.cfg.path.clone(),
+            source,
+        })
+    }
+
+    /// The seq the next event will get.
+    pub fn next_seq(&self) -> u64 {
+        self.next_seq
+    }
+
+    /// The sha256 of the last accepted line (64 zeros for an empty log): the value
+    /// to anchor externally for `warden audit verify --expect-last`.
+    pub fn last_hash(&self) -> &str {
+        &self.last_hash
+    }
+
+    /// The live file.
+    pub fn path(&self) -> &Path {
+        &self.cfg.path
+    }
+
+    /// Flushes, then returns the most recent matching events from the live file and
+    /// the newest rotated file (for the `audit.query` host op; set `filter.limit`).
+    pub fn query_recent(&mut self, filter: &Filter) -> Result<Vec<Hit>, AuditError> {
+        self.flush()?;
+        let mut files: Vec<PathBuf> = rotated_numbered(&self.cfg.path)?
+            .pop()
+            .map(|(_, p)| p)
+            .into_iter()
+            .collect();
+        files.push(self.cfg.path.clone());
+        query::query(&files, filter)
+    }
+
+    /// Flushes and fsyncs the live file, renames it to the next `PATH.NNNNNN`, and
+    /// starts a new empty live file.
+    fn rotate(&mut self) -> Result<(), AuditError> {
+        self.flush()?;
+        let path = self.cfg.path.clone();
+        self.file.sync_all().map_err(|source| AuditError::Sync {
+            path: path.clone(),
+            source,
+        })?;
+        let to = rotated_path(&path, self.next_rotation);
+        let rotate_err = |source| AuditError::Rotate {
+            from: path.clone(),
+            to: to.clone(),
+            source,
+        };
+        if to.symlink_metadata().is_ok() {
+            return Err(rotate_err(io::Error::from(io::ErrorKind::AlreadyExists)));
+        }
+        fs::rename(&path, &to).map_err(rotate_err)?;
+        self.next_rotation += 1;
+        self.file = open_live(&path)?;
+        self.file_bytes = 0;
+        sync_dir(&path)
+    }
+}
+
+impl Drop for AuditLog {
+    fn drop(&mut self) {
+        let _ = self.flush();
+    }
+}
+
+/// The rotated files of the log at `path` (`PATH.000001`, ...), oldest first: with
+/// `path` itself appended, the argument list for `warden audit verify`.
+pub fn rotated_files(path: &Path) -> Result<Vec<PathBuf>, AuditError> {
+    Ok(rotated_numbered(path)?
+        .into_iter()
+        .map(|(_, p)| p)
+        .collect())
+}
+
+fn rotated_path(path: &Path, n: u64) -> PathBuf {
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(format!(".{n:06}"));
+    path.with_file_name(name)
+}
+
+fn rotated_numbered(path: &Path) -> Result<Vec<(u64, PathBuf)>, AuditError> {
+    let dir = parent(path);
+    let Some(base) = path.file_name().and_then(|n| n.to_str()) else {
+        return Ok(Vec::new());
+    };
+    let read_err = |source| AuditError::Read {
+        path: dir.to_path_buf(),
+        source,
+    };
+    let mut found = Vec::new();
+    for entry in fs::read_dir(dir).map_err(read_err)? {
+        let entry = entry.map_err(read_err)?;
+        let name = entry.file_name();
+        let Some(digits) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix(base))
+            .and_then(|n| n.strip_prefix('.'))
+        else {
+            continue;
+        };
+        if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+            continue;
+        }
+        if let Ok(n) = digits.parse::<u64>() {
+            found.push((n, entry.path()));
+        }
+    }
+    found.sort();
+    Ok(found)
+}
+
+fn parent(path: &Path) -> &Path {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    }
+}
+
+fn lock(path: &Path) -> Result<File, AuditError> {
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(".lock");
+    let lock_path = path.with_file_name(name);
+    let f = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(&lock_path)
+        .map_err(|source| AuditError::Open {
+            path: lock_path.clone(),
+            source,
+        })?;
+    // A child being spawned by another thread of this process holds a copy of the
+    // descriptor (and so the lock) between fork and exec, even with O_CLOEXEC; wait
+    // a little before deciding that another writer really has the log.
+    let mut tries = 0;
+    loop {
+        match crate::sys::fs::flock_exclusive_nonblocking(&f) {
+            Ok(()) => return Ok(f),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock && tries < LOCK_TRIES => {
+                tries += 1;
+                std::thread::sleep(LOCK_RETRY);
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                return Err(AuditError::Locked {
+                    path: path.to_path_buf(),
+                })
+            }
+            Err(source) => {
+                return Err(AuditError::Lock {
+                    path: lock_path,
+                    source,
+                })
+            }
+        }
+    }
+}
+
+fn open_live(path: &Path) -> Result<File, AuditError> {
+    OpenOptions::new()
+        .read(true)
+        .append(true)
+        .create(true)
+        .mode(0o640)
+        .open(path)
+        .map_err(|source| AuditError::Open {
+            path: path.to_path_buf(),
+            source,
+        })
+}
+
+fn sync_dir(path: &Path) -> Result<(), AuditError> {
+    let dir = parent(path);
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|source| AuditError::Sync {
+            path: dir.to_path_buf(),
+            source,
+        })
+}
+
+/// Finds the last complete line and any unterminated bytes after it, reading
+/// backwards from the end in chunks.
+fn read_tail(file: &File, path: &Path) -> Result<Tail, AuditError> {
+    let read_err = |source| AuditError::Read {
+        path: path.to_path_buf(),
+        source,
+    };
+    let len = file.metadata().map_err(read_err)?.len();
+    let mut pos = len;
+    let mut acc: Vec<u8> = Vec::new(); // the bytes [pos, len)
+    loop {
+        let last_nl = acc.iter().rposition(|&b| b == b'\n');
+        let enough = last_nl.is_some_and(|i| acc[..i].contains(&b'\n'));
+        if enough || pos == 0 {
+            break;
+        }
+        let step = TAIL_CHUNK.min(pos);
+        pos -= step;
+        let mut chunk = vec![0; step as usize];
+        file.read_exact_at(&mut chunk, pos).map_err(read_err)?;
+        chunk.extend_from_slice(&acc);
+        acc = chunk;
+    }
+    let Some(end) = acc.iter().rposition(|&b| b == b'\n') else {
+        return Ok(Tail {
+            len,
+            last: None,
+            torn_from: (len > 0).then_some(0),
+        });
+    };
+    let start = acc[..end]
+        .iter()
+        .rposition(|&b| b == b'\n')
+        .map_or(0, |j| j + 1);
+    let end_abs = pos + end as u64;
+    Ok(Tail {
+        len,
+        last: Some(acc[start..end].to_vec()),
+        torn_from: (end_abs + 1 < len).then_some(end_abs + 1),
+    })
+}
+
+fn resume_from(last: &[u8], path: &Path) -> Result<(u64, String), AuditError> {
+    let r = line::parse(last).map_err(|why| AuditError::BrokenTail {
+        path: path.to_path_buf(),
+        why,
+    })?;
+    Ok((r.seq + 1, line::hash(last)))
+}
+
+fn resume_from_rotated(path: &Path) -> Result<(u64, String), AuditError> {
+    let f = File::open(path).map_err(|source| AuditError::Open {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let tail = read_tail(&f, path)?;
+    if tail.torn_from.is_some() {
+        return Err(AuditError::TornRotated {
+            path: path.to_path_buf(),
+        });
+    }
+    match tail.last {
+        Some(l) => resume_from(&l, path),
+        None => Ok((1, ZERO_HASH.to_string())),
+    }
+}
+
+/// Copies the bytes `[from, len)` to a new `PATH.torn-<seq>` (fsynced), then cuts
+/// the live file back to `from` (fsynced). Returns where they went and the bytes.
+fn move_torn_aside(
+    file: &mut File,
+    path: &Path,
+    from: u64,
+    len: u64,
+    seq: u64,
+) -> Result<(PathBuf, Vec<u8>), AuditError> {
+    let mut bytes = vec![0; (len - from) as usize];
+    file.read_exact_at(&mut bytes, from)
+        .map_err(|source| AuditError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(format!(".torn-{seq}"));
+    let mut to = path.with_file_name(&name);
+    let mut n = 1;
+    let saved = loop {
+        let attempt = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o640)
+            .open(&to);
+        match attempt {
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists && n < 1000 => {
+                let mut again = name.clone();
+                again.push(format!(".{n}"));
+                to = path.with_file_name(again);
+                n += 1;
+            }
+            other => break other,
+        }
+    };
+    let save_err = |source| AuditError::SaveTorn {
+        path: path.to_path_buf(),
+        to: to.clone(),
+        source,
+    };
+    let mut saved = saved.map_err(save_err)?;
+    saved.write_all(&bytes).map_err(save_err)?;
+    saved.sync_all().map_err(save_err)?;
+    sync_dir(&to)?;
+    file.set_len(from).map_err(save_err)?;
+    file.sync_all().map_err(|source| AuditError::Sync {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    Ok((to, bytes))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::audit::{verify_files, Decision, VerifyReport};
+
+    fn event(i: u64) -> Event {
+        Event {
+            kind: "host_call",
+            plugin: Some("echo".into()),
+            op: Some("kv.get".into()),
+            decision: Some(Decision::Allow),
+            duration_us: Some(i),
+            ..Event::default()
+        }
+    }
+
+    fn intact(files: &[PathBuf]) -> u64 {
+        match verify_files(files).unwrap() {
+            VerifyReport::Intact { events, .. } => events,
+            broken => panic!("{broken:?}"),
+        }
+    }
+
+    #[test]
+    fn buffers_until_flush_and_drop_flushes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.log");
+        let mut cfg = AuditConfig::new(&path);
+        cfg.flush_interval = Duration::from_secs(3600);
+        let mut log = AuditLog::open(cfg).unwrap();
+        assert_eq!(log.flush_due(), None);
+        assert_eq!(log.append(&event(1)).unwrap(), 1);
+        assert_eq!(log.append(&event(2)).unwrap(), 2);
+        assert!(log.flush_due().unwrap() > Duration::from_secs(3000));
+        assert_eq!(
+            fs::read(&path).unwrap().len(),
+            0,
+            "buffered, not written yet"
+        );
+        log.flush().unwrap();
+        assert_eq!(log.flush_due(), None);
+        assert_eq!(intact(std::slice::from_ref(&path)), 2);
+        log.append(&event(3)).unwrap();
+        drop(log);
+        assert_eq!(intact(&[path]), 3);
+    }
+
+    #[test]
+    fn every_event_writes_before_returning() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.log");
+        let mut cfg = AuditConfig::new(&path);
+        cfg.fsync = FsyncPolicy::EveryEvent;
+        let mut log = AuditLog::open(cfg).unwrap();
+        log.append(&event(1)).unwrap();
+        assert_eq!(log.flush_due(), None);
+        assert_eq!(intact(std::slice::from_ref(&path)), 1);
+        // Skip Drop, as SIGKILL would: the event is already on disk.
+        std::mem::forget(log);
+        assert_eq!(intact(&[path]), 1);
+    }
+
+    #[test]
+    fn overdue_flush_happens_on_append() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.log");
+        let mut cfg = AuditConfig::new(&path);
+        cfg.flush_interval = Duration::ZERO;
+        let mut log = AuditLog::open(cfg).unwrap();
+        log.append(&event(1)).unwrap();
+        assert_eq!(log.flush_due(), None);
+        assert_eq!(intact(&[path]), 1);
+    }
+
+    #[test]
+    fn second_writer_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.log");
+        let _log = AuditLog::open(AuditConfig::new(&path)).unwrap();
+        let e = AuditLog::open(AuditConfig::new(&path)).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "{}: another process is writing this audit log (lock held)",
+                path.display()
+            )
+        );
+    }
+
+    #[test]
+    fn reopen_continues_the_chain() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.log");
+        let mut log = AuditLog::open(AuditConfig::new(&path)).unwrap();
+        log.append(&event(1)).unwrap();
+        let hash = log.last_hash().to_string();
+        drop(log);
+        let mut log = AuditLog::open(AuditConfig::new(&path)).unwrap();
+        assert_eq!(log.next_seq(), 2);
+        assert_eq!(log.last_hash(), hash);
+        assert_eq!(log.append(&event(2)).unwrap(), 2);
+        drop(log);
+        assert_eq!(intact(&[path]), 2);
+    }
+
+    #[test]
+    fn rotation_chains_across_files_and_resumes_after_a_crash_mid_rotation() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.log");
+        let mut cfg = AuditConfig::new(&path);
+        cfg.rotate_bytes = Some(600);
+        let mut log = AuditLog::open(cfg.clone()).unwrap();
+        for i in 0..12 {
+            log.append(&event(i)).unwrap();
+        }
+        drop(log);
+        let mut files = rotated_files(&path).unwrap();
+        assert!(files.len() >= 2, "{files:?}");
+        for f in &files {
+            assert!(fs::metadata(f).unwrap().len() <= 600);
+        }
+        // As if the supervisor died between renaming the live file and writing to
+        // the new one: the chain resumes from the newest rotated file.
+        fs::remove_file(&path).unwrap();
+        let mut log = AuditLog::open(cfg).unwrap();
+        assert!(log.next_seq() > 1);
+        log.append(&event(99)).unwrap();
+        drop(log);
+        files.push(path.clone());
+        let events = intact(&files);
+        assert_eq!(events, log_lines(&files));
+        assert!(rotated_files(&path).unwrap().len() >= files.len() - 1);
+    }
+
+    fn log_lines(files: &[PathBuf]) -> u64 {
+        files
+            .iter()
+            .map(|f| fs::read(f).unwrap().iter().filter(|&&b| b == b'\n').count() as u64)
+            .sum()
+    }
+
+    #[test]
+    fn torn_tail_is_moved_aside_and_audited() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.log");
+        let mut log = AuditLog::open(AuditConfig::new(&path)).unwrap();
+        for i in 0..3 {
+            log.append(&event(i)).unwrap();
+        }
+        drop(log);
+        let mut f = OpenOptions::new().append(true).open(&path).unwrap();
+        f.write_all(br#"{"seq":4,"time":"2026-"#).unwrap();
+        drop(f);
+        let mut log = AuditLog::open(AuditConfig::new(&path)).unwrap();
+        log.flush().unwrap();
+        let torn = dir.path().join("audit.log.torn-4");
+        assert_eq!(fs::read(&torn).unwrap(), br#"{"seq":4,"time":"2026-"#);
+        assert_eq!(log.append(&event(5)).unwrap(), 5);
+        drop(log);
+        assert_eq!(intact(std::slice::from_ref(&path)), 5);
+        let text = fs::read_to_string(&path).unwrap();
+        let fourth = text.lines().nth(3).unwrap();
+        let r = line::parse(fourth.as_bytes()).unwrap();
+        assert_eq!((r.seq, r.kind.as_str()), (4, "audit.torn_tail"));
+        assert_eq!(r.extra["saved_to"], torn.display().to_string());
+        assert_eq!(r.extra["bytes"], 22);
+    }
+
+    #[test]
+    fn broken_last_line_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.log");
+        fs::write(&path, "{\"seq\":1}\n").unwrap();
+        let e = AuditLog::open(AuditConfig::new(&path)).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "{p}: the last line is not a valid audit record (missing field \"time\"); refusing to chain onto it (run `warden audit verify {p}`)",
+                p = path.display()
+            )
+        );
+    }
+
+    #[test]
+    fn empty_kind_and_zero_rotation_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.log");
+        let mut cfg = AuditConfig::new(&path);
+        cfg.rotate_bytes = Some(0);
+        assert!(matches!(AuditLog::open(cfg), Err(AuditError::Config(_))));
+        let mut log = AuditLog::open(AuditConfig::new(&path)).unwrap();
+        assert!(matches!(
+            log.append(&Event::default()),
+            Err(AuditError::EmptyKind)
+        ));
+    }
+
+    #[test]
+    fn query_recent_keeps_the_last_n_of_a_plugin() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.log");
+        let mut log = AuditLog::open(AuditConfig::new(&path)).unwrap();
+        for i in 0..10 {
+            let mut e = event(i);
+            if i % 2 == 1 {
+                e.plugin = Some("other".into());
+            }
+            log.append(&e).unwrap();
+        }
+        let f = Filter {
+            plugin: Some("echo".into()),
+            limit: Some(2),
+            ..Filter::default()
+        };
+        let hits = log.query_recent(&f).unwrap();
+        let seqs: Vec<u64> = hits.iter().map(|h| h.record.seq).collect();
+        assert_eq!(seqs, [7, 9]);
+    }
+
+    #[test]
+    fn resumes_after_lines_longer_than_a_tail_chunk() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.log");
+        let mut log = AuditLog::open(AuditConfig::new(&path)).unwrap();
+        for n in [100_000, 10, 200_000] {
+            let mut e = event(n as u64);
+            e.reason = Some("x".repeat(n));
+            log.append(&e).unwrap();
+        }
+        let hash = log.last_hash().to_string();
+        drop(log);
+        let log = AuditLog::open(AuditConfig::new(&path)).unwrap();
+        assert_eq!((log.next_seq(), log.last_hash()), (4, hash.as_str()));
+    }
+}

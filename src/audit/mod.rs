@@ -1,0 +1,198 @@
+//! The tamper-evident audit log: JSON Lines, append-only, each line carrying the
+//! sha256 of the previous line (docs/audit.md is the operator's reference).
+//!
+//! Owns the event types callers fill in ([`Event`], [`Decision`]), the writer
+//! ([`AuditLog`]: buffering, flush interval, fsync policy, rotation, recovery of a
+//! torn tail), chain verification ([`verify_files`]) and filtering ([`query`]).
+//! It does not decide what is audited or when to flush: the broker and supervisor
+//! call `append`, and the event loop calls `flush` when [`AuditLog::flush_due`] says.
+//! Nothing here prints or exits; the CLI lives in `cli::audit`.
+
+pub mod line;
+mod log;
+mod query;
+pub mod time;
+mod verify;
+
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+pub use line::{LineError, Record};
+pub use log::{rotated_files, AuditLog};
+pub use query::{query, Filter, Hit};
+pub use verify::{verify_files, VerifyReport};
+
+/// The outcome of a checked request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Decision {
+    Allow,
+    Deny,
+    RateLimited,
+    Error,
+}
+
+impl Decision {
+    /// The name written in the log: `allow`, `deny`, `rate_limited`, `error`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Decision::Allow => "allow",
+            Decision::Deny => "deny",
+            Decision::RateLimited => "rate_limited",
+            Decision::Error => "error",
+        }
+    }
+}
+
+impl std::fmt::Display for Decision {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A name that is not one of the four decisions.
+#[derive(Debug, thiserror::Error)]
+#[error("unknown decision {0:?} (expected allow, deny, rate_limited or error)")]
+pub struct UnknownDecision(pub String);
+
+impl FromStr for Decision {
+    type Err = UnknownDecision;
+    fn from_str(s: &str) -> Result<Decision, UnknownDecision> {
+        match s {
+            "allow" => Ok(Decision::Allow),
+            "deny" => Ok(Decision::Deny),
+            "rate_limited" => Ok(Decision::RateLimited),
+            "error" => Ok(Decision::Error),
+            _ => Err(UnknownDecision(s.to_string())),
+        }
+    }
+}
+
+/// What a caller records; the log adds `seq`, `time` and `prev`.
+///
+/// Build one with struct update syntax:
+/// `Event { kind: "launch", plugin: Some(id), ..Event::default() }`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Event {
+    /// What happened: `host_call`, `launch`, `exit`, `restart`, `verify_failure`,
+    /// `plugin.status`, `admin`, `channel`, ... Must not be empty.
+    pub kind: &'static str,
+    pub plugin: Option<String>,
+    pub version: Option<String>,
+    /// The artifact's sha256 (hex).
+    pub sha256: Option<String>,
+    pub op: Option<String>,
+    pub capability: Option<String>,
+    pub decision: Option<Decision>,
+    pub reason: Option<String>,
+    pub duration_us: Option<u64>,
+    /// Anything else, written under `"extra"` (omitted when empty), e.g. `{"uid": 0}`.
+    pub extra: serde_json::Map<String, serde_json::Value>,
+}
+
+/// When written lines are forced to stable storage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum FsyncPolicy {
+    /// Never fsync (except at rotation); the kernel writes back when it likes.
+    Never,
+    /// fdatasync after every flush (the default): a SIGKILL or power loss loses at
+    /// most the events accepted since the last flush.
+    #[default]
+    OnFlush,
+    /// Write and fdatasync inside every `append`: an event survives SIGKILL and
+    /// power loss once `append` returns.
+    EveryEvent,
+}
+
+/// Where and how the log is written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditConfig {
+    /// The live file; rotated files are `PATH.000001`, `PATH.000002`, ...
+    pub path: PathBuf,
+    /// The longest an accepted event stays in memory before a flush is due.
+    pub flush_interval: Duration,
+    pub fsync: FsyncPolicy,
+    /// Rotate before a line would take the live file past this many bytes.
+    pub rotate_bytes: Option<u64>,
+}
+
+/// The default flush interval: 200 ms.
+pub const DEFAULT_FLUSH_INTERVAL: Duration = Duration::from_millis(200);
+
+impl AuditConfig {
+    /// `path` with the defaults: 200 ms flush interval, fsync on flush, no rotation.
+    pub fn new(path: impl Into<PathBuf>) -> AuditConfig {
+        AuditConfig {
+            path: path.into(),
+            flush_interval: DEFAULT_FLUSH_INTERVAL,
+            fsync: FsyncPolicy::default(),
+            rotate_bytes: None,
+        }
+    }
+}
+
+/// A failed audit-log operation, naming the file and why.
+#[derive(Debug, thiserror::Error)]
+pub enum AuditError {
+    #[error("audit config: {0}")]
+    Config(&'static str),
+    #[error("{path}: cannot open: {source}")]
+    Open {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: another process is writing this audit log (lock held)")]
+    Locked { path: PathBuf },
+    #[error("{path}: cannot lock: {source}")]
+    Lock {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: cannot read: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: cannot write: {source}")]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: cannot fsync: {source}")]
+    Sync {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{from}: cannot rotate to {to}: {source}")]
+    Rotate {
+        from: PathBuf,
+        to: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: cannot move the torn last line aside to {to}: {source}")]
+    SaveTorn {
+        path: PathBuf,
+        to: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: the last line is not a valid audit record ({why}); refusing to chain onto it (run `warden audit verify {path}`)")]
+    BrokenTail { path: PathBuf, why: LineError },
+    #[error("{path}: the last line is not terminated by a newline; refusing to chain onto a torn rotated file")]
+    TornRotated { path: PathBuf },
+    #[error("event kind is empty")]
+    EmptyKind,
+    #[error("cannot encode event {kind}: {source}")]
+    Encode {
+        kind: &'static str,
+        source: serde_json::Error,
+    },
+    #[error("{path} line {line}: not a valid audit record ({why}); run `warden audit verify`")]
+    BadRecord {
+        path: PathBuf,
+        line: u64,
+        why: LineError,
+    },
+}
