@@ -81,14 +81,8 @@ impl Harness {
         let poll = Poll::new().unwrap();
         let waker = Arc::new(Waker::new(poll.registry(), WAKER).unwrap());
         let log = Log::default();
-        let mut broker = Broker::new(
-            poll.registry(),
-            &store,
-            Arc::clone(&waker),
-            Box::new(log.clone()),
-            2,
-        )
-        .unwrap();
+        let mut broker =
+            Broker::new(poll.registry(), &store, Arc::clone(&waker), log.clone(), 2).unwrap();
         let mut ends = Vec::new();
         for (i, c) in plugins.into_iter().enumerate() {
             let (ours, theirs) = seqpacket::pair().unwrap();

@@ -20,11 +20,13 @@ use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use mio::event::Event;
+use mio::event::Event as MioEvent;
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Registry, Token, Waker};
 use serde_json::{json, Value};
 
+pub use crate::audit::Decision;
+use crate::audit::{AuditLog, Event};
 use crate::bundle::Capability;
 use crate::store::kv::Quota;
 use crate::store::{Store, StoreError};
@@ -72,27 +74,16 @@ pub struct PluginContext {
     pub blocked: bool,
 }
 
-/// An audit decision.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Decision {
-    Allow,
-    Deny,
-    RateLimited,
-    Error,
-}
-
-impl Decision {
-    fn of(result: &Result<Value, CallError>) -> Decision {
-        match result {
-            Ok(_) => Decision::Allow,
-            Err(e) => match e.code {
-                ErrorCode::Denied => Decision::Deny,
-                ErrorCode::RateLimited => Decision::RateLimited,
-                ErrorCode::NotFound => Decision::Allow,
-                _ => Decision::Error,
-            },
-        }
+fn decision_of(result: &Result<Value, CallError>) -> Decision {
+    match result {
+        Ok(_) => Decision::Allow,
+        Err(e) => match e.code {
+            ErrorCode::Denied => Decision::Deny,
+            ErrorCode::RateLimited => Decision::RateLimited,
+            // A missing key is an answered, allowed call.
+            ErrorCode::NotFound => Decision::Allow,
+            _ => Decision::Error,
+        },
     }
 }
 
@@ -112,6 +103,64 @@ pub struct Record<'a> {
 /// Where audit records go.
 pub trait Recorder {
     fn record(&mut self, r: &Record<'_>);
+
+    /// Set once recording has failed; the loop owner must then stop serving
+    /// (fail closed: no unaudited decisions).
+    fn failure(&self) -> Option<&str> {
+        None
+    }
+}
+
+/// Records into the tamper-evident audit log, remembering the first failure.
+pub struct AuditRecorder {
+    pub log: AuditLog,
+    failed: Option<String>,
+}
+
+impl AuditRecorder {
+    pub fn new(log: AuditLog) -> AuditRecorder {
+        AuditRecorder { log, failed: None }
+    }
+
+    /// Appends a non-call event (launch, exit, ...), remembering a failure.
+    pub fn append(&mut self, e: &Event) {
+        if let Err(err) = self.log.append(e) {
+            self.failed
+                .get_or_insert(format!("audit log {}: {err}", self.log.path().display()));
+        }
+    }
+
+    /// Flushes when the flush interval is up (call every loop turn).
+    pub fn flush_if_due(&mut self) {
+        if self.log.flush_due() == Some(Duration::ZERO) {
+            if let Err(err) = self.log.flush() {
+                self.failed
+                    .get_or_insert(format!("audit log {}: {err}", self.log.path().display()));
+            }
+        }
+    }
+}
+
+impl Recorder for AuditRecorder {
+    fn record(&mut self, r: &Record<'_>) {
+        let e = Event {
+            kind: r.kind,
+            plugin: Some(r.plugin.id.clone()),
+            version: Some(r.plugin.version.clone()),
+            sha256: Some(r.plugin.sha256.clone()),
+            op: Some(r.op.to_owned()),
+            capability: r.capability.map(|c| c.as_str().to_owned()),
+            decision: Some(r.decision),
+            reason: (!r.reason.is_empty()).then(|| r.reason.to_owned()),
+            duration_us: Some(r.duration.as_micros() as u64),
+            extra: Default::default(),
+        };
+        self.append(&e);
+    }
+
+    fn failure(&self) -> Option<&str> {
+        self.failed.as_deref()
+    }
 }
 
 /// Per-plugin counters, kept for `monitor.stats` and the operator's stats.
@@ -149,27 +198,27 @@ struct Conn {
 }
 
 /// The broker for every attached plugin.
-pub struct Broker {
+pub struct Broker<R: Recorder> {
     registry: Registry,
     conns: HashMap<Token, Conn>,
     pool: Pool,
-    recorder: Box<dyn Recorder + Send>,
+    recorder: R,
     pending: VecDeque<Token>,
     closed: Vec<(Token, String)>,
     ping_seq: u64,
     buf: Vec<u8>,
 }
 
-impl Broker {
+impl<R: Recorder> Broker<R> {
     /// A broker whose blocking work runs on `readers` reader threads and one writer,
     /// waking the loop through `waker`.
     pub fn new(
         registry: &Registry,
         store: &Store,
         waker: Arc<Waker>,
-        recorder: Box<dyn Recorder + Send>,
+        recorder: R,
         readers: usize,
-    ) -> Result<Broker, BrokerError> {
+    ) -> Result<Broker<R>, BrokerError> {
         Ok(Broker {
             registry: registry
                 .try_clone()
@@ -185,6 +234,11 @@ impl Broker {
             ping_seq: 0,
             buf: vec![0u8; MAX_MESSAGE],
         })
+    }
+
+    /// The recorder, for the loop owner's own events and flushing.
+    pub fn recorder(&mut self) -> &mut R {
+        &mut self.recorder
     }
 
     /// Starts serving `fd` (the supervisor's end of the plugin's socket) as `token`.
@@ -241,7 +295,7 @@ impl Broker {
         events: &mut Events,
         waker: Token,
         max_wait: Option<Duration>,
-        mut other: impl FnMut(&Event),
+        mut other: impl FnMut(&MioEvent),
     ) -> io::Result<()> {
         let now = Instant::now();
         let mut timeout = self
@@ -666,7 +720,7 @@ impl Broker {
         let Some(conn) = self.conns.get_mut(&token) else {
             return;
         };
-        let decision = Decision::of(result);
+        let decision = decision_of(result);
         if kind == "host_call" {
             let c = &mut conn.counters;
             match decision {
