@@ -187,6 +187,11 @@ impl AuditLog {
             .map(|t| self.cfg.flush_interval.saturating_sub(t.elapsed()))
     }
 
+    /// The configured flush interval.
+    pub fn flush_interval(&self) -> Duration {
+        self.cfg.flush_interval
+    }
+
     /// Flushes and fsyncs (whatever the policy) and closes the log.
     pub fn close(mut self) -> Result<(), AuditError> {
         self.flush()?;

@@ -34,8 +34,21 @@ pub enum Outcome {
 pub struct Caller<'a> {
     pub id: &'a str,
     pub kv_quota: Quota,
-    pub stats: Value,
-    pub recent: &'a std::collections::VecDeque<Value>,
+    pub stats: &'a super::Counters,
+    pub recent: &'a std::collections::VecDeque<Recent>,
+}
+
+/// One of a plugin's recent audit records, kept for `audit.query`.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Recent {
+    pub time_us: u64,
+    pub kind: &'static str,
+    pub op: std::borrow::Cow<'static, str>,
+    pub capability: Option<crate::bundle::Capability>,
+    pub decision: crate::audit::Decision,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub reason: String,
+    pub duration_us: u64,
 }
 
 fn bad(message: impl Into<String>) -> CallError {
@@ -172,7 +185,7 @@ fn run(
                 return Err(bad(format!("limit must be 1..={MAX_AUDIT_QUERY}")));
             }
             let skip = caller.recent.len().saturating_sub(limit as usize);
-            let events: Vec<&Value> = caller.recent.iter().skip(skip).collect();
+            let events: Vec<&Recent> = caller.recent.iter().skip(skip).collect();
             Outcome::Now(Ok(json!({ "events": events })))
         }
         Provider::Unavailable(why) => {
@@ -265,11 +278,20 @@ fn host_stats() -> Value {
 mod tests {
     use super::*;
 
-    fn caller(recent: &std::collections::VecDeque<Value>) -> Caller<'_> {
+    fn caller(recent: &std::collections::VecDeque<Recent>) -> Caller<'_> {
+        static STATS: super::super::Counters = super::super::Counters {
+            calls: 0,
+            allowed: 0,
+            denied: 0,
+            rate_limited: 0,
+            errors: 0,
+            bytes_in: 0,
+            bytes_out: 0,
+        };
         Caller {
             id: "t",
             kv_quota: Quota::default(),
-            stats: json!({}),
+            stats: &STATS,
             recent,
         }
     }

@@ -8,6 +8,7 @@
 //! hands it readiness events, wake-ups and ticks. It does not launch or supervise
 //! processes, and it does not decide policy: it is given the grants.
 
+mod cache;
 pub mod handlers;
 pub mod ops;
 pub mod protocol;
@@ -17,7 +18,8 @@ pub mod workers;
 use std::collections::{HashMap, VecDeque};
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use mio::event::Event as MioEvent;
@@ -31,16 +33,17 @@ use crate::bundle::Capability;
 use crate::store::kv::Quota;
 use crate::store::{Store, StoreError};
 use crate::sys::seqpacket;
+use cache::KvCache;
 use handlers::{Caller, Outcome};
 use protocol::{
     CallError, DecodeError, ErrorCode, Incoming, Limits, Outgoing, Rate, MAX_IN_FLIGHT, MAX_MESSAGE,
 };
 use ratelimit::TokenBucket;
-use workers::{Job, Pool};
+use workers::{Job, Pool, Work};
 
 /// Messages read from one plugin before the loop moves on to others; the rest is
 /// read on the next turn, so a flooding plugin cannot starve the others.
-const READ_BUDGET: usize = 64;
+const READ_BUDGET: usize = 2;
 /// Replies queued for a plugin that does not read them before its channel closes.
 const MAX_QUEUED: usize = 1024;
 /// Recent events kept per plugin for `audit.query`.
@@ -106,44 +109,125 @@ pub trait Recorder {
 
     /// Set once recording has failed; the loop owner must then stop serving
     /// (fail closed: no unaudited decisions).
-    fn failure(&self) -> Option<&str> {
+    fn failure(&self) -> Option<String> {
         None
     }
 }
 
-/// Records into the tamper-evident audit log, remembering the first failure.
+/// Records into the tamper-evident audit log from a thread of its own, so that
+/// encoding, hashing, writing and fsync never stall the event loop. The loop only
+/// appends to a queue; the audit thread drains it at least every flush interval
+/// (sooner when [`AUDIT_BATCH`] events wait) and flushes the log per its fsync
+/// policy. [`AuditRecorder::close`] drains and flushes everything: nothing accepted
+/// is lost on a clean stop.
 pub struct AuditRecorder {
-    pub log: AuditLog,
-    failed: Option<String>,
+    shared: Arc<AuditShared>,
+    thread: Option<std::thread::JoinHandle<Result<(), String>>>,
+}
+
+/// Queued events that wake the audit thread before its interval is up.
+pub const AUDIT_BATCH: usize = 512;
+
+struct AuditShared {
+    queue: Mutex<Vec<Event>>,
+    wake: Condvar,
+    stop: AtomicBool,
+    failed: Mutex<Option<String>>,
 }
 
 impl AuditRecorder {
-    pub fn new(log: AuditLog) -> AuditRecorder {
-        AuditRecorder { log, failed: None }
-    }
-
-    /// Appends a non-call event (launch, exit, ...), remembering a failure.
-    pub fn append(&mut self, e: &Event) {
-        if let Err(err) = self.log.append(e) {
-            self.failed
-                .get_or_insert(format!("audit log {}: {err}", self.log.path().display()));
+    /// Starts the audit thread, which owns `log` from now on.
+    pub fn start(mut log: AuditLog) -> AuditRecorder {
+        let shared = Arc::new(AuditShared {
+            queue: Mutex::new(Vec::new()),
+            wake: Condvar::new(),
+            stop: AtomicBool::new(false),
+            failed: Mutex::new(None),
+        });
+        let s = Arc::clone(&shared);
+        let interval = log.flush_interval();
+        let thread = std::thread::Builder::new()
+            .name("warden-audit".into())
+            .spawn(move || {
+                let path = log.path().display().to_string();
+                let fail = |e: &dyn std::fmt::Display| {
+                    let msg = format!("audit log {path}: {e}");
+                    s.failed
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .get_or_insert(msg.clone());
+                    msg
+                };
+                loop {
+                    let batch = {
+                        let mut q = s.queue.lock().unwrap_or_else(|p| p.into_inner());
+                        if q.len() < AUDIT_BATCH && !s.stop.load(Ordering::Acquire) {
+                            q = s
+                                .wake
+                                .wait_timeout(q, interval)
+                                .unwrap_or_else(|p| p.into_inner())
+                                .0;
+                        }
+                        std::mem::take(&mut *q)
+                    };
+                    for e in &batch {
+                        if let Err(e) = log.append(e) {
+                            return Err(fail(&e));
+                        }
+                    }
+                    if let Err(e) = log.flush() {
+                        return Err(fail(&e));
+                    }
+                    let empty = s.queue.lock().unwrap_or_else(|p| p.into_inner()).is_empty();
+                    if s.stop.load(Ordering::Acquire) && empty {
+                        return log.close().map_err(|e| fail(&e));
+                    }
+                }
+            })
+            .expect("spawning the audit thread");
+        AuditRecorder {
+            shared,
+            thread: Some(thread),
         }
     }
 
-    /// Flushes when the flush interval is up (call every loop turn).
-    pub fn flush_if_due(&mut self) {
-        if self.log.flush_due() == Some(Duration::ZERO) {
-            if let Err(err) = self.log.flush() {
-                self.failed
-                    .get_or_insert(format!("audit log {}: {err}", self.log.path().display()));
-            }
+    /// Queues an event (launch, exit, ...) for the log.
+    pub fn append(&self, e: Event) {
+        let mut q = self.shared.queue.lock().unwrap_or_else(|p| p.into_inner());
+        q.push(e);
+        if q.len() == AUDIT_BATCH {
+            self.shared.wake.notify_one();
+        }
+    }
+
+    /// Writes everything queued, flushes and closes the log.
+    pub fn close(mut self) -> Result<(), String> {
+        self.stop()
+    }
+
+    fn stop(&mut self) -> Result<(), String> {
+        self.shared.stop.store(true, Ordering::Release);
+        self.shared.wake.notify_one();
+        match self.thread.take() {
+            Some(t) => t
+                .join()
+                .unwrap_or_else(|_| Err("audit thread panicked".into())),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for AuditRecorder {
+    fn drop(&mut self) {
+        if let Err(e) = self.stop() {
+            eprintln!("warden: {e}");
         }
     }
 }
 
 impl Recorder for AuditRecorder {
     fn record(&mut self, r: &Record<'_>) {
-        let e = Event {
+        self.append(Event {
             kind: r.kind,
             plugin: Some(r.plugin.id.clone()),
             version: Some(r.plugin.version.clone()),
@@ -154,12 +238,15 @@ impl Recorder for AuditRecorder {
             reason: (!r.reason.is_empty()).then(|| r.reason.to_owned()),
             duration_us: Some(r.duration.as_micros() as u64),
             extra: Default::default(),
-        };
-        self.append(&e);
+        });
     }
 
-    fn failure(&self) -> Option<&str> {
-        self.failed.as_deref()
+    fn failure(&self) -> Option<String> {
+        self.shared
+            .failed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 }
 
@@ -178,7 +265,8 @@ pub struct Counters {
 struct InFlight {
     op: &'static ops::Op,
     started: Instant,
-    deadline: Instant,
+    /// For a `kv.get`: the key and the cache generation when it was submitted.
+    fill: Option<(String, u64)>,
 }
 
 struct Conn {
@@ -191,7 +279,7 @@ struct Conn {
     want_write: bool,
     buckets: HashMap<Capability, TokenBucket>,
     counters: Counters,
-    recent: VecDeque<Value>,
+    recent: VecDeque<handlers::Recent>,
     ping: Option<(u64, Instant)>,
     last_pong: Option<Instant>,
     closed: Option<String>,
@@ -204,6 +292,8 @@ pub struct Broker<R: Recorder> {
     pool: Pool,
     recorder: R,
     pending: VecDeque<Token>,
+    caches: HashMap<Arc<str>, KvCache>,
+    deadlines: std::collections::BinaryHeap<std::cmp::Reverse<(Instant, Token, u64)>>,
     closed: Vec<(Token, String)>,
     ping_seq: u64,
     buf: Vec<u8>,
@@ -230,6 +320,8 @@ impl<R: Recorder> Broker<R> {
             pool: Pool::start(store, waker, readers)?,
             recorder,
             pending: VecDeque::new(),
+            caches: HashMap::new(),
+            deadlines: std::collections::BinaryHeap::new(),
             closed: Vec::new(),
             ping_seq: 0,
             buf: vec![0u8; MAX_MESSAGE],
@@ -365,6 +457,15 @@ impl<R: Recorder> Broker<R> {
             let Some(call) = conn.in_flight.remove(&done.call) else {
                 continue;
             };
+            if let (Some((key, generation)), Some(cache)) =
+                (call.fill, self.caches.get_mut(&conn.ns))
+            {
+                match &done.result {
+                    Ok(v) => cache.fill(generation, key, v["value"].as_str().map(str::to_owned)),
+                    Err(e) if e.code == ErrorCode::NotFound => cache.fill(generation, key, None),
+                    Err(_) => {}
+                }
+            }
             self.reply(
                 done.token,
                 done.call,
@@ -378,35 +479,39 @@ impl<R: Recorder> Broker<R> {
 
     /// The earliest call deadline, for the loop's poll timeout.
     pub fn next_deadline(&self) -> Option<Instant> {
-        self.conns
-            .values()
-            .flat_map(|c| c.in_flight.values().map(|f| f.deadline))
-            .min()
+        self.deadlines.peek().map(|d| d.0 .0)
     }
 
-    /// Answers `timeout` for every call past its deadline.
+    /// Answers `timeout` for every call past its deadline. Deadlines sit in a
+    /// min-heap; entries of calls that already finished are dropped as they surface.
     pub fn expire(&mut self, now: Instant) {
-        let mut late = Vec::new();
-        for (token, conn) in &mut self.conns {
-            conn.in_flight.retain(|id, f| {
-                let keep = f.deadline > now;
-                if !keep {
-                    late.push((*token, *id, f.op, f.started));
-                }
-                keep
-            });
-        }
-        for (token, id, op, started) in late {
-            let timeout = self.conns[&token].ctx.call_timeout;
+        while let Some(std::cmp::Reverse((deadline, token, id))) = self.deadlines.peek().copied() {
+            if deadline > now {
+                break;
+            }
+            self.deadlines.pop();
+            let Some(conn) = self.conns.get_mut(&token) else {
+                continue;
+            };
+            let Some(call) = conn.in_flight.remove(&id) else {
+                continue;
+            };
             let e = CallError::new(
                 ErrorCode::Timeout,
                 format!(
                     "{} did not finish within {} ms",
-                    op.name,
-                    timeout.as_millis()
+                    call.op.name,
+                    conn.ctx.call_timeout.as_millis()
                 ),
             );
-            self.reply(token, id, op.name, Some(op.capability), started, Err(e));
+            self.reply(
+                token,
+                id,
+                call.op.name,
+                Some(call.op.capability),
+                call.started,
+                Err(e),
+            );
         }
     }
 
@@ -465,6 +570,9 @@ impl<R: Recorder> Broker<R> {
     /// Stops serving `token` and forgets it; returns its final counters.
     pub fn detach(&mut self, token: Token) -> Option<Counters> {
         let mut conn = self.conns.remove(&token)?;
+        if !self.conns.values().any(|c| c.ns == conn.ns) {
+            self.caches.remove(&conn.ns);
+        }
         if let Some(fd) = conn.fd.take() {
             let _ = self.registry.deregister(&mut SourceFd(&fd.as_raw_fd()));
         }
@@ -656,21 +764,37 @@ impl<R: Recorder> Broker<R> {
         let caller = Caller {
             id: &conn.ctx.id,
             kv_quota: conn.ctx.kv_quota,
-            stats: json!(conn.counters),
+            stats: &conn.counters,
             recent: &conn.recent,
         };
         match handlers::handle(op.provider, args, &caller) {
             Outcome::Now(result) => self.reply(token, id, op.name, cap, started, result),
             Outcome::Queued(work) => {
-                let deadline = started + conn.ctx.call_timeout;
-                conn.in_flight.insert(
-                    id,
-                    InFlight {
-                        op,
-                        started,
-                        deadline,
+                let cache = self.caches.entry(Arc::clone(&conn.ns)).or_default();
+                let fill = match &work {
+                    Work::Get { key } => match cache.get(key) {
+                        Some(hit) => {
+                            let result = match hit {
+                                Some(v) => Ok(json!({ "value": v })),
+                                None => Err(CallError::new(
+                                    ErrorCode::NotFound,
+                                    format!("no key {key:?}"),
+                                )),
+                            };
+                            return self.reply(token, id, op.name, cap, started, result);
+                        }
+                        None => Some((key.clone(), cache.generation())),
                     },
-                );
+                    Work::Put { key, .. } | Work::Delete { key } => {
+                        cache.invalidate(key);
+                        None
+                    }
+                    Work::List { .. } => None,
+                };
+                let deadline = started + conn.ctx.call_timeout;
+                conn.in_flight.insert(id, InFlight { op, started, fill });
+                self.deadlines
+                    .push(std::cmp::Reverse((deadline, token, id)));
                 let ns = Arc::clone(&conn.ns);
                 self.pool.submit(Job {
                     token,
@@ -747,18 +871,22 @@ impl<R: Recorder> Broker<R> {
         if conn.recent.len() == RECENT {
             conn.recent.pop_front();
         }
-        let time = SystemTime::now()
+        let time_us = SystemTime::now()
             .duration_since(SystemTime::UNIX_EPOCH)
             .map_or(0, |d| d.as_micros() as u64);
-        conn.recent.push_back(json!({
-            "time_us": time,
-            "kind": kind,
-            "op": op,
-            "capability": capability,
-            "decision": decision,
-            "reason": reason,
-            "duration_us": duration.as_micros() as u64,
-        }));
+        let op = match ops::find(op) {
+            Some(known) => std::borrow::Cow::Borrowed(known.name),
+            None => std::borrow::Cow::Owned(op.to_owned()),
+        };
+        conn.recent.push_back(handlers::Recent {
+            time_us,
+            kind,
+            op,
+            capability,
+            decision,
+            reason,
+            duration_us: duration.as_micros() as u64,
+        });
     }
 
     /// A framing violation: tell the plugin once, audit, close the channel.

@@ -174,37 +174,47 @@ fn internal(e: impl std::fmt::Display) -> CallError {
 
 fn reader(conn: Connection, rx: Arc<Mutex<Receiver<Job>>>, out: Arc<Completions>) {
     loop {
-        let job = match rx.lock().unwrap_or_else(|p| p.into_inner()).recv() {
-            Ok(job) => job,
-            Err(_) => return,
+        // Take everything queued at once: one wake-up serves a whole batch.
+        let batch: Vec<Job> = {
+            let rx = rx.lock().unwrap_or_else(|p| p.into_inner());
+            let Ok(first) = rx.recv() else { return };
+            std::iter::once(first)
+                .chain(rx.try_iter().take(MAX_GROUP - 1))
+                .collect()
         };
-        let result = match &job.work {
-            Work::Get { key } => match kv::get(&conn, &job.ns, key) {
-                Ok(Some(value)) => Ok(json!({ "value": value })),
-                Ok(None) => Err(CallError::new(
-                    ErrorCode::NotFound,
-                    format!("no key {key:?}"),
-                )),
-                Err(e) => Err(internal(e)),
-            },
-            Work::List {
-                prefix,
-                limit,
-                cursor,
-            } => match kv::list(&conn, &job.ns, prefix, *limit, cursor.as_deref()) {
-                Ok((keys, next)) => Ok(json!({ "keys": keys, "cursor": next })),
-                Err(e) => Err(internal(e)),
-            },
-            Work::Put { .. } | Work::Delete { .. } => Err(CallError::new(
-                ErrorCode::Internal,
-                "a write was queued to a reader",
+        out.push(batch.into_iter().map(|job| {
+            let result = read(&conn, &job);
+            Done {
+                token: job.token,
+                call: job.call,
+                result,
+            }
+        }));
+    }
+}
+
+fn read(conn: &Connection, job: &Job) -> Result<Value, CallError> {
+    match &job.work {
+        Work::Get { key } => match kv::get(conn, &job.ns, key) {
+            Ok(Some(value)) => Ok(json!({ "value": value })),
+            Ok(None) => Err(CallError::new(
+                ErrorCode::NotFound,
+                format!("no key {key:?}"),
             )),
-        };
-        out.push([Done {
-            token: job.token,
-            call: job.call,
-            result,
-        }]);
+            Err(e) => Err(internal(e)),
+        },
+        Work::List {
+            prefix,
+            limit,
+            cursor,
+        } => match kv::list(conn, &job.ns, prefix, *limit, cursor.as_deref()) {
+            Ok((keys, next)) => Ok(json!({ "keys": keys, "cursor": next })),
+            Err(e) => Err(internal(e)),
+        },
+        Work::Put { .. } | Work::Delete { .. } => Err(CallError::new(
+            ErrorCode::Internal,
+            "a write was queued to a reader",
+        )),
     }
 }
 

@@ -1,0 +1,295 @@
+//! Host-call throughput and latency with 1, 16 and 128 concurrent plugins, audit
+//! on, against the ceiling: a bare mio echo server over the same SEQPACKET
+//! socketpairs, driven by the same client, in the same run.
+//!
+//! Each simulated plugin keeps one call in flight (closed loop) and calls
+//! `kv.get` on a key it stored; the client drives every socket from one thread.
+//! Targets: >= 0.6x the ceiling's throughput at 16 plugins; p99 at 128 plugins
+//! <= 2x the ceiling's p99.
+//!
+//! Run: `cargo bench --bench broker` (WARDEN_BENCH_SECS sets the seconds per case).
+
+use std::os::fd::AsRawFd;
+use std::os::unix::net::UnixDatagram;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use mio::unix::SourceFd;
+use mio::{Events, Interest, Poll, Token, Waker};
+use warden::audit::{AuditConfig, AuditLog};
+use warden::broker::protocol::Rate;
+use warden::broker::{AuditRecorder, Broker, PluginContext, Recorder};
+use warden::bundle::Capability;
+use warden::store::kv::{self, Quota};
+use warden::store::Store;
+use warden::sys::seqpacket;
+
+const WAKER: Token = Token(usize::MAX);
+const CALL: &[u8] = br#"{"type":"call","id":1,"op":"kv.get","args":{"key":"greeting"}}"#;
+
+struct Result {
+    calls_per_sec: f64,
+    p50: Duration,
+    p99: Duration,
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    sorted[((sorted.len() - 1) as f64 * p) as usize]
+}
+
+/// Drives every socket with one call in flight until `secs` pass; after a warm-up,
+/// measures completed calls and per-call latency.
+fn drive(socks: &[UnixDatagram], secs: f64) -> Result {
+    let mut poll = Poll::new().unwrap();
+    let mut events = Events::with_capacity(1024);
+    for (i, s) in socks.iter().enumerate() {
+        s.set_nonblocking(true).unwrap();
+        poll.registry()
+            .register(&mut SourceFd(&s.as_raw_fd()), Token(i), Interest::READABLE)
+            .unwrap();
+    }
+    let mut sent_at = vec![Instant::now(); socks.len()];
+    for (i, s) in socks.iter().enumerate() {
+        sent_at[i] = Instant::now();
+        s.send(CALL).unwrap();
+    }
+    let start = Instant::now();
+    let warm = start + Duration::from_millis(300);
+    let end = warm + Duration::from_secs_f64(secs);
+    let mut lat = Vec::with_capacity(1 << 20);
+    let mut buf = vec![0u8; 65536];
+    loop {
+        let now = Instant::now();
+        if now >= end {
+            break;
+        }
+        poll.poll(&mut events, Some(end - now)).unwrap();
+        for ev in events.iter() {
+            let i = ev.token().0;
+            loop {
+                match socks[i].recv(&mut buf) {
+                    Ok(_) => {
+                        let t = Instant::now();
+                        if t >= warm {
+                            lat.push(t - sent_at[i]);
+                        }
+                        sent_at[i] = t;
+                        socks[i].send(CALL).unwrap();
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                    Err(e) => panic!("client recv: {e}"),
+                }
+            }
+        }
+    }
+    lat.sort();
+    Result {
+        calls_per_sec: lat.len() as f64 / secs,
+        p50: percentile(&lat, 0.50),
+        p99: percentile(&lat, 0.99),
+    }
+}
+
+fn warden_case(n: usize, secs: f64) -> Result {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = Store::open(tmp.path()).unwrap();
+    {
+        let mut conn = store.connect().unwrap();
+        let tx = conn.transaction().unwrap();
+        for i in 0..n {
+            kv::put(
+                &tx,
+                &format!("plugin:p{i}"),
+                "greeting",
+                "hello",
+                Quota::default(),
+            )
+            .unwrap();
+        }
+        tx.commit().unwrap();
+    }
+    let audit = AuditLog::open(AuditConfig::new(tmp.path().join("audit.log"))).unwrap();
+    let mut poll = Poll::new().unwrap();
+    let waker = Arc::new(Waker::new(poll.registry(), WAKER).unwrap());
+    let mut broker = Broker::new(
+        poll.registry(),
+        &store,
+        Arc::clone(&waker),
+        AuditRecorder::start(audit),
+        2,
+    )
+    .unwrap();
+    let mut clients = Vec::new();
+    for i in 0..n {
+        let (ours, theirs) = seqpacket::pair().unwrap();
+        let id = format!("p{i}");
+        broker
+            .attach(
+                Token(i),
+                ours,
+                PluginContext {
+                    id: id.clone(),
+                    version: "1.0.0".into(),
+                    sha256: "00".repeat(32),
+                    declared: vec![Capability::KvRead],
+                    granted: vec![Capability::KvRead],
+                    call_timeout: Duration::from_secs(5),
+                    rate: Rate {
+                        per_second: u32::MAX,
+                        burst: u32::MAX,
+                    },
+                    rate_overrides: vec![],
+                    kv_quota: Quota::default(),
+                    blocked: false,
+                },
+            )
+            .unwrap();
+        clients.push((UnixDatagram::from(theirs), id));
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let stop2 = Arc::clone(&stop);
+    let server = std::thread::spawn(move || {
+        let mut events = Events::with_capacity(1024);
+        while !stop2.load(Ordering::Relaxed) {
+            broker
+                .turn(
+                    &mut poll,
+                    &mut events,
+                    WAKER,
+                    Some(Duration::from_millis(50)),
+                    |_| {},
+                )
+                .unwrap();
+            assert!(broker.recorder().failure().is_none());
+        }
+        drop(broker);
+    });
+    let mut socks = Vec::new();
+    let mut buf = vec![0u8; 65536];
+    for (s, id) in clients {
+        let hello =
+            format!(r#"{{"type":"hello","versions":[1],"plugin":"{id}","version":"1.0.0"}}"#);
+        s.send(hello.as_bytes()).unwrap();
+        let n = s.recv(&mut buf).unwrap();
+        assert!(buf[..n].starts_with(br#"{"type":"welcome""#));
+        socks.push(s);
+    }
+    let r = drive(&socks, secs);
+    stop.store(true, Ordering::Relaxed);
+    let _ = waker.wake();
+    server.join().unwrap();
+    let lines = std::fs::read_to_string(tmp.path().join("audit.log"))
+        .unwrap()
+        .lines()
+        .count();
+    assert!(
+        lines as f64 >= r.calls_per_sec * secs,
+        "every call is audited: {lines} lines"
+    );
+    r
+}
+
+fn ceiling_case(n: usize, secs: f64) -> Result {
+    let mut poll = Poll::new().unwrap();
+    let waker = Arc::new(Waker::new(poll.registry(), WAKER).unwrap());
+    let mut servers = Vec::new();
+    let mut socks = Vec::new();
+    for i in 0..n {
+        let (ours, theirs) = seqpacket::pair().unwrap();
+        let ours = UnixDatagram::from(ours);
+        ours.set_nonblocking(true).unwrap();
+        poll.registry()
+            .register(
+                &mut SourceFd(&ours.as_raw_fd()),
+                Token(i),
+                Interest::READABLE,
+            )
+            .unwrap();
+        servers.push(ours);
+        socks.push(UnixDatagram::from(theirs));
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let stop2 = Arc::clone(&stop);
+    let server = std::thread::spawn(move || {
+        let mut events = Events::with_capacity(1024);
+        let mut buf = vec![0u8; 65536];
+        while !stop2.load(Ordering::Relaxed) {
+            poll.poll(&mut events, Some(Duration::from_millis(50)))
+                .unwrap();
+            for ev in events.iter() {
+                if ev.token() == WAKER {
+                    continue;
+                }
+                let s = &servers[ev.token().0];
+                while let Ok(len) = s.recv(&mut buf) {
+                    let _ = s.send(&buf[..len]);
+                }
+            }
+        }
+    });
+    let r = drive(&socks, secs);
+    stop.store(true, Ordering::Relaxed);
+    let _ = waker.wake();
+    server.join().unwrap();
+    r
+}
+
+fn main() {
+    let secs: f64 = std::env::var("WARDEN_BENCH_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(2.0);
+    println!(
+        "broker: kv.get host calls, audit on, one call in flight per plugin, {secs} s per case"
+    );
+    println!("ceiling: bare mio echo server over the same SEQPACKET socketpairs");
+    println!(
+        "{:>8} | {:>12} {:>9} {:>9} | {:>12} {:>9} {:>9} | {:>10} {:>9}",
+        "plugins",
+        "warden /s",
+        "p50 µs",
+        "p99 µs",
+        "ceiling /s",
+        "p50 µs",
+        "p99 µs",
+        "thr ratio",
+        "p99 ratio"
+    );
+    let mut verdicts = Vec::new();
+    for n in [1usize, 16, 128] {
+        let w = warden_case(n, secs);
+        let c = ceiling_case(n, secs);
+        let thr = w.calls_per_sec / c.calls_per_sec;
+        let p99 = w.p99.as_secs_f64() / c.p99.as_secs_f64();
+        println!(
+            "{:>8} | {:>12.0} {:>9.1} {:>9.1} | {:>12.0} {:>9.1} {:>9.1} | {:>10.3} {:>9.2}",
+            n,
+            w.calls_per_sec,
+            w.p50.as_secs_f64() * 1e6,
+            w.p99.as_secs_f64() * 1e6,
+            c.calls_per_sec,
+            c.p50.as_secs_f64() * 1e6,
+            c.p99.as_secs_f64() * 1e6,
+            thr,
+            p99
+        );
+        if n == 16 {
+            verdicts.push(format!(
+                "throughput at 16 plugins >= 0.6x ceiling: {:.3}x {}",
+                thr,
+                if thr >= 0.6 { "met" } else { "MISSED" }
+            ));
+        }
+        if n == 128 {
+            verdicts.push(format!(
+                "p99 at 128 plugins <= 2x ceiling p99: {:.2}x {}",
+                p99,
+                if p99 <= 2.0 { "met" } else { "MISSED" }
+            ));
+        }
+    }
+    for v in verdicts {
+        println!("target: {v}");
+    }
+}
