@@ -5,7 +5,14 @@
 //! nothing from the rest of the crate and holds no policy: it only makes the call
 //! and turns `-1`/errno into `io::Error`.
 
+pub mod caps;
 pub mod fs;
+pub mod landlock;
+pub mod mount;
+pub mod ns;
+pub mod proc;
+pub mod seccomp;
+pub mod socket;
 
 use std::io;
 
