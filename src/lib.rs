@@ -7,3 +7,5 @@
 pub mod bundle;
 pub mod cli;
 pub mod sys;
+pub mod policy;
+pub mod sandbox;

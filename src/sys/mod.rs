@@ -72,6 +72,9 @@ pub fn errno_name(errno: i32) -> &'static str {
         libc::ETIMEDOUT => "ETIMEDOUT",
         libc::EMSGSIZE => "EMSGSIZE",
         libc::EUSERS => "EUSERS",
+        libc::ESTALE => "ESTALE",
+        libc::EOVERFLOW => "EOVERFLOW",
+        libc::ENOTEMPTY => "ENOTEMPTY",
         _ => "EUNKNOWN",
     }
 }

@@ -82,3 +82,21 @@ pub fn statvfs_flags(path: &CStr) -> io::Result<libc::c_ulong> {
     cvt(unsafe { libc::statvfs(path.as_ptr(), &mut st) })?;
     Ok(st.f_flag)
 }
+
+/// `(st_dev, st_ino)` of `path` (following symlinks), without allocating.
+pub fn dev_ino(path: &CStr) -> io::Result<(u64, u64)> {
+    // SAFETY: an all-zero stat is a valid value of a plain C struct.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: `path` is NUL-terminated; `st` is a valid, writable stat.
+    cvt(unsafe { libc::stat(path.as_ptr(), &mut st) })?;
+    Ok((st.st_dev, st.st_ino))
+}
+
+/// `(st_dev, st_ino)` of an open fd (`O_PATH` handles included).
+pub fn fd_dev_ino(fd: std::os::fd::RawFd) -> io::Result<(u64, u64)> {
+    // SAFETY: an all-zero stat is a valid value of a plain C struct.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: `st` is a valid, writable stat; a bad fd only yields EBADF.
+    cvt(unsafe { libc::fstat(fd, &mut st) })?;
+    Ok((st.st_dev, st.st_ino))
+}
