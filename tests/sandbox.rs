@@ -13,7 +13,7 @@ use warden::bundle::{self, TrustStore};
 use warden::sandbox::{Config, ExitStatus, Plan, Sandbox};
 
 fn report(f: &Fixture) -> (String, std::process::Output) {
-    let b = f.bundle("probe", &plugin("probe"), "");
+    let b = f.bundle("probe", &plugin("probe"), r#""resources":{"tmp_mb":2}"#);
     let out = f.run(&b, &[]);
     (stdout(&out), out)
 }
@@ -57,7 +57,7 @@ fn plugin_sees_only_its_sandbox() {
     }
     assert_eq!(line(&s, "status NoNewPrivs:"), "status NoNewPrivs:\t1");
     assert_eq!(line(&s, "status Seccomp:"), "status Seccomp:\t2");
-    // /tmp writable and capped at the manifest's tmp_mb (default 64 MiB).
+    // /tmp writable and capped at the manifest's tmp_mb (2 MiB here).
     assert_eq!(line(&s, "write /tmp/small"), "write /tmp/small: ok 1048576");
     let big = line(&s, "write /tmp/big");
     assert!(big.contains("ENOSPC") || big.contains("EFBIG"), "{big}");
@@ -192,8 +192,9 @@ fn sigkill_of_warden_leaves_no_plugin_behind() {
         .spawn()
         .unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
-    // The plugin and its grandchild both carry the marker.
-    while pids_with_marker(&marker).len() < 2 {
+    // warden, the sandbox init (a copy of warden), the plugin and its child all
+    // carry the marker.
+    while pids_with_marker(&marker).len() < 4 {
         assert!(Instant::now() < deadline, "plugin never started");
         std::thread::sleep(Duration::from_millis(10));
     }
@@ -296,34 +297,15 @@ fn missing_landlock_abi_is_a_precondition_failure() {
 }
 
 /// A set-up step that fails in the child is reported as `sandbox: <step>: <ERRNO>`:
-/// here a plan whose uid range maps the plugin to a host uid the kernel refuses.
+/// here the bundle directory is swapped for another one between verification and
+/// launch, which the child refuses (it binds only the directory it verified).
 #[test]
 fn a_failed_setup_step_names_step_and_errno() {
     if !require_sandbox() {
         return;
     }
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        // Unprivileged, the map is always our own uid; provoke the failure by
-        // asking for a bundle whose directory vanishes between plan and spawn.
-        let f = Fixture::new();
-        let b = f.bundle("probe", &plugin("probe"), "");
-        let trust = TrustStore::load(&f.trust()).unwrap();
-        let v = bundle::verify(&b, &trust).unwrap();
-        let plan = Plan::new(&v, v.manifest().resources, &[], &Config::default()).unwrap();
-        std::fs::rename(&b, f.path().join("moved")).unwrap();
-        let e = Sandbox::spawn(&plan, &v, warden::sandbox::Stdio::inherit()).unwrap().wait().unwrap_err();
-        assert_eq!(e.to_string(), "sandbox: bind_bundle: ENOENT");
-        return;
-    }
     let f = Fixture::new();
     let b = f.bundle("probe", &plugin("probe"), "");
-    // uid 4294967294 is (uid_t)-2: valid to ask for, but an id map to it is
-    // refused by the kernel (EPERM/EINVAL), which is a parent-side step.
-    let out = f.run(&b, &["--uid-range", "4294967294-4294967294"]);
-    assert_eq!(out.status.code(), Some(125), "{}", stderr(&out));
-    let e = stderr(&out);
-    assert!(e.starts_with("sandbox: uid_map: E"), "{e}");
     // A bundle swapped for another directory after verification is refused in the child.
     let trust = TrustStore::load(&f.trust()).unwrap();
     let v = bundle::verify(&b, &trust).unwrap();

@@ -107,7 +107,6 @@ pub(crate) fn init(a: &ChildArgs<'_>) -> ! {
         Ok(1) => {}
         _ => proc::exit_now(125),
     }
-    let _ = proc::close(a.sync_read);
 
     // Open the bundle by path while we still have the creator's host identity (it
     // may sit in a directory only that identity can traverse) and insist it is the
@@ -132,6 +131,20 @@ pub(crate) fn init(a: &ChildArgs<'_>) -> ! {
     }
     step!(Step::Setresgid, caps::setresgid(p.ids.inside_gid));
     step!(Step::Setresuid, caps::setresuid(p.ids.inside_uid));
+    // Changing credentials cleared the parent-death signal: set it again, then
+    // check the parent did not die meanwhile (it holds the sync pipe's write end
+    // for the sandbox's whole life, so a hang-up means it is gone).
+    step!(Step::Pdeathsig, proc::set_pdeathsig(libc::SIGKILL));
+    let mut pfd = [libc::pollfd {
+        fd: a.sync_read,
+        events: libc::POLLIN,
+        revents: 0,
+    }];
+    match proc::poll(&mut pfd, 0) {
+        Ok(_) if pfd[0].revents & (libc::POLLHUP | libc::POLLERR) == 0 => {}
+        _ => proc::exit_now(125),
+    }
+    let _ = proc::close(a.sync_read);
 
     // 3. Mounts.
     step!(

@@ -247,6 +247,9 @@ pub struct Sandbox {
     report: OwnedFd,
     cgroups: Vec<PathBuf>,
     status: Option<ExitStatus>,
+    /// Held open for the sandbox's life: the child checks it for a hang-up to
+    /// learn that we died before its parent-death signal was (re)armed.
+    _alive: OwnedFd,
 }
 
 const CLONE_FLAGS: libc::c_int = libc::CLONE_NEWUSER
@@ -331,11 +334,11 @@ impl Sandbox {
             report: report_r,
             cgroups: Vec::new(),
             status: None,
+            _alive: sync_w,
         };
         match sb.configure(plan) {
             Ok(()) => {}
             Err(e) => {
-                drop(sync_w);
                 let _ = sb.kill();
                 let _ = sys::proc::waitid_pidfd(sb.pidfd.as_fd());
                 sb.status = Some(ExitStatus::Signal(libc::SIGKILL));
@@ -343,7 +346,7 @@ impl Sandbox {
                 return Err(e);
             }
         }
-        sys::proc::write(sync_w.as_raw_fd(), b"1").map_err(|e| SandboxError::setup(Step::Sync, e))?;
+        sys::proc::write(sb._alive.as_raw_fd(), b"1").map_err(|e| SandboxError::setup(Step::Sync, e))?;
         Ok(sb)
     }
 

@@ -88,7 +88,7 @@ int main(int argc, char **argv) {
   fds();
   status_lines();
   try_write("/tmp/small", 1 << 20);
-  try_write("/tmp/big", (size_t)64 << 20);
+  try_write("/tmp/big", (size_t)3 << 20);
   try_write("/rootfile", 1);
   try_write("/usr/warden-test", 1);
   try_write("/bundle/x", 1);
