@@ -103,15 +103,25 @@ pub fn run(a: RunArgs) -> Result<u8, Failure> {
         println!("granted capabilities: [{}] (policy status {})", caps.join(", "), policy.status.as_str());
         return Ok(0);
     }
+    // SIGTERM, SIGINT and SIGHUP to warden are forwarded to the sandbox (whose
+    // init passes them to the plugin), so that warden outlives the plugin and
+    // cleans up. The sandbox init blocks them too; the plugin starts unblocked.
+    let set = sys::proc::sigset(&[libc::SIGTERM, libc::SIGINT, libc::SIGHUP]);
+    let old = sys::proc::sigprocmask(libc::SIG_BLOCK, &set)
+        .map_err(|e| refused(format_args!("warden: sigprocmask: {e}")))?;
+    let sigfd = sys::proc::signalfd(&set).map_err(|e| refused(format_args!("warden: signalfd: {e}")))?;
     let mut sb = Sandbox::spawn(&plan, &b, Stdio::inherit()).map_err(sandbox_failure)?;
-    drain_until_exit(&sb);
-    let status = sb.wait().map_err(sandbox_failure)?;
+    drain_until_exit(&sb, sigfd.as_fd());
+    let status = sb.wait().map_err(sandbox_failure);
+    let _ = sys::proc::sigprocmask(libc::SIG_SETMASK, &old);
+    crate::sandbox::sweep_stale_cgroups();
+    let status = status?;
     Ok(status.shell_code().clamp(0, 255) as u8)
 }
 
 /// Waits for the sandbox's pidfd, reading and dropping anything the plugin sends
 /// on its socket meanwhile (host calls are served once the broker exists).
-fn drain_until_exit(sb: &Sandbox) {
+fn drain_until_exit(sb: &Sandbox, signals: std::os::fd::BorrowedFd<'_>) {
     let mut socket_open = true;
     let mut buf = vec![0u8; 64 * 1024];
     loop {
@@ -126,12 +136,23 @@ fn drain_until_exit(sb: &Sandbox) {
                 events: if socket_open { libc::POLLIN } else { 0 },
                 revents: 0,
             },
+            libc::pollfd {
+                fd: signals.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            },
         ];
         if !socket_open {
             fds[1].fd = -1;
         }
         if sys::proc::poll(&mut fds, -1).is_err() || fds[0].revents != 0 {
             return;
+        }
+        if fds[2].revents != 0 {
+            let mut info = [0u8; 128];
+            if sys::proc::read(signals.as_raw_fd(), &mut info).is_ok() {
+                let _ = sb.terminate();
+            }
         }
         if fds[1].revents != 0 {
             let Some(sock) = sb.socket() else {

@@ -108,6 +108,10 @@ pub(crate) fn init(a: &ChildArgs<'_>) -> ! {
         _ => proc::exit_now(125),
     }
 
+    // The cgroup namespace is made now, after the parent moved us into our own
+    // cgroup, so that it is rooted there.
+    step!(Step::UnshareCgroup, sys::ns::unshare(libc::CLONE_NEWCGROUP));
+
     // Open the bundle by path while we still have the creator's host identity (it
     // may sit in a directory only that identity can traverse) and insist it is the
     // directory that was verified.

@@ -36,6 +36,7 @@ pub enum Step {
     Setgroups,
     Cgroup,
     Sync,
+    UnshareCgroup,
     Pdeathsig,
     MountPrivate,
     MountRoot,
@@ -69,7 +70,7 @@ pub enum Step {
 }
 
 impl Step {
-    const ALL: [Step; 39] = [
+    const ALL: [Step; 40] = [
         Step::Socketpair,
         Step::Pipe,
         Step::Landlock,
@@ -79,6 +80,7 @@ impl Step {
         Step::Setgroups,
         Step::Cgroup,
         Step::Sync,
+        Step::UnshareCgroup,
         Step::Pdeathsig,
         Step::MountPrivate,
         Step::MountRoot,
@@ -127,6 +129,7 @@ impl Step {
             Step::Setgroups => "setgroups",
             Step::Cgroup => "cgroup",
             Step::Sync => "sync",
+            Step::UnshareCgroup => "unshare_cgroup",
             Step::Pdeathsig => "pdeathsig",
             Step::MountPrivate => "mount_private",
             Step::MountRoot => "mount_root_tmpfs",
@@ -258,7 +261,6 @@ const CLONE_FLAGS: libc::c_int = libc::CLONE_NEWUSER
     | libc::CLONE_NEWNET
     | libc::CLONE_NEWIPC
     | libc::CLONE_NEWUTS
-    | libc::CLONE_NEWCGROUP
     | libc::CLONE_PIDFD
     | libc::SIGCHLD;
 
@@ -511,5 +513,19 @@ fn errno_display(errno: i32) -> String {
     match errno_name(errno) {
         "EUNKNOWN" => format!("errno {errno}"),
         name => name.to_owned(),
+    }
+}
+
+/// Removes leftover per-plugin cgroups (of warden processes that were killed
+/// before they could clean up). Only empty cgroups can be removed, so live
+/// sandboxes are never touched. Best effort.
+pub fn sweep_stale_cgroups() {
+    for base in ["/sys/fs/cgroup/memory/warden", "/sys/fs/cgroup/pids/warden"] {
+        let Ok(entries) = std::fs::read_dir(base) else { continue };
+        for e in entries.flatten() {
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                let _ = std::fs::remove_dir(e.path());
+            }
+        }
     }
 }

@@ -66,3 +66,9 @@ pub fn sethostname(name: &[u8]) -> io::Result<()> {
     // SAFETY: the kernel reads exactly `name.len()` bytes from a live slice.
     cvt(unsafe { libc::sethostname(name.as_ptr().cast(), name.len()) }).map(drop)
 }
+
+/// `unshare(2)`.
+pub fn unshare(flags: libc::c_int) -> io::Result<()> {
+    // SAFETY: integer argument only.
+    cvt(unsafe { libc::unshare(flags) }).map(drop)
+}

@@ -236,3 +236,13 @@ pub fn exit_now(code: libc::c_int) -> ! {
     // SAFETY: _exit never returns and touches no user-space state.
     unsafe { libc::_exit(code) }
 }
+
+/// `signalfd(-1, set, SFD_CLOEXEC | SFD_NONBLOCK)`: the signals in `set` (which the
+/// caller blocks) become readable on the returned fd.
+pub fn signalfd(set: &libc::sigset_t) -> io::Result<std::os::fd::OwnedFd> {
+    use std::os::fd::FromRawFd;
+    // SAFETY: `set` is a valid sigset that outlives the call.
+    let fd = cvt(unsafe { libc::signalfd(-1, set, libc::SFD_CLOEXEC | libc::SFD_NONBLOCK) })?;
+    // SAFETY: `fd` is a new fd that nobody else owns.
+    Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) })
+}
