@@ -108,10 +108,6 @@ pub(crate) fn init(a: &ChildArgs<'_>) -> ! {
         _ => proc::exit_now(125),
     }
 
-    // The cgroup namespace is made now, after the parent moved us into our own
-    // cgroup, so that it is rooted there.
-    step!(Step::UnshareCgroup, sys::ns::unshare(libc::CLONE_NEWCGROUP));
-
     // Open the bundle by path while we still have the creator's host identity (it
     // may sit in a directory only that identity can traverse) and insist it is the
     // directory that was verified.
@@ -148,7 +144,6 @@ pub(crate) fn init(a: &ChildArgs<'_>) -> ! {
         Ok(_) if pfd[0].revents & (libc::POLLHUP | libc::POLLERR) == 0 => {}
         _ => proc::exit_now(125),
     }
-    let _ = proc::close(a.sync_read);
 
     // 3. Mounts.
     step!(
@@ -294,6 +289,14 @@ pub(crate) fn init(a: &ChildArgs<'_>) -> ! {
         step!(Step::Setrlimit, proc::setrlimit(*res, *value));
     }
     step!(Step::Sethostname, sys::ns::sethostname(HOSTNAME.as_bytes()));
+    // The parent has set up our cgroup meanwhile; wait for it, then make the
+    // cgroup namespace, rooted there.
+    match proc::read(a.sync_read, &mut go) {
+        Ok(1) => {}
+        _ => proc::exit_now(125),
+    }
+    let _ = proc::close(a.sync_read);
+    step!(Step::UnshareCgroup, sys::ns::unshare(libc::CLONE_NEWCGROUP));
 
     // 5. fds: 0 /dev/null, 1 and 2 stdout/stderr, 3 the broker socket, 4 the memfd,
     //    5 the report pipe, 6 the landlock ruleset; everything else closed.

@@ -250,6 +250,7 @@ pub struct Sandbox {
     report: OwnedFd,
     cgroups: Vec<PathBuf>,
     status: Option<ExitStatus>,
+    stale_cgroups: u32,
     /// Held open for the sandbox's life: the child checks it for a hang-up to
     /// learn that we died before its parent-death signal was (re)armed.
     _alive: OwnedFd,
@@ -273,7 +274,9 @@ impl Sandbox {
     pub fn spawn(plan: &Plan, bundle: &VerifiedBundle, stdio: Stdio) -> Result<Sandbox, SandboxError> {
         let (sup, plug) = sys::socket::seqpacket_pair().map_err(|e| SandboxError::setup(Step::Socketpair, e))?;
         let (report_r, report_w) = sys::socket::pipe(0).map_err(|e| SandboxError::setup(Step::Pipe, e))?;
-        let (sync_r, sync_w) = sys::socket::pipe(0).map_err(|e| SandboxError::setup(Step::Pipe, e))?;
+        // The sync channel is a socketpair so that writing to a child that already
+        // failed is EPIPE, not SIGPIPE; the child reads it like a pipe.
+        let (sync_r, sync_w) = sys::socket::seqpacket_pair().map_err(|e| SandboxError::setup(Step::Socketpair, e))?;
         let ruleset = landlock::build(plan.landlock_abi, &plan.landlock_rules)
             .map_err(|e| SandboxError::setup(Step::Landlock, e))?;
         let high = |fd: BorrowedFd<'_>| sys::proc::dup_cloexec_above(fd, HIGH_FD).map_err(|e| SandboxError::setup(Step::Dup, e));
@@ -336,24 +339,37 @@ impl Sandbox {
             report: report_r,
             cgroups: Vec::new(),
             status: None,
+            stale_cgroups: 0,
             _alive: sync_w,
         };
-        match sb.configure(plan) {
-            Ok(()) => {}
-            Err(e) => {
-                let _ = sb.kill();
-                let _ = sys::proc::waitid_pidfd(sb.pidfd.as_fd());
-                sb.status = Some(ExitStatus::Signal(libc::SIGKILL));
-                sb.remove_cgroups();
-                return Err(e);
+        // Id maps, then "go"; the cgroup is set up while the child builds its
+        // mounts, and a second byte lets it continue past step 4.
+        // A child that already failed a step has closed its end: EPIPE then means
+        // "see the report", which `wait` reads.
+        let go = |sb: &Sandbox, byte: &[u8]| match sys::socket::send(sb._alive.as_fd(), byte) {
+            Err(e) if e.raw_os_error() == Some(libc::EPIPE) => Ok(false),
+            Err(e) => Err(SandboxError::setup(Step::Sync, e)),
+            Ok(_) => Ok(true),
+        };
+        let r = sb.write_id_maps(plan).and_then(|()| {
+            if go(&sb, b"1")? {
+                sb.join_cgroup(plan)?;
+                go(&sb, b"2")?;
             }
+            Ok(())
+        });
+        if let Err(e) = r {
+            let _ = sb.kill();
+            let _ = sys::proc::waitid_pidfd(sb.pidfd.as_fd());
+            sb.status = Some(ExitStatus::Signal(libc::SIGKILL));
+            sb.remove_cgroups();
+            return Err(e);
         }
-        sys::proc::write(sb._alive.as_raw_fd(), b"1").map_err(|e| SandboxError::setup(Step::Sync, e))?;
         Ok(sb)
     }
 
-    /// Parent-side step 2 (id maps) and the cgroup of step 4, before "go".
-    fn configure(&mut self, plan: &Plan) -> Result<(), SandboxError> {
+    /// Parent-side step 2: the id maps.
+    fn write_id_maps(&mut self, plan: &Plan) -> Result<(), SandboxError> {
         let ids = plan.ids;
         let proc_file = |name: &str| format!("/proc/{}/{name}", self.pid);
         if !ids.privileged {
@@ -363,6 +379,11 @@ impl Sandbox {
             .map_err(|e| SandboxError::setup(Step::UidMap, e))?;
         std::fs::write(proc_file("gid_map"), format!("{} {} 1\n", ids.inside_gid, ids.host_gid))
             .map_err(|e| SandboxError::setup(Step::GidMap, e))?;
+        Ok(())
+    }
+
+    /// Parent-side part of step 4: a cgroup v1 memory+pids placement.
+    fn join_cgroup(&mut self, plan: &Plan) -> Result<(), SandboxError> {
         if let CgroupPlan::V1 {
             memory,
             pids,
@@ -486,13 +507,11 @@ impl Sandbox {
 
     fn remove_cgroups(&mut self) {
         for dir in self.cgroups.drain(..) {
-            // A v1 cgroup is removable once empty; the init has been reaped and the
-            // pid namespace is gone, but the kernel may lag a moment.
-            for _ in 0..100 {
-                if std::fs::remove_dir(&dir).is_ok() || !dir.exists() {
-                    break;
-                }
-                std::thread::sleep(std::time::Duration::from_millis(1));
+            // A v1 cgroup is removable once it has no tasks. When the kernel still
+            // lists an exiting task, the directory is left for
+            // `sweep_stale_cgroups`.
+            if std::fs::remove_dir(&dir).is_err() {
+                self.stale_cgroups += 1;
             }
         }
     }

@@ -229,6 +229,10 @@ pub fn compile(text: &str) -> Result<Filter, SeccompError> {
         jge(X32_SYSCALL_BIT, 0, 1),
         ret(RET_KILL_PROCESS),
     ];
+    // One block per listed syscall, then a binary search over the syscall number
+    // down to short chains of `jeq`, so that both the kernel's per-syscall cache
+    // analysis and a filtered syscall cost O(log n) comparisons.
+    let mut blocks: Vec<(u32, Vec<libc::sock_filter>)> = Vec::new();
     for (name, nr) in &order {
         let alts = &groups[name];
         let mut block: Vec<libc::sock_filter> = Vec::new();
@@ -238,42 +242,37 @@ pub fn compile(text: &str) -> Result<Filter, SeccompError> {
             for conds in alts {
                 // Each condition: load, mask, compare; on failure jump to the next
                 // alternative (or to the block's final deny).
-                let mut alt: Vec<libc::sock_filter> = Vec::new();
                 let per_cond = |c: &Cond| if c.mask == u32::MAX { 2 } else { 3 };
                 let total: usize = conds.iter().map(per_cond).sum::<usize>() + 1;
                 let mut used = 0usize;
                 for c in conds {
-                    alt.push(ld(OFF_ARGS + 8 * u32::from(c.index)));
+                    block.push(ld(OFF_ARGS + 8 * u32::from(c.index)));
                     used += 1;
                     if c.mask != u32::MAX {
-                        alt.push(and(c.mask));
+                        block.push(and(c.mask));
                         used += 1;
                     }
                     used += 1;
                     // Instructions left after this jump up to and including `ret ALLOW`.
                     let to_fail = u8::try_from(total - used).map_err(|_| SeccompError::TooLong)?;
-                    alt.push(if c.equal {
+                    block.push(if c.equal {
                         jeq(c.value, 0, to_fail)
                     } else {
                         jeq(c.value, to_fail, 0)
                     });
                 }
-                alt.push(ret(RET_ALLOW));
-                block.extend(alt);
+                block.push(ret(RET_ALLOW));
             }
             block.push(ret(RET_ERRNO | libc::EPERM as u32));
         }
-        let skip = u8::try_from(block.len()).map_err(|_| SeccompError::TooLong)?;
-        p.push(jeq(*nr as u32, 0, skip));
-        p.extend(block);
-        // A block that falls through never happens: every block ends in `ret`, so
-        // the accumulator still holds the syscall number for the next comparison.
+        blocks.push((*nr as u32, block));
     }
     for (_, nr, errno) in &denied {
-        p.push(jeq(*nr as u32, 0, 1));
-        p.push(ret(RET_ERRNO | (*errno as u32 & 0xffff)));
+        blocks.push((*nr as u32, vec![ret(RET_ERRNO | (*errno as u32 & 0xffff))]));
     }
-    p.push(ret(RET_ERRNO | (default_errno as u32 & 0xffff)));
+    blocks.sort_by_key(|b| b.0);
+    let default = ret(RET_ERRNO | (default_errno as u32 & 0xffff));
+    p.extend(search(&blocks, default)?);
     if p.len() > 4096 {
         return Err(SeccompError::TooLong);
     }
@@ -283,6 +282,36 @@ pub fn compile(text: &str) -> Result<Filter, SeccompError> {
         denied: denied.into_iter().map(|(n, _, e)| (n, e)).collect(),
         default_errno,
     })
+}
+
+/// Emits a binary search over `blocks` (sorted by syscall number). Every block
+/// ends in `ret`, so the accumulator still holds the number at each comparison.
+fn search(
+    blocks: &[(u32, Vec<libc::sock_filter>)],
+    default: libc::sock_filter,
+) -> Result<Vec<libc::sock_filter>, SeccompError> {
+    let mut out = Vec::new();
+    if blocks.len() <= 4 {
+        for (nr, block) in blocks {
+            let skip = u8::try_from(block.len()).map_err(|_| SeccompError::TooLong)?;
+            out.push(jeq(*nr, 0, skip));
+            out.extend_from_slice(block);
+        }
+        out.push(default);
+        return Ok(out);
+    }
+    let mid = blocks.len() / 2;
+    let left = search(&blocks[..mid], default)?;
+    let right = search(&blocks[mid..], default)?;
+    // nr >= blocks[mid]: take the `ja` over the left half; else fall into it.
+    out.push(jge(blocks[mid].0, 0, 1));
+    out.push(stmt(
+        (libc::BPF_JMP | libc::BPF_JA) as u16,
+        u32::try_from(left.len()).map_err(|_| SeccompError::TooLong)?,
+    ));
+    out.extend(left);
+    out.extend(right);
+    Ok(out)
 }
 
 fn ld(off: u32) -> libc::sock_filter {
@@ -621,8 +650,12 @@ fn emulate(program: &[libc::sock_filter], arch: u32, nr: u32, args: [u64; 6]) ->
             c if c == libc::BPF_RET => return i.k,
             c if c == libc::BPF_JMP => {
                 let op = u32::from(i.code) & 0xf0;
-                let hit = if op == libc::BPF_JEQ { acc == i.k } else { acc >= i.k };
-                pc += usize::from(if hit { i.jt } else { i.jf });
+                if op == libc::BPF_JA {
+                    pc += i.k as usize;
+                } else {
+                    let hit = if op == libc::BPF_JEQ { acc == i.k } else { acc >= i.k };
+                    pc += usize::from(if hit { i.jt } else { i.jf });
+                }
             }
             _ => panic!("unexpected instruction"),
         }
@@ -689,6 +722,26 @@ mod tests {
         assert_eq!(run(&f, libc::SYS_execveat, [MEMFD_FD as u64, 0, 0, 0, e, 0]), RET_ALLOW);
         assert_eq!(run(&f, libc::SYS_execveat, [5, 0, 0, 0, e, 0]), RET_ERRNO | 1);
         assert_eq!(run(&f, libc::SYS_execveat, [MEMFD_FD as u64, 0, 0, 0, 0, 0]), RET_ERRNO | 1);
+    }
+
+    #[test]
+    fn every_listed_syscall_gets_its_verdict() {
+        let f = compile_default().unwrap();
+        for (name, conds) in &f.allowed {
+            let nr = lookup(name).unwrap().1;
+            if conds.is_empty() {
+                assert_eq!(run(&f, nr, [0; 6]), RET_ALLOW, "{name}");
+            }
+        }
+        for (name, errno) in &f.denied {
+            let nr = lookup(name).unwrap().1;
+            assert_eq!(run(&f, nr, [0; 6]), RET_ERRNO | *errno as u32, "{name}");
+        }
+        for nr in 0..600 {
+            if !SYSCALLS.iter().any(|(_, n)| *n == nr) {
+                assert_eq!(run(&f, nr, [0; 6]), RET_ERRNO | libc::ENOSYS as u32, "nr {nr}");
+            }
+        }
     }
 
     #[test]
