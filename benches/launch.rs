@@ -26,13 +26,28 @@ int main(void) { send(3, "{\"op\":\"hello\"}", 14, 0); return 0; }
 
 fn must(c: &mut Command) {
     let out = c.output().expect("spawn");
-    assert!(out.status.success(), "{:?}: {}", c, String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{:?}: {}",
+        c,
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 fn setup(dir: &Path) -> (PathBuf, PathBuf) {
     std::fs::write(dir.join("hello.c"), PLUGIN).unwrap();
-    must(Command::new("cc").args(["-O2", "-o"]).arg(dir.join("hello")).arg(dir.join("hello.c")));
-    must(Command::new(WARDEN).arg("keygen").arg("--out").arg(dir.join("k")));
+    must(
+        Command::new("cc")
+            .args(["-O2", "-o"])
+            .arg(dir.join("hello"))
+            .arg(dir.join("hello.c")),
+    );
+    must(
+        Command::new(WARDEN)
+            .arg("keygen")
+            .arg("--out")
+            .arg(dir.join("k")),
+    );
     let trust = dir.join("trust");
     std::fs::create_dir_all(trust.join("acme")).unwrap();
     std::fs::copy(dir.join("k.pub"), trust.join("acme/k.pub")).unwrap();
@@ -86,7 +101,9 @@ fn time_process(n: usize, mut make: impl FnMut() -> Command) -> Vec<Duration> {
     (0..n)
         .map(|_| {
             let mut c = make();
-            c.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
+            c.stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null());
             let t = Instant::now();
             let st = c.status().expect("spawn");
             let d = t.elapsed();
@@ -98,7 +115,14 @@ fn time_process(n: usize, mut make: impl FnMut() -> Command) -> Vec<Duration> {
 
 fn bwrap_command() -> Command {
     let mut c = Command::new("bwrap");
-    c.args(["--unshare-all", "--die-with-parent", "--clearenv", "--ro-bind", "/usr", "/usr"]);
+    c.args([
+        "--unshare-all",
+        "--die-with-parent",
+        "--clearenv",
+        "--ro-bind",
+        "/usr",
+        "/usr",
+    ]);
     // Debian 12 is merged-/usr: /bin, /lib, /lib64, /sbin are symlinks into /usr.
     for d in ["bin", "lib", "lib64", "sbin"] {
         let p = Path::new("/").join(d);
@@ -118,12 +142,23 @@ fn bwrap_command() -> Command {
 
 fn main() {
     // `cargo bench` passes --bench; any other argument is a filter we ignore.
-    let n: usize = std::env::var("WARDEN_BENCH_N").ok().and_then(|s| s.parse().ok()).unwrap_or(200);
-    let dir = tempfile::Builder::new().prefix("warden-bench-").tempdir().unwrap();
+    let n: usize = std::env::var("WARDEN_BENCH_N")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(200);
+    let dir = tempfile::Builder::new()
+        .prefix("warden-bench-")
+        .tempdir()
+        .unwrap();
     let (bundle_dir, trust_dir) = setup(dir.path());
     let trust = TrustStore::load(&trust_dir).unwrap();
     let v = bundle::verify(&bundle_dir, &trust).unwrap();
     let plan = Plan::new(&v, v.manifest().resources, &[], &Config::default()).unwrap();
+    let no_cg = Config {
+        cgroup: false,
+        ..Config::default()
+    };
+    let plan_no_cg = Plan::new(&v, v.manifest().resources, &[], &no_cg).unwrap();
     println!(
         "warden launch bench: n={n}, landlock ABI {}, cgroup {}",
         plan.landlock_abi(),
@@ -140,21 +175,28 @@ fn main() {
         warden::sys::socket::recv(sb.socket().unwrap(), &mut buf, 0).unwrap();
         sb.wait().unwrap();
     }
-    let mut first = Vec::with_capacity(n);
-    let mut whole = Vec::with_capacity(n);
-    for _ in 0..n {
-        let t = Instant::now();
-        let mut sb = Sandbox::spawn(&plan, &v, warden::sandbox::Stdio::inherit()).unwrap();
-        let k = warden::sys::socket::recv(sb.socket().unwrap(), &mut buf, 0).unwrap();
-        first.push(t.elapsed());
-        assert_eq!(&buf[..k], br#"{"op":"hello"}"#);
-        let st = sb.wait().unwrap();
-        whole.push(t.elapsed());
-        assert_eq!(st, warden::sandbox::ExitStatus::Code(0));
-    }
-    let first = stats(first);
+    let launch = |plan: &Plan| {
+        let mut first = Vec::with_capacity(n);
+        let mut whole = Vec::with_capacity(n);
+        let mut buf = [0u8; 256];
+        for _ in 0..n {
+            let t = Instant::now();
+            let mut sb = Sandbox::spawn(plan, &v, warden::sandbox::Stdio::inherit()).unwrap();
+            let k = warden::sys::socket::recv(sb.socket().unwrap(), &mut buf, 0).unwrap();
+            first.push(t.elapsed());
+            assert_eq!(&buf[..k], br#"{"op":"hello"}"#);
+            let st = sb.wait().unwrap();
+            whole.push(t.elapsed());
+            assert_eq!(st, warden::sandbox::ExitStatus::Code(0));
+        }
+        (stats(first), stats(whole))
+    };
+    let (first, whole) = launch(&plan);
     show("library: spawn -> first message on fd 3", &first);
-    show("library: spawn -> exit reaped", &stats(whole));
+    show("library: spawn -> exit reaped", &whole);
+    let (first_nc, whole_nc) = launch(&plan_no_cg);
+    show("library, no cgroup: spawn -> first message", &first_nc);
+    show("library, no cgroup: spawn -> exit reaped", &whole_nc);
 
     // 2. Whole process `warden run`.
     let run = stats(time_process(n, || {
@@ -163,6 +205,38 @@ fn main() {
         c
     }));
     show("process: warden run (verify + sandbox)", &run);
+    let run_nc = stats(time_process(n, || {
+        let mut c = Command::new(WARDEN);
+        c.arg("run")
+            .arg(&bundle_dir)
+            .arg("--trust")
+            .arg(&trust_dir)
+            .arg("--no-cgroup");
+        c
+    }));
+    show("process: warden run --no-cgroup", &run_nc);
+    // Where the whole-process time goes: the same binary doing less.
+    let verify = stats(time_process(n, || {
+        let mut c = Command::new(WARDEN);
+        c.arg("verify")
+            .arg(&bundle_dir)
+            .arg("--trust")
+            .arg(&trust_dir);
+        c
+    }));
+    show("process: warden verify (no sandbox)", &verify);
+    let dry = stats(time_process(n, || {
+        let mut c = Command::new(WARDEN);
+        c.arg("run")
+            .arg(&bundle_dir)
+            .arg("--trust")
+            .arg(&trust_dir)
+            .arg("--dry-run");
+        c
+    }));
+    show("process: warden run --dry-run (verify + plan)", &dry);
+    let tru = stats(time_process(n, || Command::new("/bin/true")));
+    show("process: /bin/true (fork+exec floor)", &tru);
 
     // 3. bwrap reference.
     let have_bwrap = Command::new("bwrap").arg("--version").output().is_ok();
@@ -180,5 +254,15 @@ fn main() {
         first.median.as_secs_f64() * 1e3,
         ok(first.median <= Duration::from_millis(1))
     );
-    println!("target: warden run / bwrap median <= 0.70: {ratio:.2}  {}", ok(ratio <= 0.7));
+    println!(
+        "target: warden run / bwrap median <= 0.70: {ratio:.2}  {}",
+        ok(ratio <= 0.7)
+    );
+    let ratio_nc = run_nc.median.as_secs_f64() / bw.median.as_secs_f64();
+    println!(
+        "        (without cgroup: first message {:.3} ms {}, warden run / bwrap {ratio_nc:.2} {})",
+        first_nc.median.as_secs_f64() * 1e3,
+        ok(first_nc.median <= Duration::from_millis(1)),
+        ok(ratio_nc <= 0.7)
+    );
 }

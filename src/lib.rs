@@ -6,6 +6,6 @@
 
 pub mod bundle;
 pub mod cli;
-pub mod sys;
 pub mod policy;
 pub mod sandbox;
+pub mod sys;

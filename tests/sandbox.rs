@@ -31,7 +31,12 @@ fn plugin_sees_only_its_sandbox() {
     }
     let f = Fixture::new();
     let (s, out) = report(&f);
-    assert_eq!(out.status.code(), Some(0), "stdout:\n{s}\nstderr:\n{}", stderr(&out));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "stdout:\n{s}\nstderr:\n{}",
+        stderr(&out)
+    );
     // Exactly fds 0-3; fd 3 is the SEQPACKET broker socket.
     assert_eq!(line(&s, "fds "), "fds 0 1 2 3");
     assert_eq!(line(&s, "fd3 "), "fd3 seqpacket");
@@ -50,10 +55,17 @@ fn plugin_sees_only_its_sandbox() {
         ]
     );
     assert_eq!(line(&s, "uid "), "uid 1000 gid 1000");
-    assert_eq!(line(&s, "pid "), "pid 2 ppid 1", "the sandbox init is PID 1");
+    assert_eq!(
+        line(&s, "pid "),
+        "pid 2 ppid 1",
+        "the sandbox init is PID 1"
+    );
     assert_eq!(line(&s, "hostname "), "hostname warden");
     for set in ["CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"] {
-        assert_eq!(line(&s, &format!("status {set}:")), format!("status {set}:\t0000000000000000"));
+        assert_eq!(
+            line(&s, &format!("status {set}:")),
+            format!("status {set}:\t0000000000000000")
+        );
     }
     assert_eq!(line(&s, "status NoNewPrivs:"), "status NoNewPrivs:\t1");
     assert_eq!(line(&s, "status Seccomp:"), "status Seccomp:\t2");
@@ -63,11 +75,17 @@ fn plugin_sees_only_its_sandbox() {
     assert!(big.contains("ENOSPC") || big.contains("EFBIG"), "{big}");
     // Nothing else writable.
     assert_eq!(line(&s, "write /rootfile"), "write /rootfile: EROFS");
-    assert_eq!(line(&s, "write /usr/warden-test"), "write /usr/warden-test: EROFS");
+    assert_eq!(
+        line(&s, "write /usr/warden-test"),
+        "write /usr/warden-test: EROFS"
+    );
     assert_eq!(line(&s, "write /bundle/x"), "write /bundle/x: EROFS");
     // Host files are not there at all.
     for p in ["/root", "/home", "/etc/shadow", "/etc/passwd", "/work"] {
-        assert_eq!(line(&s, &format!("exists {p} ")), format!("exists {p} ENOENT"));
+        assert_eq!(
+            line(&s, &format!("exists {p} ")),
+            format!("exists {p} ENOENT")
+        );
     }
     // Only loopback in the network namespace; netlink sockets and new namespaces refused.
     let ifs: Vec<&str> = s.lines().filter_map(|l| l.strip_prefix("netif ")).collect();
@@ -134,7 +152,13 @@ fn first_message_arrives_on_the_supervisor_socket() {
     let b = f.bundle("probe", &plugin("probe"), r#""args":["hello"]"#);
     let trust = TrustStore::load(&f.trust()).unwrap();
     let v = bundle::verify(&b, &trust).unwrap();
-    let plan = Plan::new(&v, v.manifest().resources, &v.manifest().args, &Config::default()).unwrap();
+    let plan = Plan::new(
+        &v,
+        v.manifest().resources,
+        &v.manifest().args,
+        &Config::default(),
+    )
+    .unwrap();
     let mut sb = Sandbox::spawn(&plan, &v, warden::sandbox::Stdio::inherit()).unwrap();
     let mut buf = [0u8; 256];
     let sock = sb.socket().unwrap();
@@ -152,7 +176,13 @@ fn terminate_and_kill_end_the_whole_sandbox() {
     let b = f.bundle("probe", &plugin("probe"), r#""args":["sleep"]"#);
     let trust = TrustStore::load(&f.trust()).unwrap();
     let v = bundle::verify(&b, &trust).unwrap();
-    let plan = Plan::new(&v, v.manifest().resources, &v.manifest().args, &Config::default()).unwrap();
+    let plan = Plan::new(
+        &v,
+        v.manifest().resources,
+        &v.manifest().args,
+        &Config::default(),
+    )
+    .unwrap();
     let mut buf = [0u8; 64];
     let mut sb = Sandbox::spawn(&plan, &v, warden::sandbox::Stdio::inherit()).unwrap();
     warden::sys::socket::recv(sb.socket().unwrap(), &mut buf, 0).unwrap();
@@ -168,7 +198,9 @@ fn terminate_and_kill_end_the_whole_sandbox() {
 fn pids_with_marker(marker: &str) -> Vec<u32> {
     let mut out = Vec::new();
     for e in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else { continue };
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
         if let Ok(cmd) = std::fs::read(format!("/proc/{pid}/cmdline")) {
             if String::from_utf8_lossy(&cmd).contains(marker) {
                 out.push(pid);
@@ -187,7 +219,15 @@ fn sigkill_of_warden_leaves_no_plugin_behind() {
     let b = f.bundle("probe", &plugin("probe"), "");
     let marker = format!("marker-{}-{:?}", std::process::id(), Instant::now());
     let mut child = Command::new(WARDEN)
-        .args(["run", b.to_str().unwrap(), "--trust", f.trust().to_str().unwrap(), "--", "sleep", &marker])
+        .args([
+            "run",
+            b.to_str().unwrap(),
+            "--trust",
+            f.trust().to_str().unwrap(),
+            "--",
+            "sleep",
+            &marker,
+        ])
         .stdout(Stdio::null())
         .spawn()
         .unwrap();
@@ -206,7 +246,10 @@ fn sigkill_of_warden_leaves_no_plugin_behind() {
         if left.is_empty() {
             break;
         }
-        assert!(Instant::now() < deadline, "plugin processes survived warden: {left:?}");
+        assert!(
+            Instant::now() < deadline,
+            "plugin processes survived warden: {left:?}"
+        );
         std::thread::sleep(Duration::from_millis(10));
     }
 }
@@ -251,7 +294,11 @@ fn policy_narrows_limits_and_blocked_is_refused() {
     let f = Fixture::new();
     let b = f.bundle("probe", &plugin("probe"), "");
     let pol = f.path().join("policy.json");
-    std::fs::write(&pol, r#"{"status":"approved","grant":[],"limits":{"tmp_mb":2,"memory_mb":32}}"#).unwrap();
+    std::fs::write(
+        &pol,
+        r#"{"status":"approved","grant":[],"limits":{"tmp_mb":2,"memory_mb":32}}"#,
+    )
+    .unwrap();
     let out = f.run(&b, &["--policy", pol.to_str().unwrap(), "--dry-run"]);
     let s = stdout(&out);
     assert!(s.contains("tmpfs /tmp (size=2m"), "{s}");
@@ -260,13 +307,19 @@ fn policy_narrows_limits_and_blocked_is_refused() {
     std::fs::write(&pol, r#"{"status":"blocked"}"#).unwrap();
     let out = f.run(&b, &["--policy", pol.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(125));
-    assert_eq!(stderr(&out), format!("warden: probe is blocked by policy {}\n", pol.display()));
+    assert_eq!(
+        stderr(&out),
+        format!("warden: probe is blocked by policy {}\n", pol.display())
+    );
     std::fs::write(&pol, r#"{"grant":["kv:everything"]}"#).unwrap();
     let out = f.run(&b, &["--policy", pol.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(125));
     assert_eq!(
         stderr(&out),
-        format!("warden: policy: {}: unknown capability \"kv:everything\" in grant\n", pol.display())
+        format!(
+            "warden: policy: {}: unknown capability \"kv:everything\" in grant\n",
+            pol.display()
+        )
     );
 }
 
@@ -312,7 +365,10 @@ fn a_failed_setup_step_names_step_and_errno() {
     let plan = Plan::new(&v, v.manifest().resources, &[], &Config::default()).unwrap();
     std::fs::rename(&b, f.path().join("moved")).unwrap();
     std::fs::create_dir(&b).unwrap();
-    let e = Sandbox::spawn(&plan, &v, warden::sandbox::Stdio::inherit()).unwrap().wait().unwrap_err();
+    let e = Sandbox::spawn(&plan, &v, warden::sandbox::Stdio::inherit())
+        .unwrap()
+        .wait()
+        .unwrap_err();
     assert_eq!(e.to_string(), "sandbox: bind_bundle: ESTALE");
 }
 
@@ -339,24 +395,46 @@ fn runs_as_an_unprivileged_user() {
     let out = Command::new("setpriv")
         .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
         .arg(&w)
-        .args(["run", b.to_str().unwrap(), "--trust", f.trust().to_str().unwrap()])
+        .args([
+            "run",
+            b.to_str().unwrap(),
+            "--trust",
+            f.trust().to_str().unwrap(),
+        ])
         .output()
         .unwrap();
     let s = stdout(&out);
-    assert_eq!(out.status.code(), Some(0), "stdout:\n{s}\nstderr:\n{}", stderr(&out));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "stdout:\n{s}\nstderr:\n{}",
+        stderr(&out)
+    );
     assert_eq!(line(&s, "uid "), "uid 1000 gid 1000");
     assert_eq!(line(&s, "pid "), "pid 2 ppid 1");
     assert_eq!(line(&s, "fds "), "fds 0 1 2 3");
-    assert_eq!(line(&s, "status CapEff:"), "status CapEff:\t0000000000000000");
+    assert_eq!(
+        line(&s, "status CapEff:"),
+        "status CapEff:\t0000000000000000"
+    );
     assert_eq!(line(&s, "status Seccomp:"), "status Seccomp:\t2");
     assert_eq!(line(&s, "write /rootfile"), "write /rootfile: EROFS");
     let out = Command::new("setpriv")
         .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
         .arg(&w)
-        .args(["run", b.to_str().unwrap(), "--trust", f.trust().to_str().unwrap(), "--dry-run"])
+        .args([
+            "run",
+            b.to_str().unwrap(),
+            "--trust",
+            f.trust().to_str().unwrap(),
+            "--dry-run",
+        ])
         .output()
         .unwrap();
     let s = stdout(&out);
-    assert!(s.contains("uid map: inside 1000:1000 -> host 65534:65534 (our own ids; setgroups denied)"), "{s}");
+    assert!(
+        s.contains("uid map: inside 1000:1000 -> host 65534:65534 (our own ids; setgroups denied)"),
+        "{s}"
+    );
     assert!(s.contains("cgroup: absent: "), "{s}");
 }

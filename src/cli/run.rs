@@ -45,6 +45,9 @@ pub struct RunArgs {
     #[arg(long, value_name = "N", default_value_t = crate::sandbox::plan::DEFAULT_LANDLOCK_MIN_ABI,
           value_parser = clap::value_parser!(u32).range(1..))]
     pub landlock_min_abi: u32,
+    /// Do not put the sandbox in its own cgroup (the rlimits still apply).
+    #[arg(long)]
+    pub no_cgroup: bool,
     /// Arguments for the plugin, replacing the manifest's `args`.
     #[arg(last = true, value_name = "ARGS")]
     pub args: Option<Vec<String>>,
@@ -84,6 +87,7 @@ pub fn run(a: RunArgs) -> Result<u8, Failure> {
     let config = Config {
         uid_range: a.uid_range,
         landlock_min_abi: a.landlock_min_abi,
+        cgroup: !a.no_cgroup,
     };
     let b = bundle::verify(&a.dir, &trust).map_err(|e| Failure::rejected(&e, EXIT_REFUSED))?;
     let m = b.manifest();
@@ -91,7 +95,9 @@ pub fn run(a: RunArgs) -> Result<u8, Failure> {
         return Err(refused(format_args!(
             "warden: {} is blocked by policy {}",
             m.id,
-            a.policy.as_ref().map_or(String::new(), |p| p.display().to_string())
+            a.policy
+                .as_ref()
+                .map_or(String::new(), |p| p.display().to_string())
         )));
     }
     let eff = policy.apply(m);
@@ -100,7 +106,11 @@ pub fn run(a: RunArgs) -> Result<u8, Failure> {
     if a.dry_run {
         print!("{plan}");
         let caps: Vec<&str> = eff.capabilities.iter().map(|c| c.as_str()).collect();
-        println!("granted capabilities: [{}] (policy status {})", caps.join(", "), policy.status.as_str());
+        println!(
+            "granted capabilities: [{}] (policy status {})",
+            caps.join(", "),
+            policy.status.as_str()
+        );
         return Ok(0);
     }
     // SIGTERM, SIGINT and SIGHUP to warden are forwarded to the sandbox (whose
@@ -109,12 +119,15 @@ pub fn run(a: RunArgs) -> Result<u8, Failure> {
     let set = sys::proc::sigset(&[libc::SIGTERM, libc::SIGINT, libc::SIGHUP]);
     let old = sys::proc::sigprocmask(libc::SIG_BLOCK, &set)
         .map_err(|e| refused(format_args!("warden: sigprocmask: {e}")))?;
-    let sigfd = sys::proc::signalfd(&set).map_err(|e| refused(format_args!("warden: signalfd: {e}")))?;
+    let sigfd =
+        sys::proc::signalfd(&set).map_err(|e| refused(format_args!("warden: signalfd: {e}")))?;
     let mut sb = Sandbox::spawn(&plan, &b, Stdio::inherit()).map_err(sandbox_failure)?;
     drain_until_exit(&sb, sigfd.as_fd());
     let status = sb.wait().map_err(sandbox_failure);
     let _ = sys::proc::sigprocmask(libc::SIG_SETMASK, &old);
-    crate::sandbox::sweep_stale_cgroups();
+    if sb.left_stale_cgroups() {
+        crate::sandbox::sweep_stale_cgroups();
+    }
     let status = status?;
     Ok(status.shell_code().clamp(0, 255) as u8)
 }

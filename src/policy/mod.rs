@@ -157,7 +157,12 @@ impl Policy {
         check(path, "pids", l.pids, d.pids)?;
         check(path, "nofile", l.nofile, d.nofile)?;
         check(path, "tmp_mb", l.tmp_mb, d.tmp_mb)?;
-        check(path, "call_timeout_ms", l.call_timeout_ms, d.call_timeout_ms)?;
+        check(
+            path,
+            "call_timeout_ms",
+            l.call_timeout_ms,
+            d.call_timeout_ms,
+        )?;
         Ok(Policy {
             status: raw.status,
             grant,
@@ -221,14 +226,22 @@ mod tests {
 
     #[test]
     fn strict_decoding() {
-        assert!(p(r#"{"status":"approved","grant":["kv:read"],"limits":{"memory_mb":64}}"#).is_ok());
+        assert!(
+            p(r#"{"status":"approved","grant":["kv:read"],"limits":{"memory_mb":64}}"#).is_ok()
+        );
         assert!(p(r#"{"grants":[]}"#).is_err());
         assert!(p(r#"{"limits":{"memory":1}}"#).is_err());
         assert!(p(r#"{"status":"ok"}"#).is_err());
         let e = p(r#"{"grant":["kv:READ"]}"#).unwrap_err();
-        assert_eq!(e.to_string(), r#"p.json: unknown capability "kv:READ" in grant"#);
+        assert_eq!(
+            e.to_string(),
+            r#"p.json: unknown capability "kv:READ" in grant"#
+        );
         let e = p(r#"{"limits":{"pids":1}}"#).unwrap_err();
-        assert_eq!(e.to_string(), "p.json: limits.pids is 1, which is outside 2..=1024");
+        assert_eq!(
+            e.to_string(),
+            "p.json: limits.pids is 1, which is outside 2..=1024"
+        );
     }
 
     #[test]

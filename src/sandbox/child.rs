@@ -118,7 +118,11 @@ pub(crate) fn init(a: &ChildArgs<'_>) -> ! {
     match (mount::fd_dev_ino(bundle), mount::fd_dev_ino(a.bundle_dir)) {
         (Ok(have), Ok(want)) if have == want => {}
         (Err(e), _) | (_, Err(e)) => fail(rep, Step::BindBundle, e),
-        _ => fail(rep, Step::BindBundle, io::Error::from_raw_os_error(libc::ESTALE)),
+        _ => fail(
+            rep,
+            Step::BindBundle,
+            io::Error::from_raw_os_error(libc::ESTALE),
+        ),
     }
     let mut bundle_src_buf = [0u8; 48];
     let bundle_src = fd_link(&mut bundle_src_buf, bundle);
@@ -268,7 +272,10 @@ pub(crate) fn init(a: &ChildArgs<'_>) -> ! {
             ),
         }
     }
-    step!(Step::UmountOldRoot, mount::umount2(c"/oldroot", libc::MNT_DETACH));
+    step!(
+        Step::UmountOldRoot,
+        mount::umount2(c"/oldroot", libc::MNT_DETACH)
+    );
     step!(Step::PivotRoot, mount::chdir(c"/newroot"));
     step!(Step::PivotRoot, mount::pivot_root(c".", c"."));
     step!(Step::UmountOldRoot, mount::umount2(c".", libc::MNT_DETACH));
@@ -307,13 +314,19 @@ pub(crate) fn init(a: &ChildArgs<'_>) -> ! {
             rep = REPORT_FD;
         }
     }
-    step!(Step::CloseRange, proc::close_range(RULESET_FD as u32 + 1, u32::MAX));
+    step!(
+        Step::CloseRange,
+        proc::close_range(RULESET_FD as u32 + 1, u32::MAX)
+    );
 
     // 6. Environment: prepared by the parent (`envp`); nothing else is inherited.
 
     // 7. Capabilities: bounding, ambient, then effective/permitted/inheritable.
     for cap in 0..=p.cap_last {
-        step!(Step::CapbsetDrop, caps::capbset_drop(libc::c_ulong::from(cap)));
+        step!(
+            Step::CapbsetDrop,
+            caps::capbset_drop(libc::c_ulong::from(cap))
+        );
     }
     step!(Step::AmbientClear, caps::ambient_clear_all());
     step!(Step::Capset, caps::capset_empty());
@@ -329,7 +342,10 @@ pub(crate) fn init(a: &ChildArgs<'_>) -> ! {
             Err(e) => fail(rep, Step::LandlockAddRule, e),
         };
         let access = access & super::landlock::fs_rights(p.landlock_abi);
-        step!(Step::LandlockAddRule, ll::add_path_rule(RULESET_FD, fd, access));
+        step!(
+            Step::LandlockAddRule,
+            ll::add_path_rule(RULESET_FD, fd, access)
+        );
         let _ = proc::close(fd);
     }
     step!(Step::LandlockRestrict, ll::restrict_self(RULESET_FD));
@@ -339,7 +355,10 @@ pub(crate) fn init(a: &ChildArgs<'_>) -> ! {
     step!(Step::Seccomp, sys::seccomp::set_filter(&p.seccomp.program));
 
     // Fork the plugin with the init's signals blocked, so none is lost.
-    step!(Step::Sigmask, proc::sigprocmask(libc::SIG_BLOCK, &a.signals).map(drop));
+    step!(
+        Step::Sigmask,
+        proc::sigprocmask(libc::SIG_BLOCK, &a.signals).map(drop)
+    );
     // SAFETY: this process is single-threaded (a clone child), and the plugin
     // child below only makes raw syscalls and then execs or _exits.
     let forked = unsafe { sys::ns::clone_fork(libc::SIGCHLD as libc::c_ulong) };

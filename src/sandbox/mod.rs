@@ -271,15 +271,24 @@ const HIGH_FD: i32 = 10;
 
 impl Sandbox {
     /// Launches `bundle` as `plan` says. `plan` must have been made from `bundle`.
-    pub fn spawn(plan: &Plan, bundle: &VerifiedBundle, stdio: Stdio) -> Result<Sandbox, SandboxError> {
-        let (sup, plug) = sys::socket::seqpacket_pair().map_err(|e| SandboxError::setup(Step::Socketpair, e))?;
-        let (report_r, report_w) = sys::socket::pipe(0).map_err(|e| SandboxError::setup(Step::Pipe, e))?;
+    pub fn spawn(
+        plan: &Plan,
+        bundle: &VerifiedBundle,
+        stdio: Stdio,
+    ) -> Result<Sandbox, SandboxError> {
+        let (sup, plug) =
+            sys::socket::seqpacket_pair().map_err(|e| SandboxError::setup(Step::Socketpair, e))?;
+        let (report_r, report_w) =
+            sys::socket::pipe(0).map_err(|e| SandboxError::setup(Step::Pipe, e))?;
         // The sync channel is a socketpair so that writing to a child that already
         // failed is EPIPE, not SIGPIPE; the child reads it like a pipe.
-        let (sync_r, sync_w) = sys::socket::seqpacket_pair().map_err(|e| SandboxError::setup(Step::Socketpair, e))?;
+        let (sync_r, sync_w) =
+            sys::socket::seqpacket_pair().map_err(|e| SandboxError::setup(Step::Socketpair, e))?;
         let ruleset = landlock::build(plan.landlock_abi, &plan.landlock_rules)
             .map_err(|e| SandboxError::setup(Step::Landlock, e))?;
-        let high = |fd: BorrowedFd<'_>| sys::proc::dup_cloexec_above(fd, HIGH_FD).map_err(|e| SandboxError::setup(Step::Dup, e));
+        let high = |fd: BorrowedFd<'_>| {
+            sys::proc::dup_cloexec_above(fd, HIGH_FD).map_err(|e| SandboxError::setup(Step::Dup, e))
+        };
         let mut keep: Vec<OwnedFd> = Vec::with_capacity(8);
         let mut moves = [(0, 0, false); 7];
         let mut n = 0;
@@ -296,7 +305,12 @@ impl Sandbox {
             push(high(fd.as_fd())?, 2, false, &mut keep);
         }
         push(high(plug.as_fd())?, 3, false, &mut keep);
-        push(high(bundle.artifact_fd())?, seccomp::MEMFD_FD as i32, true, &mut keep);
+        push(
+            high(bundle.artifact_fd())?,
+            seccomp::MEMFD_FD as i32,
+            true,
+            &mut keep,
+        );
         let report_high = high(report_w.as_fd())?;
         let report_raw = report_high.as_raw_fd();
         push(report_high, child::REPORT_FD, true, &mut keep);
@@ -327,7 +341,9 @@ impl Sandbox {
             .map_err(|e| SandboxError::setup(Step::Clone, e))?;
         let (pid, pidfd) = match forked {
             sys::ns::Forked::Child => child::init(&args),
-            sys::ns::Forked::Parent { pid, pidfd } => (pid, pidfd.expect("CLONE_PIDFD was asked for")),
+            sys::ns::Forked::Parent { pid, pidfd } => {
+                (pid, pidfd.expect("CLONE_PIDFD was asked for"))
+            }
         };
         drop(sync_r);
         drop(keep);
@@ -373,12 +389,19 @@ impl Sandbox {
         let ids = plan.ids;
         let proc_file = |name: &str| format!("/proc/{}/{name}", self.pid);
         if !ids.privileged {
-            std::fs::write(proc_file("setgroups"), "deny").map_err(|e| SandboxError::setup(Step::Setgroups, e))?;
+            std::fs::write(proc_file("setgroups"), "deny")
+                .map_err(|e| SandboxError::setup(Step::Setgroups, e))?;
         }
-        std::fs::write(proc_file("uid_map"), format!("{} {} 1\n", ids.inside_uid, ids.host_uid))
-            .map_err(|e| SandboxError::setup(Step::UidMap, e))?;
-        std::fs::write(proc_file("gid_map"), format!("{} {} 1\n", ids.inside_gid, ids.host_gid))
-            .map_err(|e| SandboxError::setup(Step::GidMap, e))?;
+        std::fs::write(
+            proc_file("uid_map"),
+            format!("{} {} 1\n", ids.inside_uid, ids.host_uid),
+        )
+        .map_err(|e| SandboxError::setup(Step::UidMap, e))?;
+        std::fs::write(
+            proc_file("gid_map"),
+            format!("{} {} 1\n", ids.inside_gid, ids.host_gid),
+        )
+        .map_err(|e| SandboxError::setup(Step::GidMap, e))?;
         Ok(())
     }
 
@@ -457,9 +480,11 @@ impl Sandbox {
         if let Some(s) = self.status {
             return Ok(s);
         }
-        let init = sys::proc::waitid_pidfd(self.pidfd.as_fd()).map_err(|source| SandboxError::Control {
-            what: "waitid",
-            source,
+        let init = sys::proc::waitid_pidfd(self.pidfd.as_fd()).map_err(|source| {
+            SandboxError::Control {
+                what: "waitid",
+                source,
+            }
         })?;
         self.remove_cgroups();
         // Every writer of the report pipe is gone now: read to EOF.
@@ -478,7 +503,8 @@ impl Sandbox {
             sys::proc::Exit::Signal(s) => ExitStatus::Signal(s),
         };
         for rec in buf[..len - len % 12].chunks(12) {
-            let word = |i: usize| u32::from_ne_bytes(rec[i * 4..i * 4 + 4].try_into().expect("4 bytes"));
+            let word =
+                |i: usize| u32::from_ne_bytes(rec[i * 4..i * 4 + 4].try_into().expect("4 bytes"));
             match word(0) {
                 child::REC_SETUP_FAILED => {
                     self.status = Some(ExitStatus::Code(125));
@@ -503,6 +529,12 @@ impl Sandbox {
         }
         self.status = Some(status);
         Ok(status)
+    }
+
+    /// Whether a per-sandbox cgroup could not be removed after exit (a later
+    /// [`sweep_stale_cgroups`] will).
+    pub fn left_stale_cgroups(&self) -> bool {
+        self.stale_cgroups > 0
     }
 
     fn remove_cgroups(&mut self) {
@@ -540,7 +572,9 @@ fn errno_display(errno: i32) -> String {
 /// sandboxes are never touched. Best effort.
 pub fn sweep_stale_cgroups() {
     for base in ["/sys/fs/cgroup/memory/warden", "/sys/fs/cgroup/pids/warden"] {
-        let Ok(entries) = std::fs::read_dir(base) else { continue };
+        let Ok(entries) = std::fs::read_dir(base) else {
+            continue;
+        };
         for e in entries.flatten() {
             if e.file_type().is_ok_and(|t| t.is_dir()) {
                 let _ = std::fs::remove_dir(e.path());

@@ -59,6 +59,10 @@ pub struct Config {
     pub uid_range: (u32, u32),
     /// The lowest landlock ABI warden accepts.
     pub landlock_min_abi: u32,
+    /// Place each sandbox in its own cgroup (v1 memory+pids) when warden may. On
+    /// cgroup v1, joining a cgroup waits for an RCU grace period (milliseconds
+    /// under load); the rlimits apply either way.
+    pub cgroup: bool,
 }
 
 impl Default for Config {
@@ -66,6 +70,7 @@ impl Default for Config {
         Config {
             uid_range: DEFAULT_UID_RANGE,
             landlock_min_abi: DEFAULT_LANDLOCK_MIN_ABI,
+            cgroup: true,
         }
     }
 }
@@ -74,10 +79,17 @@ impl Default for Config {
 #[derive(Debug)]
 pub(crate) enum MountOp {
     /// A directory in the new root.
-    Mkdir { target: CString },
+    Mkdir {
+        target: CString,
+    },
     /// An empty file in the new root (a bind target).
-    Mkfile { target: CString },
-    Symlink { to: CString, target: CString },
+    Mkfile {
+        target: CString,
+    },
+    Symlink {
+        to: CString,
+        target: CString,
+    },
     /// Bind `source` at `target` (recursively), then remount read-only unless
     /// `writable`, keeping `keep` flags (those the kernel locks in a user namespace).
     Bind {
@@ -89,14 +101,22 @@ pub(crate) enum MountOp {
     /// The bundle: the child opens `Plan::bundle_path` before it gives up host
     /// root, checks it is the very directory (device and inode) of the O_PATH
     /// handle taken at verification, and binds that handle via /proc/self/fd.
-    BindBundle { target: CString, keep: libc::c_ulong },
+    BindBundle {
+        target: CString,
+        keep: libc::c_ulong,
+    },
     Tmpfs {
         target: CString,
         flags: libc::c_ulong,
         data: CString,
     },
-    Proc { target: CString },
-    RemountRo { target: CString, flags: libc::c_ulong },
+    Proc {
+        target: CString,
+    },
+    RemountRo {
+        target: CString,
+        flags: libc::c_ulong,
+    },
 }
 
 /// How plugin ids map to host ids.
@@ -280,7 +300,8 @@ impl Plan {
                     });
                 }
                 Ok(md) if md.is_file() => {
-                    b.bind_file(&host, &host, false).map_err(|e| perr(&host, e))?;
+                    b.bind_file(&host, &host, false)
+                        .map_err(|e| perr(&host, e))?;
                     rules.push(HostRule {
                         fd: open_path(&host).map_err(|e| perr(&host, e))?,
                         access: lls::READ_FILE_ACCESS,
@@ -323,7 +344,8 @@ impl Plan {
         b.ops.push(MountOp::Proc {
             target: staged("/proc"),
         });
-        b.shown.push("proc /proc (new pid namespace; nosuid, nodev, noexec)".into());
+        b.shown
+            .push("proc /proc (new pid namespace; nosuid, nodev, noexec)".into());
         // Minimal /dev.
         b.mkdir("/dev");
         b.ops.push(MountOp::Tmpfs {
@@ -334,7 +356,8 @@ impl Plan {
         b.shown.push("tmpfs /dev (read-only after setup)".into());
         for (d, access) in DEVICES {
             let host = format!("/dev/{d}");
-            b.bind_file(&host, &host, true).map_err(|e| perr(&host, e))?;
+            b.bind_file(&host, &host, true)
+                .map_err(|e| perr(&host, e))?;
             rules.push(HostRule {
                 fd: open_path(&host).map_err(|e| perr(&host, e))?,
                 access: *access,
@@ -353,20 +376,45 @@ impl Plan {
             target: staged("/dev"),
             flags: libc::MS_NOSUID | libc::MS_NOEXEC,
         });
-        b.shown.push("pivot_root into the new root; old root detached (MNT_DETACH)".into());
+        b.shown
+            .push("pivot_root into the new root; old root detached (MNT_DETACH)".into());
         b.shown.push("remount / read-only".into());
 
         let r = resources;
         let mib = 1024 * 1024;
         let rlimits = vec![
-            (libc::RLIMIT_AS, r.memory_mb.get() * mib, "RLIMIT_AS", format!("memory_mb={}", r.memory_mb.get())),
-            (libc::RLIMIT_NOFILE, r.nofile.get(), "RLIMIT_NOFILE", format!("nofile={}", r.nofile.get())),
-            (libc::RLIMIT_NPROC, r.pids.get(), "RLIMIT_NPROC", format!("pids={} (counted per host uid)", r.pids.get())),
-            (libc::RLIMIT_FSIZE, r.tmp_mb.get() * mib, "RLIMIT_FSIZE", format!("tmp_mb={}", r.tmp_mb.get())),
+            (
+                libc::RLIMIT_AS,
+                r.memory_mb.get() * mib,
+                "RLIMIT_AS",
+                format!("memory_mb={}", r.memory_mb.get()),
+            ),
+            (
+                libc::RLIMIT_NOFILE,
+                r.nofile.get(),
+                "RLIMIT_NOFILE",
+                format!("nofile={}", r.nofile.get()),
+            ),
+            (
+                libc::RLIMIT_NPROC,
+                r.pids.get(),
+                "RLIMIT_NPROC",
+                format!("pids={} (counted per host uid)", r.pids.get()),
+            ),
+            (
+                libc::RLIMIT_FSIZE,
+                r.tmp_mb.get() * mib,
+                "RLIMIT_FSIZE",
+                format!("tmp_mb={}", r.tmp_mb.get()),
+            ),
             (libc::RLIMIT_CORE, 0, "RLIMIT_CORE", "no core dumps".into()),
         ];
 
-        let cgroup = cgroup_plan(ids.privileged, &resources);
+        let cgroup = if config.cgroup {
+            cgroup_plan(ids.privileged, &resources)
+        } else {
+            CgroupPlan::Absent("disabled by the operator (--no-cgroup); rlimits apply".into())
+        };
 
         let mut argv = vec![cstring(m.id.as_str())];
         argv.extend(args.iter().map(|a| cstring(a)));
@@ -451,7 +499,8 @@ impl Builder {
             to: cstring(&to.to_string_lossy()),
             target: staged(link),
         });
-        self.shown.push(format!("symlink {link} -> {}", to.display()));
+        self.shown
+            .push(format!("symlink {link} -> {}", to.display()));
     }
     fn bind_ro(&mut self, host: &str, inside: &str) -> std::io::Result<()> {
         let keep = statvfs_keep(host)?;
@@ -565,10 +614,24 @@ fn cgroup_plan(privileged: bool, r: &Resources) -> CgroupPlan {
 
 impl fmt::Display for Plan {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(f, "plan for {} {} sha256={}", self.id, self.version, self.sha256)?;
-        writeln!(f, "bundle: {} (visible at {BUNDLE_PATH})", self.bundle_dir.display())?;
-        writeln!(f, "exec: execveat(memfd of the verified artifact, \"\", AT_EMPTY_PATH)")?;
-        writeln!(f, "namespaces: user pid mount net ipc uts cgroup (net: loopback only)")?;
+        writeln!(
+            f,
+            "plan for {} {} sha256={}",
+            self.id, self.version, self.sha256
+        )?;
+        writeln!(
+            f,
+            "bundle: {} (visible at {BUNDLE_PATH})",
+            self.bundle_dir.display()
+        )?;
+        writeln!(
+            f,
+            "exec: execveat(memfd of the verified artifact, \"\", AT_EMPTY_PATH)"
+        )?;
+        writeln!(
+            f,
+            "namespaces: user pid mount net ipc uts cgroup (net: loopback only)"
+        )?;
         let i = self.ids;
         if i.privileged {
             writeln!(
@@ -615,7 +678,11 @@ impl fmt::Display for Plan {
         for e in &self.env {
             writeln!(f, "  {}", e.to_string_lossy())?;
         }
-        let args: Vec<_> = self.argv.iter().map(|a| format!("{:?}", a.to_string_lossy())).collect();
+        let args: Vec<_> = self
+            .argv
+            .iter()
+            .map(|a| format!("{:?}", a.to_string_lossy()))
+            .collect();
         writeln!(f, "argv: [{}]", args.join(", "))?;
         writeln!(f, "capabilities: all five sets empty; no_new_privs")?;
         let abi = self.landlock_abi;
@@ -626,10 +693,23 @@ impl fmt::Display for Plan {
             lls::fs_names(lls::fs_rights(abi))
         )?;
         for r in &self.landlock_rules {
-            writeln!(f, "  {}: {}", r.shown, lls::fs_names(r.access & lls::fs_rights(abi)))?;
+            writeln!(
+                f,
+                "  {}: {}",
+                r.shown,
+                lls::fs_names(r.access & lls::fs_rights(abi))
+            )?;
         }
-        writeln!(f, "  /tmp: {}", lls::fs_names(lls::TMP_ACCESS & lls::fs_rights(abi)))?;
-        writeln!(f, "  /proc: {}", lls::fs_names(lls::PROC_ACCESS & lls::fs_rights(abi)))?;
+        writeln!(
+            f,
+            "  /tmp: {}",
+            lls::fs_names(lls::TMP_ACCESS & lls::fs_rights(abi))
+        )?;
+        writeln!(
+            f,
+            "  /proc: {}",
+            lls::fs_names(lls::PROC_ACCESS & lls::fs_rights(abi))
+        )?;
         if abi >= 4 {
             writeln!(f, "  net: tcp bind and connect denied")?;
         }
@@ -646,7 +726,13 @@ impl fmt::Display for Plan {
         let allowed: Vec<String> = s
             .allowed
             .iter()
-            .map(|(n, c)| if c.is_empty() { (*n).to_owned() } else { format!("{n}(args)") })
+            .map(|(n, c)| {
+                if c.is_empty() {
+                    (*n).to_owned()
+                } else {
+                    format!("{n}(args)")
+                }
+            })
             .collect();
         writeln!(f, "  allow: {}", allowed.join(" "))?;
         let denied: Vec<String> = s

@@ -44,7 +44,9 @@ pub enum SeccompError {
     Conflict(String),
     #[error("seccomp policy: argument index {0} out of range 0..6")]
     BadIndex(u8),
-    #[error("seccomp policy: an allow entry for {0} without `args` makes its other entries meaningless")]
+    #[error(
+        "seccomp policy: an allow entry for {0} without `args` makes its other entries meaningless"
+    )]
     Shadowed(String),
     #[error("seccomp policy: entry for {0} needs a non-empty comment")]
     NoComment(String),
@@ -324,10 +326,20 @@ fn ret(k: u32) -> libc::sock_filter {
     stmt((libc::BPF_RET | libc::BPF_K) as u16, k)
 }
 fn jeq(k: u32, jt: u8, jf: u8) -> libc::sock_filter {
-    jump((libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K) as u16, k, jt, jf)
+    jump(
+        (libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K) as u16,
+        k,
+        jt,
+        jf,
+    )
 }
 fn jge(k: u32, jt: u8, jf: u8) -> libc::sock_filter {
-    jump((libc::BPF_JMP | libc::BPF_JGE | libc::BPF_K) as u16, k, jt, jf)
+    jump(
+        (libc::BPF_JMP | libc::BPF_JGE | libc::BPF_K) as u16,
+        k,
+        jt,
+        jf,
+    )
 }
 fn stmt(code: u16, k: u32) -> libc::sock_filter {
     libc::sock_filter {
@@ -653,7 +665,11 @@ fn emulate(program: &[libc::sock_filter], arch: u32, nr: u32, args: [u64; 6]) ->
                 if op == libc::BPF_JA {
                     pc += i.k as usize;
                 } else {
-                    let hit = if op == libc::BPF_JEQ { acc == i.k } else { acc >= i.k };
+                    let hit = if op == libc::BPF_JEQ {
+                        acc == i.k
+                    } else {
+                        acc >= i.k
+                    };
                     pc += usize::from(if hit { i.jt } else { i.jf });
                 }
             }
@@ -698,9 +714,16 @@ mod tests {
             libc::SYS_swapon,
             libc::SYS_execve,
         ] {
-            assert_eq!(run(&f, nr, [0; 6]), RET_ERRNO | libc::EPERM as u32, "nr {nr}");
+            assert_eq!(
+                run(&f, nr, [0; 6]),
+                RET_ERRNO | libc::EPERM as u32,
+                "nr {nr}"
+            );
         }
-        assert_eq!(run(&f, libc::SYS_clone3, [0; 6]), RET_ERRNO | libc::ENOSYS as u32);
+        assert_eq!(
+            run(&f, libc::SYS_clone3, [0; 6]),
+            RET_ERRNO | libc::ENOSYS as u32
+        );
         assert_eq!(run(&f, 9999, [0; 6]), RET_ERRNO | libc::ENOSYS as u32);
     }
 
@@ -712,16 +735,51 @@ mod tests {
         assert_eq!(run(&f, libc::SYS_clone, [thread, 0, 0, 0, 0, 0]), RET_ALLOW);
         let ns = thread | libc::CLONE_NEWUSER as u64;
         assert_eq!(run(&f, libc::SYS_clone, [ns, 0, 0, 0, 0, 0]), RET_ERRNO | 1);
-        assert_eq!(run(&f, libc::SYS_socket, [libc::AF_UNIX as u64, 0, 0, 0, 0, 0]), RET_ALLOW);
-        assert_eq!(run(&f, libc::SYS_socket, [libc::AF_INET6 as u64, 0, 0, 0, 0, 0]), RET_ALLOW);
-        assert_eq!(run(&f, libc::SYS_socket, [libc::AF_NETLINK as u64, 0, 0, 0, 0, 0]), RET_ERRNO | 1);
-        assert_eq!(run(&f, libc::SYS_socket, [libc::AF_PACKET as u64, 0, 0, 0, 0, 0]), RET_ERRNO | 1);
-        assert_eq!(run(&f, libc::SYS_ioctl, [1, libc::TCGETS as u64, 0, 0, 0, 0]), RET_ALLOW);
-        assert_eq!(run(&f, libc::SYS_ioctl, [1, libc::TIOCSTI as u64, 0, 0, 0, 0]), RET_ERRNO | 1);
+        assert_eq!(
+            run(&f, libc::SYS_socket, [libc::AF_UNIX as u64, 0, 0, 0, 0, 0]),
+            RET_ALLOW
+        );
+        assert_eq!(
+            run(&f, libc::SYS_socket, [libc::AF_INET6 as u64, 0, 0, 0, 0, 0]),
+            RET_ALLOW
+        );
+        assert_eq!(
+            run(
+                &f,
+                libc::SYS_socket,
+                [libc::AF_NETLINK as u64, 0, 0, 0, 0, 0]
+            ),
+            RET_ERRNO | 1
+        );
+        assert_eq!(
+            run(
+                &f,
+                libc::SYS_socket,
+                [libc::AF_PACKET as u64, 0, 0, 0, 0, 0]
+            ),
+            RET_ERRNO | 1
+        );
+        assert_eq!(
+            run(&f, libc::SYS_ioctl, [1, libc::TCGETS, 0, 0, 0, 0]),
+            RET_ALLOW
+        );
+        assert_eq!(
+            run(&f, libc::SYS_ioctl, [1, libc::TIOCSTI, 0, 0, 0, 0]),
+            RET_ERRNO | 1
+        );
         let e = libc::AT_EMPTY_PATH as u64;
-        assert_eq!(run(&f, libc::SYS_execveat, [MEMFD_FD as u64, 0, 0, 0, e, 0]), RET_ALLOW);
-        assert_eq!(run(&f, libc::SYS_execveat, [5, 0, 0, 0, e, 0]), RET_ERRNO | 1);
-        assert_eq!(run(&f, libc::SYS_execveat, [MEMFD_FD as u64, 0, 0, 0, 0, 0]), RET_ERRNO | 1);
+        assert_eq!(
+            run(&f, libc::SYS_execveat, [MEMFD_FD as u64, 0, 0, 0, e, 0]),
+            RET_ALLOW
+        );
+        assert_eq!(
+            run(&f, libc::SYS_execveat, [5, 0, 0, 0, e, 0]),
+            RET_ERRNO | 1
+        );
+        assert_eq!(
+            run(&f, libc::SYS_execveat, [MEMFD_FD as u64, 0, 0, 0, 0, 0]),
+            RET_ERRNO | 1
+        );
     }
 
     #[test]
@@ -739,7 +797,11 @@ mod tests {
         }
         for nr in 0..600 {
             if !SYSCALLS.iter().any(|(_, n)| *n == nr) {
-                assert_eq!(run(&f, nr, [0; 6]), RET_ERRNO | libc::ENOSYS as u32, "nr {nr}");
+                assert_eq!(
+                    run(&f, nr, [0; 6]),
+                    RET_ERRNO | libc::ENOSYS as u32,
+                    "nr {nr}"
+                );
             }
         }
     }
@@ -747,19 +809,31 @@ mod tests {
     #[test]
     fn foreign_arch_and_x32_are_killed() {
         let f = compile_default().unwrap();
-        assert_eq!(emulate(&f.program, 0x4000_0003, 0, [0; 6]), RET_KILL_PROCESS);
+        assert_eq!(
+            emulate(&f.program, 0x4000_0003, 0, [0; 6]),
+            RET_KILL_PROCESS
+        );
         let x32 = X32_SYSCALL_BIT | libc::SYS_read as u32;
-        assert_eq!(emulate(&f.program, AUDIT_ARCH_X86_64, x32, [0; 6]), RET_KILL_PROCESS);
+        assert_eq!(
+            emulate(&f.program, AUDIT_ARCH_X86_64, x32, [0; 6]),
+            RET_KILL_PROCESS
+        );
     }
 
     #[test]
     fn bad_policies_are_refused() {
         let unknown = r#"{"comment":"","default_errno":"ENOSYS","allow":[{"syscall":"frobnicate","comment":"x"}],"deny":[]}"#;
-        assert!(matches!(compile(unknown), Err(SeccompError::UnknownSyscall(_))));
+        assert!(matches!(
+            compile(unknown),
+            Err(SeccompError::UnknownSyscall(_))
+        ));
         let both = r#"{"comment":"","default_errno":"ENOSYS","allow":[{"syscall":"read","comment":"x"}],"deny":[{"syscall":"read","comment":"y"}]}"#;
         assert!(matches!(compile(both), Err(SeccompError::Conflict(_))));
         let uncommented = r#"{"comment":"","default_errno":"ENOSYS","allow":[{"syscall":"read","comment":" "}],"deny":[]}"#;
-        assert!(matches!(compile(uncommented), Err(SeccompError::NoComment(_))));
+        assert!(matches!(
+            compile(uncommented),
+            Err(SeccompError::NoComment(_))
+        ));
         let extra = r#"{"comment":"","default_errno":"ENOSYS","allow":[],"deny":[],"x":1}"#;
         assert!(compile(extra).is_err());
     }

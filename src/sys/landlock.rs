@@ -134,6 +134,10 @@ pub fn open_path(path: &std::ffi::CStr) -> io::Result<RawFd> {
 }
 
 /// Borrowed variant of [`add_path_rule`] for parent-side code.
-pub fn add_path_rule_fd(ruleset: BorrowedFd<'_>, parent: BorrowedFd<'_>, access: u64) -> io::Result<()> {
+pub fn add_path_rule_fd(
+    ruleset: BorrowedFd<'_>,
+    parent: BorrowedFd<'_>,
+    access: u64,
+) -> io::Result<()> {
     add_path_rule(ruleset.as_raw_fd(), parent.as_raw_fd(), access)
 }

@@ -14,7 +14,10 @@ pub enum Forked {
     Child,
     /// We are the caller; the child has this pid (in our pid namespace) and, when
     /// asked for, a pidfd.
-    Parent { pid: libc::pid_t, pidfd: Option<OwnedFd> },
+    Parent {
+        pid: libc::pid_t,
+        pidfd: Option<OwnedFd>,
+    },
 }
 
 /// `clone(flags)` without a new stack: like `fork(2)`, the child continues on a

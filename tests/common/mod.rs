@@ -11,8 +11,15 @@ pub const WARDEN: &str = env!("CARGO_BIN_EXE_warden");
 
 /// A world-readable scratch directory (so an unprivileged uid can use it too).
 pub fn tempdir() -> tempfile::TempDir {
-    let d = tempfile::Builder::new().prefix("warden-test-").tempdir().unwrap();
-    std::fs::set_permissions(d.path(), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let d = tempfile::Builder::new()
+        .prefix("warden-test-")
+        .tempdir()
+        .unwrap();
+    std::fs::set_permissions(
+        d.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
     d
 }
 
@@ -25,8 +32,15 @@ pub fn plugin(name: &str) -> PathBuf {
     let out = dir.path().join(name);
     if !out.exists() {
         let src = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("tests/plugins/{name}.c"));
-        let tmp = dir.path().join(format!("{name}.{}.tmp", std::process::id()));
-        let st = Command::new("cc").args(["-O2", "-o"]).arg(&tmp).arg(&src).status().expect("cc");
+        let tmp = dir
+            .path()
+            .join(format!("{name}.{}.tmp", std::process::id()));
+        let st = Command::new("cc")
+            .args(["-O2", "-o"])
+            .arg(&tmp)
+            .arg(&src)
+            .status()
+            .expect("cc");
         assert!(st.success(), "cc failed for {name}");
         std::fs::rename(&tmp, &out).unwrap();
     }
@@ -43,7 +57,11 @@ impl Fixture {
         let f = Fixture { dir: tempdir() };
         let key = f.path().join("acme");
         let out = warden(&["keygen", "--out", key.to_str().unwrap()]);
-        assert!(out.status.success(), "keygen: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "keygen: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         std::fs::create_dir_all(f.trust().join("acme")).unwrap();
         std::fs::copy(f.path().join("acme.pub"), f.trust().join("acme/acme.pub")).unwrap();
         f
@@ -76,7 +94,11 @@ impl Fixture {
             "--out",
             out_dir.to_str().unwrap(),
         ]);
-        assert!(out.status.success(), "pack: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "pack: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         out_dir
     }
     /// `warden run BUNDLE --trust TRUST [extra...]`.
@@ -90,7 +112,10 @@ impl Fixture {
 }
 
 pub fn warden(args: &[&str]) -> Output {
-    Command::new(WARDEN).args(args).output().expect("run warden")
+    Command::new(WARDEN)
+        .args(args)
+        .output()
+        .expect("run warden")
 }
 
 pub fn stdout(o: &Output) -> String {
@@ -114,17 +139,29 @@ pub fn skip(missing: &str) {
 /// ABI >= 6, unprivileged-capable user namespaces, seccomp.
 pub fn missing_sandbox_feature() -> Option<String> {
     // SAFETY: the ABI query passes NULL/0 and only returns a number.
-    let abi = unsafe { libc::syscall(libc::SYS_landlock_create_ruleset, std::ptr::null::<u8>(), 0usize, 1u32) };
+    let abi = unsafe {
+        libc::syscall(
+            libc::SYS_landlock_create_ruleset,
+            std::ptr::null::<u8>(),
+            0usize,
+            1u32,
+        )
+    };
     if abi < 6 {
         return Some(format!("landlock ABI >= 6 (kernel reports {abi})"));
     }
     if !Path::new("/proc/self/ns/user").exists() {
         return Some("user namespaces".into());
     }
-    if std::fs::read_to_string("/proc/sys/user/max_user_namespaces").map_or(true, |s| s.trim() == "0") {
+    if std::fs::read_to_string("/proc/sys/user/max_user_namespaces")
+        .map_or(true, |s| s.trim() == "0")
+    {
         return Some("user namespaces (user.max_user_namespaces is 0)".into());
     }
-    if !std::fs::read_to_string("/proc/self/status").unwrap_or_default().contains("Seccomp:") {
+    if !std::fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .contains("Seccomp:")
+    {
         return Some("seccomp".into());
     }
     None
