@@ -87,6 +87,11 @@ fn plugin_sees_only_its_sandbox() {
             format!("exists {p} ENOENT")
         );
     }
+    // The init (a copy of warden) is not readable by the plugin.
+    for p in ["/proc/1/mem", "/proc/1/environ", "/proc/1/maps"] {
+        let l = line(&s, &format!("read {p} "));
+        assert!(l.ends_with("EACCES") || l.ends_with("EPERM"), "{l}");
+    }
     // Only loopback in the network namespace; netlink sockets and new namespaces refused.
     let ifs: Vec<&str> = s.lines().filter_map(|l| l.strip_prefix("netif ")).collect();
     assert_eq!(ifs, ["lo"]);

@@ -271,6 +271,10 @@ const HIGH_FD: i32 = 10;
 
 impl Sandbox {
     /// Launches `bundle` as `plan` says. `plan` must have been made from `bundle`.
+    ///
+    /// The sandbox's parent-death signal is tied to the calling *thread*: call this
+    /// from a thread that lives as long as the sandbox should (the supervisor's
+    /// event-loop thread, or the main thread of `warden run`).
     pub fn spawn(
         plan: &Plan,
         bundle: &VerifiedBundle,

@@ -98,6 +98,15 @@ int main(int argc, char **argv) {
   exists("/etc/passwd");
   exists("/work");
   exists("/bundle/manifest.json");
+  /* The sandbox init is a copy of warden: its memory must stay out of reach. */
+  const char *initfiles[] = {"/proc/1/mem", "/proc/1/environ", "/proc/1/maps"};
+  for (int i = 0; i < 3; i++) {
+    int fd = open(initfiles[i], O_RDONLY);
+    char c;
+    if (fd >= 0 && read(fd, &c, 1) == 1) printf("read %s ok\n", initfiles[i]);
+    else printf("read %s %s\n", initfiles[i], strerrorname_np(errno));
+    if (fd >= 0) close(fd);
+  }
   FILE *f = fopen("/proc/net/dev", "r");
   char line[256];
   int n = 0;
