@@ -370,10 +370,11 @@ macro_rules! syscall_table {
 }
 
 fn lookup(name: &str) -> Result<(&'static str, i64), SeccompError> {
-    SYSCALLS
-        .iter()
-        .find(|(n, _)| n.strip_prefix("SYS_") == Some(name))
-        .map(|(n, nr)| (&n[4..], *nr))
+    static BY_NAME: std::sync::OnceLock<std::collections::HashMap<&'static str, i64>> =
+        std::sync::OnceLock::new();
+    let map = BY_NAME.get_or_init(|| SYSCALLS.iter().map(|(n, nr)| (&n[4..], *nr)).collect());
+    map.get_key_value(name)
+        .map(|(n, nr)| (*n, *nr))
         .ok_or_else(|| SeccompError::UnknownSyscall(name.to_owned()))
 }
 
