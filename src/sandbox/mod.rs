@@ -379,11 +379,13 @@ impl Sandbox {
             Ok(())
         });
         if let Err(e) = r {
+            // The child may have failed a step first (and our step failed because
+            // it was gone): its report is the cause worth showing.
             let _ = sb.kill();
-            let _ = sys::proc::waitid_pidfd(sb.pidfd.as_fd());
-            sb.status = Some(ExitStatus::Signal(libc::SIGKILL));
-            sb.remove_cgroups();
-            return Err(e);
+            return Err(match sb.wait() {
+                Err(child @ SandboxError::Setup { .. }) => child,
+                _ => e,
+            });
         }
         Ok(sb)
     }
