@@ -307,7 +307,7 @@ pub(crate) fn init(a: &ChildArgs<'_>) -> ! {
 
     // 5. fds: 0 /dev/null, 1 and 2 stdout/stderr, 3 the broker socket, 4 the memfd,
     //    5 the report pipe, 6 the landlock ruleset; everything else closed.
-    for (src, dst, cloexec) in &a.moves[..a.moves_len] {
+    for (src, dst, cloexec) in a.moves.iter().take(a.moves_len) {
         let flags = if *cloexec { libc::O_CLOEXEC } else { 0 };
         step!(Step::Dup, proc::dup3(*src, *dst, flags));
         if *dst == REPORT_FD {
