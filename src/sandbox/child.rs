@@ -331,6 +331,10 @@ pub(crate) fn init(a: &ChildArgs<'_>) -> ! {
     step!(Step::AmbientClear, caps::ambient_clear_all());
     step!(Step::Capset, caps::capset_empty());
     step!(Step::NoNewPrivs, caps::set_no_new_privs());
+    // The init is a copy of warden's address space: keep the plugin (same uid)
+    // out of /proc/1/mem and friends. Unprivileged, no credential change did this
+    // for us. The plugin's exec makes it dumpable again for itself only.
+    step!(Step::Dumpable, caps::set_not_dumpable());
 
     // 8. Landlock: add the sandbox-only filesystems, then restrict.
     for (path, access) in [

@@ -61,6 +61,7 @@ pub enum Step {
     AmbientClear,
     Capset,
     NoNewPrivs,
+    Dumpable,
     LandlockAddRule,
     LandlockRestrict,
     Seccomp,
@@ -70,7 +71,7 @@ pub enum Step {
 }
 
 impl Step {
-    const ALL: [Step; 40] = [
+    const ALL: [Step; 41] = [
         Step::Socketpair,
         Step::Pipe,
         Step::Landlock,
@@ -105,6 +106,7 @@ impl Step {
         Step::AmbientClear,
         Step::Capset,
         Step::NoNewPrivs,
+        Step::Dumpable,
         Step::LandlockAddRule,
         Step::LandlockRestrict,
         Step::Seccomp,
@@ -154,6 +156,7 @@ impl Step {
             Step::AmbientClear => "ambient_clear",
             Step::Capset => "capset",
             Step::NoNewPrivs => "no_new_privs",
+            Step::Dumpable => "set_dumpable",
             Step::LandlockAddRule => "landlock_add_rule",
             Step::LandlockRestrict => "landlock_restrict_self",
             Step::Seccomp => "seccomp",
