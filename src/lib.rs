@@ -8,5 +8,7 @@ pub mod audit;
 pub mod broker;
 pub mod bundle;
 pub mod cli;
+pub mod policy;
+pub mod sandbox;
 pub mod store;
 pub mod sys;

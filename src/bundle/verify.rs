@@ -149,6 +149,8 @@ impl VerifiedBundle {
 }
 
 /// Verifies the bundle in `dir` against `trust`.
+// The error is large but built once per refused bundle, never on a hot path.
+#[allow(clippy::result_large_err)]
 pub fn verify(dir: &Path, trust: &TrustStore) -> Result<VerifiedBundle, VerifyError> {
     let in_dir = |name: &CStr| dir.join(name.to_str().expect("ASCII name"));
     let dir_fd = sys::fs::open_dir_path(dir).map_err(|e| VerifyError::BadBundle {

@@ -2,10 +2,12 @@
 //!
 //! This is the only layer that prints to the user and decides exit codes; each
 //! command parses and validates its arguments, then calls into the library.
-//! Exit codes: 0 success, 1 refusal or failure, 2 usage error (clap).
+//! Exit codes: 0 success, 1 refusal or failure, 2 usage error (clap); `run` exits
+//! with the plugin's code, or 125 when it refuses or the sandbox cannot be set up.
 
 mod audit;
 mod publish;
+mod run;
 mod verify;
 
 use std::process::ExitCode;
@@ -45,7 +47,7 @@ impl Failure {
     long_about = "warden verifies signed plugin bundles against pinned publisher keys and runs \
 the exact verified bytes inside a sandbox (namespaces, landlock, seccomp, no capabilities), \
 brokering the plugins' host calls.\n\n\
-Publishers use `keygen`, `pack` and `sign`; operators use `verify` (and, later, `run` and `serve`)."
+Publishers use `keygen`, `pack` and `sign`; operators use `verify` and `run` (and, later, `serve`)."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -59,20 +61,22 @@ enum Command {
     Sign(publish::SignArgs),
     Verify(verify::VerifyArgs),
     Audit(audit::AuditArgs),
+    Run(run::RunArgs),
 }
 
 /// Parses the command line, runs the command and returns the process exit code.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Keygen(a) => publish::keygen(a),
-        Command::Pack(a) => publish::pack(a),
-        Command::Sign(a) => publish::sign(a),
-        Command::Verify(a) => verify::run(a),
-        Command::Audit(a) => audit::run(a),
+        Command::Keygen(a) => publish::keygen(a).map(|()| 0),
+        Command::Pack(a) => publish::pack(a).map(|()| 0),
+        Command::Sign(a) => publish::sign(a).map(|()| 0),
+        Command::Verify(a) => verify::run(a).map(|()| 0),
+        Command::Audit(a) => audit::run(a).map(|()| 0),
+        Command::Run(a) => run::run(a),
     };
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => ExitCode::from(code),
         Err(f) => {
             eprintln!("{}", f.line);
             ExitCode::from(f.code)

@@ -5,8 +5,15 @@
 //! nothing from the rest of the crate and holds no policy: it only makes the call
 //! and turns `-1`/errno into `io::Error`.
 
+pub mod caps;
 pub mod fs;
+pub mod landlock;
+pub mod mount;
+pub mod ns;
+pub mod proc;
+pub mod seccomp;
 pub mod seqpacket;
+pub mod socket;
 
 use std::io;
 
@@ -66,6 +73,9 @@ pub fn errno_name(errno: i32) -> &'static str {
         libc::ETIMEDOUT => "ETIMEDOUT",
         libc::EMSGSIZE => "EMSGSIZE",
         libc::EUSERS => "EUSERS",
+        libc::ESTALE => "ESTALE",
+        libc::EOVERFLOW => "EOVERFLOW",
+        libc::ENOTEMPTY => "ENOTEMPTY",
         _ => "EUNKNOWN",
     }
 }

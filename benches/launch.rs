@@ -1,0 +1,268 @@
+//! `cargo bench --bench launch`: launch latency of the sandbox.
+//!
+//! 1. Library API: time from the start of `Sandbox::spawn` to the first message
+//!    received on the supervisor's socket end, over N launches of a trivial plugin
+//!    (plan made once, as a supervisor would).
+//! 2. Whole process: `warden run` of the same trivial plugin, N times.
+//! 3. Reference: `bwrap --unshare-all --die-with-parent --clearenv` with read-only
+//!    /usr running /bin/true, N times.
+//!
+//! N is 200 unless WARDEN_BENCH_N says otherwise. Targets: launch-to-first-message
+//! median <= 1 ms; whole-process `warden run` median <= 0.7x the bwrap median.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use warden::bundle::{self, TrustStore};
+use warden::sandbox::{Config, Plan, Sandbox};
+
+const WARDEN: &str = env!("CARGO_BIN_EXE_warden");
+
+const PLUGIN: &str = r#"
+#include <sys/socket.h>
+int main(void) { send(3, "{\"op\":\"hello\"}", 14, 0); return 0; }
+"#;
+
+fn must(c: &mut Command) {
+    let out = c.output().expect("spawn");
+    assert!(
+        out.status.success(),
+        "{:?}: {}",
+        c,
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn setup(dir: &Path) -> (PathBuf, PathBuf) {
+    std::fs::write(dir.join("hello.c"), PLUGIN).unwrap();
+    must(
+        Command::new("cc")
+            .args(["-O2", "-o"])
+            .arg(dir.join("hello"))
+            .arg(dir.join("hello.c")),
+    );
+    must(
+        Command::new(WARDEN)
+            .arg("keygen")
+            .arg("--out")
+            .arg(dir.join("k")),
+    );
+    let trust = dir.join("trust");
+    std::fs::create_dir_all(trust.join("acme")).unwrap();
+    std::fs::copy(dir.join("k.pub"), trust.join("acme/k.pub")).unwrap();
+    std::fs::write(
+        dir.join("m.json"),
+        r#"{"id":"hello","version":"1.0.0","publisher":"acme","min_core":"0.1.0","capabilities":[]}"#,
+    )
+    .unwrap();
+    let b = dir.join("bundle");
+    must(
+        Command::new(WARDEN)
+            .arg("pack")
+            .arg("--manifest")
+            .arg(dir.join("m.json"))
+            .arg("--artifact")
+            .arg(dir.join("hello"))
+            .arg("--key")
+            .arg(dir.join("k.key"))
+            .arg("--out")
+            .arg(&b),
+    );
+    (b, trust)
+}
+
+struct Stats {
+    median: Duration,
+    p99: Duration,
+    min: Duration,
+}
+
+fn stats(mut v: Vec<Duration>) -> Stats {
+    v.sort();
+    let at = |q: f64| v[((v.len() as f64 - 1.0) * q).round() as usize];
+    Stats {
+        median: at(0.5),
+        p99: at(0.99),
+        min: v[0],
+    }
+}
+
+fn show(name: &str, s: &Stats) {
+    println!(
+        "{name:<44} median {:>9.3} ms   p99 {:>9.3} ms   min {:>9.3} ms",
+        s.median.as_secs_f64() * 1e3,
+        s.p99.as_secs_f64() * 1e3,
+        s.min.as_secs_f64() * 1e3
+    );
+}
+
+fn time_process(n: usize, mut make: impl FnMut() -> Command) -> Vec<Duration> {
+    (0..n)
+        .map(|_| {
+            let mut c = make();
+            c.stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null());
+            let t = Instant::now();
+            let st = c.status().expect("spawn");
+            let d = t.elapsed();
+            assert!(st.success(), "{c:?} failed: {st}");
+            d
+        })
+        .collect()
+}
+
+fn bwrap_command() -> Command {
+    let mut c = Command::new("bwrap");
+    c.args([
+        "--unshare-all",
+        "--die-with-parent",
+        "--clearenv",
+        "--ro-bind",
+        "/usr",
+        "/usr",
+    ]);
+    // Debian 12 is merged-/usr: /bin, /lib, /lib64, /sbin are symlinks into /usr.
+    for d in ["bin", "lib", "lib64", "sbin"] {
+        let p = Path::new("/").join(d);
+        match std::fs::read_link(&p) {
+            Ok(to) => {
+                c.arg("--symlink").arg(to).arg(&p);
+            }
+            Err(_) if p.is_dir() => {
+                c.arg("--ro-bind").arg(&p).arg(&p);
+            }
+            Err(_) => {}
+        }
+    }
+    c.arg("/bin/true");
+    c
+}
+
+fn main() {
+    // `cargo bench` passes --bench; any other argument is a filter we ignore.
+    let n: usize = std::env::var("WARDEN_BENCH_N")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(200);
+    let dir = tempfile::Builder::new()
+        .prefix("warden-bench-")
+        .tempdir()
+        .unwrap();
+    let (bundle_dir, trust_dir) = setup(dir.path());
+    let trust = TrustStore::load(&trust_dir).unwrap();
+    let v = bundle::verify(&bundle_dir, &trust).unwrap();
+    let plan = Plan::new(&v, v.manifest().resources, &[], &Config::default()).unwrap();
+    let no_cg = Config {
+        cgroup: false,
+        ..Config::default()
+    };
+    let plan_no_cg = Plan::new(&v, v.manifest().resources, &[], &no_cg).unwrap();
+    println!(
+        "warden launch bench: n={n}, landlock ABI {}, cgroup {}",
+        plan.landlock_abi(),
+        match plan.cgroup() {
+            warden::sandbox::CgroupPlan::V1 { .. } => "v1 memory+pids",
+            warden::sandbox::CgroupPlan::Absent(_) => "absent",
+        }
+    );
+
+    // 1. Library: spawn -> first message on fd 3.
+    let mut buf = [0u8; 256];
+    for _ in 0..10 {
+        let mut sb = Sandbox::spawn(&plan, &v, warden::sandbox::Stdio::inherit()).unwrap();
+        warden::sys::socket::recv(sb.socket().unwrap(), &mut buf, 0).unwrap();
+        sb.wait().unwrap();
+    }
+    let launch = |plan: &Plan| {
+        let mut first = Vec::with_capacity(n);
+        let mut whole = Vec::with_capacity(n);
+        let mut buf = [0u8; 256];
+        for _ in 0..n {
+            let t = Instant::now();
+            let mut sb = Sandbox::spawn(plan, &v, warden::sandbox::Stdio::inherit()).unwrap();
+            let k = warden::sys::socket::recv(sb.socket().unwrap(), &mut buf, 0).unwrap();
+            first.push(t.elapsed());
+            assert_eq!(&buf[..k], br#"{"op":"hello"}"#);
+            let st = sb.wait().unwrap();
+            whole.push(t.elapsed());
+            assert_eq!(st, warden::sandbox::ExitStatus::Code(0));
+        }
+        (stats(first), stats(whole))
+    };
+    let (first, whole) = launch(&plan);
+    show("library: spawn -> first message on fd 3", &first);
+    show("library: spawn -> exit reaped", &whole);
+    let (first_nc, whole_nc) = launch(&plan_no_cg);
+    show("library, no cgroup: spawn -> first message", &first_nc);
+    show("library, no cgroup: spawn -> exit reaped", &whole_nc);
+
+    // 2. Whole process `warden run`.
+    let run = stats(time_process(n, || {
+        let mut c = Command::new(WARDEN);
+        c.arg("run").arg(&bundle_dir).arg("--trust").arg(&trust_dir);
+        c
+    }));
+    show("process: warden run (verify + sandbox)", &run);
+    let run_nc = stats(time_process(n, || {
+        let mut c = Command::new(WARDEN);
+        c.arg("run")
+            .arg(&bundle_dir)
+            .arg("--trust")
+            .arg(&trust_dir)
+            .arg("--no-cgroup");
+        c
+    }));
+    show("process: warden run --no-cgroup", &run_nc);
+    // Where the whole-process time goes: the same binary doing less.
+    let verify = stats(time_process(n, || {
+        let mut c = Command::new(WARDEN);
+        c.arg("verify")
+            .arg(&bundle_dir)
+            .arg("--trust")
+            .arg(&trust_dir);
+        c
+    }));
+    show("process: warden verify (no sandbox)", &verify);
+    let dry = stats(time_process(n, || {
+        let mut c = Command::new(WARDEN);
+        c.arg("run")
+            .arg(&bundle_dir)
+            .arg("--trust")
+            .arg(&trust_dir)
+            .arg("--dry-run");
+        c
+    }));
+    show("process: warden run --dry-run (verify + plan)", &dry);
+    let tru = stats(time_process(n, || Command::new("/bin/true")));
+    show("process: /bin/true (fork+exec floor)", &tru);
+
+    // 3. bwrap reference.
+    let have_bwrap = Command::new("bwrap").arg("--version").output().is_ok();
+    if !have_bwrap {
+        println!("bwrap not installed: run scripts/bench-launch.sh (installs bubblewrap)");
+        return;
+    }
+    let bw = stats(time_process(n, bwrap_command));
+    show("process: bwrap --unshare-all ... /bin/true", &bw);
+
+    let ratio = run.median.as_secs_f64() / bw.median.as_secs_f64();
+    let ok = |b: bool| if b { "MET" } else { "NOT MET" };
+    println!(
+        "target: launch->first message median <= 1 ms: {:.3} ms  {}",
+        first.median.as_secs_f64() * 1e3,
+        ok(first.median <= Duration::from_millis(1))
+    );
+    println!(
+        "target: warden run / bwrap median <= 0.70: {ratio:.2}  {}",
+        ok(ratio <= 0.7)
+    );
+    let ratio_nc = run_nc.median.as_secs_f64() / bw.median.as_secs_f64();
+    println!(
+        "        (without cgroup: first message {:.3} ms {}, warden run / bwrap {ratio_nc:.2} {})",
+        first_nc.median.as_secs_f64() * 1e3,
+        ok(first_nc.median <= Duration::from_millis(1)),
+        ok(ratio_nc <= 0.7)
+    );
+}

@@ -1,0 +1,251 @@
+//! The operator's per-plugin policy file (`--policy FILE`): review status, granted
+//! capabilities and lowered limits, and how it combines with a manifest.
+//!
+//! Decoding is strict (unknown fields and unknown capability names are refused) and
+//! a policy may only narrow what the manifest asks for. The format is documented in
+//! docs/policy.md. Nothing here launches or enforces anything: `crate::sandbox`
+//! enforces limits, the broker (later) enforces grants. `rate_limits` and `egress`
+//! will be added here by their issues.
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::bundle::manifest::{Bounded, Resources};
+use crate::bundle::{Capability, Manifest};
+
+/// The largest policy file accepted, in bytes.
+pub const MAX_POLICY_BYTES: u64 = 64 * 1024;
+
+/// Why a policy was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum PolicyError {
+    #[error("{path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: larger than the {MAX_POLICY_BYTES}-byte limit")]
+    TooLarge { path: PathBuf },
+    #[error("{path}: line {line} column {column}: {msg}")]
+    Syntax {
+        path: PathBuf,
+        line: usize,
+        column: usize,
+        msg: String,
+    },
+    #[error("{path}: unknown capability {name:?} in grant")]
+    UnknownCapability { path: PathBuf, name: String },
+    #[error("{path}: limits.{field} is {value}, which is outside {min}..={max}")]
+    OutOfRange {
+        path: PathBuf,
+        field: &'static str,
+        value: u64,
+        min: u64,
+        max: u64,
+    },
+}
+
+/// The operator's review decision for a plugin.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    #[default]
+    PendingReview,
+    Approved,
+    Blocked,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::PendingReview => "pending_review",
+            Status::Approved => "approved",
+            Status::Blocked => "blocked",
+        }
+    }
+}
+
+/// Limits the operator lowers; absent fields leave the manifest's value.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    pub memory_mb: Option<u64>,
+    pub pids: Option<u64>,
+    pub nofile: Option<u64>,
+    pub tmp_mb: Option<u64>,
+    pub call_timeout_ms: Option<u64>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPolicy {
+    #[serde(default)]
+    status: Status,
+    #[serde(default)]
+    grant: Option<Vec<String>>,
+    #[serde(default)]
+    limits: Limits,
+}
+
+/// A validated policy.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Policy {
+    pub status: Status,
+    /// Granted capabilities; `None` (no policy, or no `grant` key) grants what the
+    /// manifest declares.
+    pub grant: Option<Vec<Capability>>,
+    pub limits: Limits,
+}
+
+/// What a plugin may actually have: manifest ∩ policy.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Effective {
+    pub capabilities: Vec<Capability>,
+    pub resources: Resources,
+}
+
+impl Policy {
+    /// Reads and validates a policy file.
+    pub fn load(path: &Path) -> Result<Policy, PolicyError> {
+        let read = |source| PolicyError::Read {
+            path: path.to_owned(),
+            source,
+        };
+        let meta = std::fs::metadata(path).map_err(read)?;
+        if meta.len() > MAX_POLICY_BYTES {
+            return Err(PolicyError::TooLarge {
+                path: path.to_owned(),
+            });
+        }
+        let bytes = std::fs::read(path).map_err(read)?;
+        Policy::parse(&bytes, path)
+    }
+
+    /// Validates policy text; `path` is only used in messages.
+    pub fn parse(bytes: &[u8], path: &Path) -> Result<Policy, PolicyError> {
+        let raw: RawPolicy = serde_json::from_slice(bytes).map_err(|e| {
+            let full = e.to_string();
+            let msg = full
+                .rfind(" at line ")
+                .map_or(full.clone(), |i| full[..i].to_owned());
+            PolicyError::Syntax {
+                path: path.to_owned(),
+                line: e.line(),
+                column: e.column(),
+                msg,
+            }
+        })?;
+        let grant = match raw.grant {
+            None => None,
+            Some(names) => Some(
+                names
+                    .iter()
+                    .map(|n| {
+                        n.parse::<Capability>()
+                            .map_err(|_| PolicyError::UnknownCapability {
+                                path: path.to_owned(),
+                                name: n.clone(),
+                            })
+                    })
+                    .collect::<Result<Vec<_>, _>>()?,
+            ),
+        };
+        let l = raw.limits;
+        let d = Resources::default();
+        check(path, "memory_mb", l.memory_mb, d.memory_mb)?;
+        check(path, "pids", l.pids, d.pids)?;
+        check(path, "nofile", l.nofile, d.nofile)?;
+        check(path, "tmp_mb", l.tmp_mb, d.tmp_mb)?;
+        check(
+            path,
+            "call_timeout_ms",
+            l.call_timeout_ms,
+            d.call_timeout_ms,
+        )?;
+        Ok(Policy {
+            status: raw.status,
+            grant,
+            limits: l,
+        })
+    }
+
+    /// Combines with a manifest: capabilities = manifest ∩ grant; each limit = the
+    /// lower of the manifest's and the policy's.
+    pub fn apply(&self, m: &Manifest) -> Effective {
+        let capabilities = match &self.grant {
+            None => m.capabilities.clone(),
+            Some(g) => m
+                .capabilities
+                .iter()
+                .copied()
+                .filter(|c| g.contains(c))
+                .collect(),
+        };
+        let r = m.resources;
+        let low = |have: u64, cap: Option<u64>| cap.map_or(have, |c| have.min(c));
+        let resources = Resources {
+            memory_mb: Bounded(low(r.memory_mb.get(), self.limits.memory_mb)),
+            pids: Bounded(low(r.pids.get(), self.limits.pids)),
+            nofile: Bounded(low(r.nofile.get(), self.limits.nofile)),
+            tmp_mb: Bounded(low(r.tmp_mb.get(), self.limits.tmp_mb)),
+            call_timeout_ms: Bounded(low(r.call_timeout_ms.get(), self.limits.call_timeout_ms)),
+        };
+        Effective {
+            capabilities,
+            resources,
+        }
+    }
+}
+
+fn check<const MIN: u64, const MAX: u64>(
+    path: &Path,
+    field: &'static str,
+    value: Option<u64>,
+    _range: Bounded<MIN, MAX>,
+) -> Result<(), PolicyError> {
+    match value {
+        Some(v) if !(MIN..=MAX).contains(&v) => Err(PolicyError::OutOfRange {
+            path: path.to_owned(),
+            field,
+            value: v,
+            min: MIN,
+            max: MAX,
+        }),
+        _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(s: &str) -> Result<Policy, PolicyError> {
+        Policy::parse(s.as_bytes(), Path::new("p.json"))
+    }
+
+    #[test]
+    fn strict_decoding() {
+        assert!(
+            p(r#"{"status":"approved","grant":["kv:read"],"limits":{"memory_mb":64}}"#).is_ok()
+        );
+        assert!(p(r#"{"grants":[]}"#).is_err());
+        assert!(p(r#"{"limits":{"memory":1}}"#).is_err());
+        assert!(p(r#"{"status":"ok"}"#).is_err());
+        let e = p(r#"{"grant":["kv:READ"]}"#).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            r#"p.json: unknown capability "kv:READ" in grant"#
+        );
+        let e = p(r#"{"limits":{"pids":1}}"#).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "p.json: limits.pids is 1, which is outside 2..=1024"
+        );
+    }
+
+    #[test]
+    fn status_defaults_to_pending_review() {
+        assert_eq!(p("{}").unwrap().status, Status::PendingReview);
+    }
+}

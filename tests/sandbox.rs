@@ -1,0 +1,447 @@
+//! Integration tests for `warden run` and the sandbox library API: what the plugin
+//! sees inside, exit-code passthrough, verified-bytes-run, no survivors after
+//! SIGKILL of warden, --dry-run, set-up failures, and an unprivileged run.
+
+mod common;
+
+use std::os::fd::{AsFd, AsRawFd};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+use warden::bundle::{self, TrustStore};
+use warden::sandbox::{Config, ExitStatus, Plan, Sandbox};
+
+fn report(f: &Fixture) -> (String, std::process::Output) {
+    let b = f.bundle("probe", &plugin("probe"), r#""resources":{"tmp_mb":2}"#);
+    let out = f.run(&b, &[]);
+    (stdout(&out), out)
+}
+
+fn line<'a>(text: &'a str, prefix: &str) -> &'a str {
+    text.lines()
+        .find(|l| l.starts_with(prefix))
+        .unwrap_or_else(|| panic!("no line starting with {prefix:?} in:\n{text}"))
+}
+
+#[test]
+fn plugin_sees_only_its_sandbox() {
+    if !require_sandbox() {
+        return;
+    }
+    let f = Fixture::new();
+    let (s, out) = report(&f);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "stdout:\n{s}\nstderr:\n{}",
+        stderr(&out)
+    );
+    // Exactly fds 0-3; fd 3 is the SEQPACKET broker socket.
+    assert_eq!(line(&s, "fds "), "fds 0 1 2 3");
+    assert_eq!(line(&s, "fd3 "), "fd3 seqpacket");
+    // Exactly the documented environment.
+    let env: Vec<&str> = s.lines().filter_map(|l| l.strip_prefix("env ")).collect();
+    assert_eq!(
+        env,
+        [
+            "PATH=/usr/bin:/bin",
+            "HOME=/tmp",
+            "TMPDIR=/tmp",
+            "TZ=UTC",
+            "LANG=C.UTF-8",
+            "WARDEN_PLUGIN_ID=probe",
+            "WARDEN_FD=3"
+        ]
+    );
+    assert_eq!(line(&s, "uid "), "uid 1000 gid 1000");
+    assert_eq!(
+        line(&s, "pid "),
+        "pid 2 ppid 1",
+        "the sandbox init is PID 1"
+    );
+    assert_eq!(line(&s, "hostname "), "hostname warden");
+    for set in ["CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"] {
+        assert_eq!(
+            line(&s, &format!("status {set}:")),
+            format!("status {set}:\t0000000000000000")
+        );
+    }
+    assert_eq!(line(&s, "status NoNewPrivs:"), "status NoNewPrivs:\t1");
+    assert_eq!(line(&s, "status Seccomp:"), "status Seccomp:\t2");
+    // /tmp writable and capped at the manifest's tmp_mb (2 MiB here).
+    assert_eq!(line(&s, "write /tmp/small"), "write /tmp/small: ok 1048576");
+    let big = line(&s, "write /tmp/big");
+    assert!(big.contains("ENOSPC") || big.contains("EFBIG"), "{big}");
+    // Nothing else writable.
+    assert_eq!(line(&s, "write /rootfile"), "write /rootfile: EROFS");
+    assert_eq!(
+        line(&s, "write /usr/warden-test"),
+        "write /usr/warden-test: EROFS"
+    );
+    assert_eq!(line(&s, "write /bundle/x"), "write /bundle/x: EROFS");
+    // Host files are not there at all.
+    for p in ["/root", "/home", "/etc/shadow", "/etc/passwd", "/work"] {
+        assert_eq!(
+            line(&s, &format!("exists {p} ")),
+            format!("exists {p} ENOENT")
+        );
+    }
+    // The init (a copy of warden) is not readable by the plugin.
+    for p in ["/proc/1/mem", "/proc/1/environ", "/proc/1/maps"] {
+        let l = line(&s, &format!("read {p} "));
+        assert!(l.ends_with("EACCES") || l.ends_with("EPERM"), "{l}");
+    }
+    // Only loopback in the network namespace; netlink sockets and new namespaces refused.
+    let ifs: Vec<&str> = s.lines().filter_map(|l| l.strip_prefix("netif ")).collect();
+    assert_eq!(ifs, ["lo"]);
+    assert_eq!(line(&s, "socket netlink"), "socket netlink EPERM");
+    assert_eq!(line(&s, "unshare"), "unshare EPERM");
+}
+
+#[test]
+fn exit_codes_pass_through() {
+    if !require_sandbox() {
+        return;
+    }
+    let f = Fixture::new();
+    let b = f.bundle("probe", &plugin("probe"), "");
+    assert_eq!(f.run(&b, &["--", "exit", "7"]).status.code(), Some(7));
+    assert_eq!(f.run(&b, &["--", "exit", "0"]).status.code(), Some(0));
+    assert_eq!(f.run(&b, &["--", "kill"]).status.code(), Some(137));
+    let out = f.run(&b, &["--", "print", "passthrough"]);
+    assert_eq!(stdout(&out), "passthrough\n");
+}
+
+#[test]
+fn manifest_args_are_used_unless_overridden() {
+    if !require_sandbox() {
+        return;
+    }
+    let f = Fixture::new();
+    let b = f.bundle("probe", &plugin("probe"), r#""args":["exit","3"]"#);
+    assert_eq!(f.run(&b, &[]).status.code(), Some(3));
+    assert_eq!(f.run(&b, &["--", "exit", "4"]).status.code(), Some(4));
+}
+
+/// The artifact is replaced on disk after verification: what runs is still the
+/// verified bytes held in the sealed memfd.
+#[test]
+fn verified_bytes_run_even_if_the_artifact_is_swapped() {
+    if !require_sandbox() {
+        return;
+    }
+    let f = Fixture::new();
+    let b = f.bundle("probe", &plugin("probe"), r#""args":["exit","11"]"#);
+    let trust = TrustStore::load(&f.trust()).unwrap();
+    let verified = bundle::verify(&b, &trust).unwrap();
+    // Swap in a different program (a shell script exiting 99) at the same path.
+    let artifact = b.join("artifact");
+    std::fs::remove_file(&artifact).unwrap();
+    std::fs::write(&artifact, "#!/bin/sh\nexit 99\n").unwrap();
+    let m = verified.manifest();
+    let plan = Plan::new(&verified, m.resources, &m.args, &Config::default()).unwrap();
+    let mut sb = Sandbox::spawn(&plan, &verified, warden::sandbox::Stdio::inherit()).unwrap();
+    assert_eq!(sb.wait().unwrap(), ExitStatus::Code(11));
+    // And a fresh verification of the swapped bundle is refused.
+    let e = bundle::verify(&b, &trust).unwrap_err();
+    assert_eq!(e.code(), "digest_mismatch");
+}
+
+#[test]
+fn first_message_arrives_on_the_supervisor_socket() {
+    if !require_sandbox() {
+        return;
+    }
+    let f = Fixture::new();
+    let b = f.bundle("probe", &plugin("probe"), r#""args":["hello"]"#);
+    let trust = TrustStore::load(&f.trust()).unwrap();
+    let v = bundle::verify(&b, &trust).unwrap();
+    let plan = Plan::new(
+        &v,
+        v.manifest().resources,
+        &v.manifest().args,
+        &Config::default(),
+    )
+    .unwrap();
+    let mut sb = Sandbox::spawn(&plan, &v, warden::sandbox::Stdio::inherit()).unwrap();
+    let mut buf = [0u8; 256];
+    let sock = sb.socket().unwrap();
+    let n = warden::sys::socket::recv(sock.as_fd(), &mut buf, 0).unwrap();
+    assert_eq!(&buf[..n], br#"{"op":"hello"}"#);
+    assert_eq!(sb.wait().unwrap(), ExitStatus::Code(0));
+}
+
+#[test]
+fn terminate_and_kill_end_the_whole_sandbox() {
+    if !require_sandbox() {
+        return;
+    }
+    let f = Fixture::new();
+    let b = f.bundle("probe", &plugin("probe"), r#""args":["sleep"]"#);
+    let trust = TrustStore::load(&f.trust()).unwrap();
+    let v = bundle::verify(&b, &trust).unwrap();
+    let plan = Plan::new(
+        &v,
+        v.manifest().resources,
+        &v.manifest().args,
+        &Config::default(),
+    )
+    .unwrap();
+    let mut buf = [0u8; 64];
+    let mut sb = Sandbox::spawn(&plan, &v, warden::sandbox::Stdio::inherit()).unwrap();
+    warden::sys::socket::recv(sb.socket().unwrap(), &mut buf, 0).unwrap();
+    sb.terminate().unwrap();
+    assert_eq!(sb.wait().unwrap(), ExitStatus::Signal(libc::SIGTERM));
+    let mut sb = Sandbox::spawn(&plan, &v, warden::sandbox::Stdio::inherit()).unwrap();
+    warden::sys::socket::recv(sb.socket().unwrap(), &mut buf, 0).unwrap();
+    assert!(sb.pidfd().as_raw_fd() >= 0);
+    sb.kill().unwrap();
+    assert_eq!(sb.wait().unwrap(), ExitStatus::Signal(libc::SIGKILL));
+}
+
+fn pids_with_marker(marker: &str) -> Vec<u32> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        if let Ok(cmd) = std::fs::read(format!("/proc/{pid}/cmdline")) {
+            if String::from_utf8_lossy(&cmd).contains(marker) {
+                out.push(pid);
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn sigkill_of_warden_leaves_no_plugin_behind() {
+    if !require_sandbox() {
+        return;
+    }
+    let f = Fixture::new();
+    let b = f.bundle("probe", &plugin("probe"), "");
+    let marker = format!("marker-{}-{:?}", std::process::id(), Instant::now());
+    let mut child = Command::new(WARDEN)
+        .args([
+            "run",
+            b.to_str().unwrap(),
+            "--trust",
+            f.trust().to_str().unwrap(),
+            "--",
+            "sleep",
+            &marker,
+        ])
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    // warden, the sandbox init (a copy of warden), the plugin and its child all
+    // carry the marker.
+    while pids_with_marker(&marker).len() < 4 {
+        assert!(Instant::now() < deadline, "plugin never started");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let left = pids_with_marker(&marker);
+        if left.is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "plugin processes survived warden: {left:?}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // The killed warden could not remove its cgroup; the next run sweeps it.
+    warden::sandbox::sweep_stale_cgroups();
+}
+
+#[test]
+fn dry_run_prints_the_plan() {
+    if !require_sandbox() {
+        return;
+    }
+    let f = Fixture::new();
+    let b = f.bundle("probe", &plugin("probe"), "");
+    let out = f.run(&b, &["--dry-run"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let s = stdout(&out);
+    for want in [
+        "mounts:",
+        "ro-bind /usr -> /usr",
+        "-> /bundle",
+        "tmpfs /tmp (size=64m",
+        "proc /proc",
+        "rlimits:",
+        "RLIMIT_AS 268435456",
+        "RLIMIT_NOFILE 256",
+        "RLIMIT_CORE 0",
+        "landlock: ABI ",
+        "net: tcp bind and connect denied",
+        "scoped: abstract unix sockets, signals",
+        "seccomp: ",
+        "execveat(args)",
+        "ptrace=EPERM",
+        "uid map: inside 1000:1000 -> host ",
+    ] {
+        assert!(s.contains(want), "missing {want:?} in:\n{s}");
+    }
+}
+
+#[test]
+fn policy_narrows_limits_and_blocked_is_refused() {
+    if !require_sandbox() {
+        return;
+    }
+    let f = Fixture::new();
+    let b = f.bundle("probe", &plugin("probe"), "");
+    let pol = f.path().join("policy.json");
+    std::fs::write(
+        &pol,
+        r#"{"status":"approved","grant":[],"limits":{"tmp_mb":2,"memory_mb":32}}"#,
+    )
+    .unwrap();
+    let out = f.run(&b, &["--policy", pol.to_str().unwrap(), "--dry-run"]);
+    let s = stdout(&out);
+    assert!(s.contains("tmpfs /tmp (size=2m"), "{s}");
+    assert!(s.contains("RLIMIT_AS 33554432"), "{s}");
+    assert!(s.contains("granted capabilities: []"), "{s}");
+    std::fs::write(&pol, r#"{"status":"blocked"}"#).unwrap();
+    let out = f.run(&b, &["--policy", pol.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(125));
+    assert_eq!(
+        stderr(&out),
+        format!("warden: probe is blocked by policy {}\n", pol.display())
+    );
+    std::fs::write(&pol, r#"{"grant":["kv:everything"]}"#).unwrap();
+    let out = f.run(&b, &["--policy", pol.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(125));
+    assert_eq!(
+        stderr(&out),
+        format!(
+            "warden: policy: {}: unknown capability \"kv:everything\" in grant\n",
+            pol.display()
+        )
+    );
+}
+
+#[test]
+fn refusals_exit_125_with_one_line() {
+    let f = Fixture::new();
+    let b = f.bundle("probe", &plugin("probe"), "");
+    std::fs::write(b.join("artifact"), b"tampered").unwrap();
+    let out = f.run(&b, &[]);
+    assert_eq!(out.status.code(), Some(125));
+    let e = stderr(&out);
+    assert!(e.starts_with("rejected: digest_mismatch: "), "{e}");
+    assert_eq!(e.lines().count(), 1);
+}
+
+#[test]
+fn missing_landlock_abi_is_a_precondition_failure() {
+    let f = Fixture::new();
+    let b = f.bundle("probe", &plugin("probe"), "");
+    let out = f.run(&b, &["--landlock-min-abi", "99"]);
+    assert_eq!(out.status.code(), Some(125));
+    let e = stderr(&out);
+    assert!(
+        e.starts_with("sandbox: kernel feature missing: landlock: the kernel offers landlock ABI "),
+        "{e}"
+    );
+    assert!(e.ends_with(", warden requires >= 99\n"), "{e}");
+}
+
+/// A set-up step that fails in the child is reported as `sandbox: <step>: <ERRNO>`:
+/// here the bundle directory is swapped for another one between verification and
+/// launch, which the child refuses (it binds only the directory it verified).
+#[test]
+fn a_failed_setup_step_names_step_and_errno() {
+    if !require_sandbox() {
+        return;
+    }
+    let f = Fixture::new();
+    let b = f.bundle("probe", &plugin("probe"), "");
+    // A bundle swapped for another directory after verification is refused in the child.
+    let trust = TrustStore::load(&f.trust()).unwrap();
+    let v = bundle::verify(&b, &trust).unwrap();
+    let plan = Plan::new(&v, v.manifest().resources, &[], &Config::default()).unwrap();
+    std::fs::rename(&b, f.path().join("moved")).unwrap();
+    std::fs::create_dir(&b).unwrap();
+    let e = Sandbox::spawn(&plan, &v, warden::sandbox::Stdio::inherit())
+        .unwrap()
+        .wait()
+        .unwrap_err();
+    assert_eq!(e.to_string(), "sandbox: bind_bundle: ESTALE");
+}
+
+/// The sandbox also works for an ordinary user: run `warden run` as uid 65534.
+#[test]
+fn runs_as_an_unprivileged_user() {
+    if !require_sandbox() {
+        return;
+    }
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        // Already unprivileged: the other tests covered this case.
+        return;
+    }
+    if Command::new("setpriv").arg("--version").output().is_err() {
+        skip("setpriv (util-linux), to drop to an unprivileged uid");
+        return;
+    }
+    let f = Fixture::new();
+    let b = f.bundle("probe", &plugin("probe"), "");
+    // The test binary's directory may not be reachable by 65534: copy warden.
+    let w = f.path().join("warden");
+    std::fs::copy(WARDEN, &w).unwrap();
+    let out = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(&w)
+        .args([
+            "run",
+            b.to_str().unwrap(),
+            "--trust",
+            f.trust().to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    let s = stdout(&out);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "stdout:\n{s}\nstderr:\n{}",
+        stderr(&out)
+    );
+    assert_eq!(line(&s, "uid "), "uid 1000 gid 1000");
+    assert_eq!(line(&s, "pid "), "pid 2 ppid 1");
+    assert_eq!(line(&s, "fds "), "fds 0 1 2 3");
+    assert_eq!(
+        line(&s, "status CapEff:"),
+        "status CapEff:\t0000000000000000"
+    );
+    assert_eq!(line(&s, "status Seccomp:"), "status Seccomp:\t2");
+    assert_eq!(line(&s, "write /rootfile"), "write /rootfile: EROFS");
+    let out = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(&w)
+        .args([
+            "run",
+            b.to_str().unwrap(),
+            "--trust",
+            f.trust().to_str().unwrap(),
+            "--dry-run",
+        ])
+        .output()
+        .unwrap();
+    let s = stdout(&out);
+    assert!(
+        s.contains("uid map: inside 1000:1000 -> host 65534:65534 (our own ids; setgroups denied)"),
+        "{s}"
+    );
+    assert!(s.contains("cgroup: absent: "), "{s}");
+}
