@@ -369,9 +369,8 @@ impl ServiceName {
             && b.len() <= 64
             && b.iter()
                 .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'.' || *c == b'-');
-        let major_ok = major.map_or(true, |m| {
-            !m.is_empty() && m.len() <= 9 && m.bytes().all(|c| c.is_ascii_digit())
-        });
+        let major_ok = major
+            .is_none_or(|m| !m.is_empty() && m.len() <= 9 && m.bytes().all(|c| c.is_ascii_digit()));
         if name_ok && major_ok {
             Ok(ServiceName(s.to_owned()))
         } else {

@@ -73,7 +73,7 @@ impl TrustStore {
     fn load_publisher(&mut self, publisher: Slug, dir: &Path) -> Result<(), TrustError> {
         for entry in read_dir_sorted(dir)? {
             let path = entry.path();
-            if path.extension().map_or(true, |e| e != "pub") {
+            if path.extension().is_none_or(|e| e != "pub") {
                 continue;
             }
             let key = PublicKey::parse(&read_capped(&path)?).map_err(|e| TrustError::Invalid {

@@ -8,7 +8,7 @@
 //! Nothing here decides policy.
 
 use std::io;
-use std::os::fd::RawFd;
+use std::os::fd::{AsRawFd, RawFd};
 
 use super::plan::{MountOp, Plan, HOSTNAME, STAGING};
 use super::seccomp::MEMFD_FD;
@@ -354,6 +354,24 @@ pub(crate) fn init(a: &ChildArgs<'_>) -> ! {
     }
     step!(Step::LandlockRestrict, ll::restrict_self(RULESET_FD));
     let _ = proc::close(RULESET_FD);
+    // The plugin will enter a nested domain that only adds signal and
+    // abstract-socket scoping: the init stays outside it, so the plugin can neither
+    // signal its init nor reach an abstract socket the init could hold. Created
+    // here, before seccomp, at RULESET_FD (the lowest free fd once it is closed).
+    let scoped = super::landlock::scopes(p.landlock_abi);
+    if scoped != 0 {
+        match ll::create_ruleset(0, 0, scoped, p.landlock_abi) {
+            Ok(fd) if fd.as_raw_fd() == RULESET_FD => std::mem::forget(fd),
+            Ok(fd) => {
+                step!(
+                    Step::Dup,
+                    proc::dup3(fd.as_raw_fd(), RULESET_FD, libc::O_CLOEXEC)
+                );
+                drop(fd);
+            }
+            Err(e) => fail(rep, Step::Landlock, e),
+        }
+    }
 
     // 9. seccomp.
     step!(Step::Seccomp, sys::seccomp::set_filter(&p.seccomp.program));
@@ -373,6 +391,7 @@ pub(crate) fn init(a: &ChildArgs<'_>) -> ! {
     };
     // The init keeps only the report pipe.
     let _ = proc::close_range(0, REPORT_FD as u32 - 1);
+    let _ = proc::close(RULESET_FD);
     reap_loop(a, plugin)
 }
 
@@ -386,6 +405,12 @@ fn plugin(a: &ChildArgs<'_>) -> ! {
     }
     if let Err(e) = proc::set_pdeathsig(libc::SIGKILL) {
         fail(REPORT_FD, Step::Pdeathsig, e)
+    }
+    if super::landlock::scopes(a.plan.landlock_abi) != 0 {
+        if let Err(e) = ll::restrict_self(RULESET_FD) {
+            fail(REPORT_FD, Step::LandlockRestrict, e)
+        }
+        let _ = proc::close(RULESET_FD);
     }
     // SAFETY: argv and envp are NULL-terminated pointer arrays into CStrings the
     // parent prepared before clone; this address space is a copy that nobody frees.
