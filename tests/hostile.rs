@@ -224,6 +224,8 @@ impl Plugin {
             .arg(&self.bundle)
             .arg("--trust")
             .arg(&self.trust)
+            .arg("--state-dir")
+            .arg(self.trust.with_file_name("state"))
             .arg("--")
             .args(args);
         cmd

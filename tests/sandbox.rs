@@ -223,12 +223,15 @@ fn sigkill_of_warden_leaves_no_plugin_behind() {
     let f = Fixture::new();
     let b = f.bundle("probe", &plugin("probe"), "");
     let marker = format!("marker-{}-{:?}", std::process::id(), Instant::now());
+    let state = f.state_dir();
     let mut child = Command::new(WARDEN)
         .args([
             "run",
             b.to_str().unwrap(),
             "--trust",
             f.trust().to_str().unwrap(),
+            "--state-dir",
+            state.to_str().unwrap(),
             "--",
             "sleep",
             &marker,
@@ -399,6 +402,9 @@ fn runs_as_an_unprivileged_user() {
     // The test binary's directory may not be reachable by 65534: copy warden.
     let w = f.path().join("warden");
     std::fs::copy(WARDEN, &w).unwrap();
+    let state = f.path().join("state-65534");
+    std::fs::create_dir(&state).unwrap();
+    std::os::unix::fs::chown(&state, Some(65534), Some(65534)).unwrap();
     let out = Command::new("setpriv")
         .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
         .arg(&w)
@@ -407,6 +413,8 @@ fn runs_as_an_unprivileged_user() {
             b.to_str().unwrap(),
             "--trust",
             f.trust().to_str().unwrap(),
+            "--state-dir",
+            f.path().join("state-65534").to_str().unwrap(),
         ])
         .output()
         .unwrap();

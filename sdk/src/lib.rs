@@ -360,6 +360,27 @@ impl Client {
         Ok(v["events"].as_array().cloned().unwrap_or_default())
     }
 
+    /// Whether the channel to warden is closed (warden went away or cut it off).
+    pub fn is_closed(&self) -> bool {
+        self.shared
+            .closed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_some()
+    }
+
+    /// Runs `action` once, or every `every` until warden asks the plugin to stop
+    /// or the channel closes: the loop of a long-running plugin.
+    pub fn repeat(&self, every: Option<Duration>, mut action: impl FnMut(&Client)) {
+        loop {
+            action(self);
+            let Some(period) = every else { return };
+            if self.wait_for_shutdown(Some(period)).is_some() || self.is_closed() {
+                return;
+            }
+        }
+    }
+
     /// Whether warden asked the plugin to stop, and with what deadline (ms).
     pub fn shutdown_requested(&self) -> Option<u64> {
         *self

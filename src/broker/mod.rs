@@ -333,6 +333,13 @@ impl<R: Recorder> Broker<R> {
         &mut self.recorder
     }
 
+    /// Stops the worker pool (finishing queued work) and returns the recorder.
+    pub fn into_recorder(self) -> R {
+        let Broker { pool, recorder, .. } = self;
+        drop(pool);
+        recorder
+    }
+
     /// Starts serving `fd` (the supervisor's end of the plugin's socket) as `token`.
     pub fn attach(
         &mut self,

@@ -1,19 +1,31 @@
-//! `warden run`: verify one bundle, launch it confined, wait in the foreground and
-//! exit with the plugin's code.
-//!
-//! Host calls arrive with the broker issue: until then the supervisor's end of the
-//! plugin's socket is held open and whatever the plugin sends is read and dropped.
+//! `warden run`: verify one bundle, launch it confined, serve its host calls in the
+//! foreground (one mio loop: the broker, the sandbox's pidfd, forwarded signals),
+//! audit every decision, and exit with the plugin's code.
 
-use std::os::fd::{AsFd, AsRawFd};
-use std::path::PathBuf;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use mio::unix::SourceFd;
+use mio::{Events, Interest, Poll, Token, Waker};
 
 use clap::Args;
 
 use super::Failure;
+use crate::audit::{AuditConfig, AuditLog, Event};
+use crate::broker::{AuditRecorder, Broker, PluginContext, Recorder};
 use crate::bundle;
 use crate::policy::{Policy, Status};
-use crate::sandbox::{Config, Plan, Sandbox, SandboxError, Stdio};
+use crate::sandbox::{Config, ExitStatus, Plan, Sandbox, SandboxError, Stdio};
+use crate::store::kv::Quota;
+use crate::store::Store;
 use crate::sys;
+
+const WAKER: Token = Token(0);
+const PIDFD: Token = Token(1);
+const SIGNALS: Token = Token(2);
+const PLUGIN: Token = Token(3);
 
 /// Exit code for refusals and sandbox set-up failures.
 pub const EXIT_REFUSED: u8 = 125;
@@ -48,6 +60,14 @@ pub struct RunArgs {
     /// Do not put the sandbox in its own cgroup (the rlimits still apply).
     #[arg(long)]
     pub no_cgroup: bool,
+    /// Where the state database (the plugins' KV namespaces) lives. Default:
+    /// /var/lib/warden as root, else $XDG_STATE_HOME/warden or ~/.local/state/warden.
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// The audit log (JSON Lines, hash-chained; docs/audit.md). Default:
+    /// <state-dir>/audit.log.
+    #[arg(long, value_name = "FILE")]
+    pub audit: Option<PathBuf>,
     /// Arguments for the plugin, replacing the manifest's `args`.
     #[arg(last = true, value_name = "ARGS")]
     pub args: Option<Vec<String>>,
@@ -113,6 +133,28 @@ pub fn run(a: RunArgs) -> Result<u8, Failure> {
         );
         return Ok(0);
     }
+    let state_dir = a.state_dir.clone().unwrap_or_else(default_state_dir);
+    let store = Store::open(&state_dir).map_err(|e| refused(format_args!("warden: {e}")))?;
+    let audit_path = a
+        .audit
+        .clone()
+        .unwrap_or_else(|| state_dir.join("audit.log"));
+    let audit = AuditLog::open(AuditConfig::new(&audit_path))
+        .map_err(|e| refused(format_args!("warden: {e}")))?;
+    let rates = &policy.rate_limits;
+    let ctx = PluginContext {
+        id: m.id.to_string(),
+        version: m.version.to_string(),
+        sha256: b.sha256().to_string(),
+        declared: m.capabilities.clone(),
+        granted: eff.capabilities.clone(),
+        call_timeout: Duration::from_millis(eff.resources.call_timeout_ms.get()),
+        rate: rates.default.unwrap_or_default(),
+        rate_overrides: rates.per_capability.clone(),
+        kv_quota: Quota::default(),
+        blocked: false,
+    };
+
     // SIGTERM, SIGINT and SIGHUP to warden are forwarded to the sandbox (whose
     // init passes them to the plugin), so that warden outlives the plugin and
     // cleans up. The sandbox init blocks them too; the plugin starts unblocked.
@@ -121,63 +163,134 @@ pub fn run(a: RunArgs) -> Result<u8, Failure> {
         .map_err(|e| refused(format_args!("warden: sigprocmask: {e}")))?;
     let sigfd =
         sys::proc::signalfd(&set).map_err(|e| refused(format_args!("warden: signalfd: {e}")))?;
-    let mut sb = Sandbox::spawn(&plan, &b, Stdio::inherit()).map_err(sandbox_failure)?;
-    drain_until_exit(&sb, sigfd.as_fd());
+    let loop_err = |e: std::io::Error| refused(format_args!("warden: event loop: {e}"));
+    let mut poll = Poll::new().map_err(loop_err)?;
+    let waker = Arc::new(Waker::new(poll.registry(), WAKER).map_err(loop_err)?);
+    let recorder = AuditRecorder::start(audit);
+    let mut broker = Broker::new(poll.registry(), &store, waker, recorder, 2)
+        .map_err(|e| refused(format_args!("warden: {e}")))?;
+
+    let mut sb = Sandbox::spawn(&plan, &b, Stdio::inherit()).map_err(|e| {
+        broker
+            .recorder()
+            .append(event(&ctx, "launch_failed", Some(e.to_string())));
+        sandbox_failure(e)
+    })?;
+    let mut launch = event(&ctx, "launch", None);
+    launch
+        .extra
+        .insert("landlock_abi".into(), plan.landlock_abi().into());
+    launch.extra.insert("pid".into(), sb.pid().into());
+    broker.recorder().append(launch);
+    if let Some(sock) = sb.take_socket() {
+        broker.attach(PLUGIN, sock, ctx.clone()).map_err(|e| {
+            let _ = sb.kill();
+            refused(format_args!("warden: {e}"))
+        })?;
+    }
+    let registered = poll
+        .registry()
+        .register(
+            &mut SourceFd(&sb.pidfd().as_raw_fd()),
+            PIDFD,
+            Interest::READABLE,
+        )
+        .and_then(|()| {
+            poll.registry().register(
+                &mut SourceFd(&sigfd.as_raw_fd()),
+                SIGNALS,
+                Interest::READABLE,
+            )
+        });
+    if let Err(e) = registered {
+        let _ = sb.kill();
+        return Err(loop_err(e));
+    }
+
+    let audit_failure = serve_until_exit(&mut poll, &mut broker, &sb, sigfd.as_fd());
     let status = sb.wait().map_err(sandbox_failure);
     let _ = sys::proc::sigprocmask(libc::SIG_SETMASK, &old);
     if sb.left_stale_cgroups() {
         crate::sandbox::sweep_stale_cgroups();
     }
+    let mut exit = event(&ctx, "exit", audit_failure.clone());
+    if let Ok(st) = &status {
+        let (k, v) = match st {
+            ExitStatus::Code(c) => ("exit_code", *c),
+            ExitStatus::Signal(s) => ("signal", *s),
+        };
+        exit.extra.insert(k.into(), v.into());
+    }
+    broker.recorder().append(exit);
+    let closed = broker.into_recorder().close();
+    if let Some(why) = audit_failure {
+        return Err(refused(format_args!(
+            "warden: {why}; the plugin was stopped (fail closed)"
+        )));
+    }
+    closed.map_err(Failure::general)?;
     let status = status?;
     Ok(status.shell_code().clamp(0, 255) as u8)
 }
 
-/// Waits for the sandbox's pidfd, reading and dropping anything the plugin sends
-/// on its socket meanwhile (host calls are served once the broker exists).
-fn drain_until_exit(sb: &Sandbox, signals: std::os::fd::BorrowedFd<'_>) {
-    let mut socket_open = true;
-    let mut buf = vec![0u8; 64 * 1024];
-    loop {
-        let mut fds = [
-            libc::pollfd {
-                fd: sb.pidfd().as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            },
-            libc::pollfd {
-                fd: sb.socket().map_or(-1, |s| s.as_raw_fd()),
-                events: if socket_open { libc::POLLIN } else { 0 },
-                revents: 0,
-            },
-            libc::pollfd {
-                fd: signals.as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            },
-        ];
-        if !socket_open {
-            fds[1].fd = -1;
-        }
-        if sys::proc::poll(&mut fds, -1).is_err() || fds[0].revents != 0 {
-            return;
-        }
-        if fds[2].revents != 0 {
-            let mut info = [0u8; 128];
-            if sys::proc::read(signals.as_raw_fd(), &mut info).is_ok() {
-                let _ = sb.terminate();
+/// The default state directory: /var/lib/warden as root, else the user's state dir.
+fn default_state_dir() -> PathBuf {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    if unsafe { libc::geteuid() } == 0 {
+        return PathBuf::from("/var/lib/warden");
+    }
+    match std::env::var_os("XDG_STATE_HOME") {
+        Some(d) if Path::new(&d).is_absolute() => PathBuf::from(d).join("warden"),
+        _ => std::env::var_os("HOME").map_or_else(
+            || PathBuf::from(".warden-state"),
+            |h| PathBuf::from(h).join(".local/state/warden"),
+        ),
+    }
+}
+
+fn event(ctx: &PluginContext, kind: &'static str, reason: Option<String>) -> Event {
+    Event {
+        kind,
+        plugin: Some(ctx.id.clone()),
+        version: Some(ctx.version.clone()),
+        sha256: Some(ctx.sha256.clone()),
+        reason,
+        ..Event::default()
+    }
+}
+
+/// Serves host calls until the sandbox exits; forwards SIGTERM/SIGINT/SIGHUP to it.
+/// Returns the audit failure if recording failed (the sandbox is then killed).
+fn serve_until_exit(
+    poll: &mut Poll,
+    broker: &mut Broker<AuditRecorder>,
+    sb: &Sandbox,
+    signals: BorrowedFd<'_>,
+) -> Option<String> {
+    let mut events = Events::with_capacity(64);
+    let mut exited = false;
+    while !exited {
+        let turned = broker.turn(poll, &mut events, WAKER, None, |ev| match ev.token() {
+            PIDFD => exited = true,
+            SIGNALS => {
+                let mut info = [0u8; 128];
+                while sys::proc::read(signals.as_raw_fd(), &mut info).is_ok_and(|n| n > 0) {
+                    let _ = sb.terminate();
+                }
             }
+            _ => {}
+        });
+        if let Err(e) = turned {
+            let _ = sb.kill();
+            return Some(format!("event loop: {e}"));
         }
-        if fds[1].revents != 0 {
-            let Some(sock) = sb.socket() else {
-                socket_open = false;
-                continue;
-            };
-            match sys::socket::recv(sock.as_fd(), &mut buf, libc::MSG_DONTWAIT) {
-                Ok(0) => socket_open = false,
-                Ok(_) => {}
-                Err(e) if e.raw_os_error() == Some(libc::EAGAIN) => {}
-                Err(_) => socket_open = false,
-            }
+        if let Some(why) = broker.recorder().failure() {
+            let _ = sb.kill();
+            return Some(why);
         }
     }
+    // The plugin is gone: answer what it had already sent, then stop.
+    broker.run_pending();
+    broker.detach(PLUGIN);
+    None
 }

@@ -4,13 +4,14 @@
 //! Decoding is strict (unknown fields and unknown capability names are refused) and
 //! a policy may only narrow what the manifest asks for. The format is documented in
 //! docs/policy.md. Nothing here launches or enforces anything: `crate::sandbox`
-//! enforces limits, the broker (later) enforces grants. `rate_limits` and `egress`
-//! will be added here by their issues.
+//! enforces limits, the broker enforces grants and rate limits. `egress` will be
+//! added here by its issue.
 
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use crate::broker::protocol::Rate;
 use crate::bundle::manifest::{Bounded, Resources};
 use crate::bundle::{Capability, Manifest};
 
@@ -36,6 +37,8 @@ pub enum PolicyError {
     },
     #[error("{path}: unknown capability {name:?} in grant")]
     UnknownCapability { path: PathBuf, name: String },
+    #[error("{path}: {why}")]
+    Invalid { path: PathBuf, why: String },
     #[error("{path}: limits.{field} is {value}, which is outside {min}..={max}")]
     OutOfRange {
         path: PathBuf,
@@ -86,16 +89,30 @@ struct RawPolicy {
     grant: Option<Vec<String>>,
     #[serde(default)]
     limits: Limits,
+    #[serde(default)]
+    rate_limits: std::collections::BTreeMap<String, Rate>,
 }
 
+/// Token-bucket rates for host calls: a default for every capability and
+/// overrides for some (docs/policy.md).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct RateLimits {
+    pub default: Option<Rate>,
+    pub per_capability: Vec<(Capability, Rate)>,
+}
+
+/// The largest `per_second` or `burst` a policy may set.
+pub const MAX_RATE: u32 = 1_000_000;
+
 /// A validated policy.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct Policy {
     pub status: Status,
     /// Granted capabilities; `None` (no policy, or no `grant` key) grants what the
     /// manifest declares.
     pub grant: Option<Vec<Capability>>,
     pub limits: Limits,
+    pub rate_limits: RateLimits,
 }
 
 /// What a plugin may actually have: manifest ∩ policy.
@@ -163,10 +180,31 @@ impl Policy {
             l.call_timeout_ms,
             d.call_timeout_ms,
         )?;
+        let mut rate_limits = RateLimits::default();
+        for (name, rate) in raw.rate_limits {
+            if !(1..=MAX_RATE).contains(&rate.per_second) || !(1..=MAX_RATE).contains(&rate.burst) {
+                return Err(PolicyError::Invalid {
+                    path: path.to_owned(),
+                    why: format!("rate_limits.{name}: per_second and burst must be 1..={MAX_RATE}"),
+                });
+            }
+            if name == "default" {
+                rate_limits.default = Some(rate);
+            } else {
+                let cap =
+                    name.parse::<Capability>()
+                        .map_err(|_| PolicyError::UnknownCapability {
+                            path: path.to_owned(),
+                            name: name.clone(),
+                        })?;
+                rate_limits.per_capability.push((cap, rate));
+            }
+        }
         Ok(Policy {
             status: raw.status,
             grant,
             limits: l,
+            rate_limits,
         })
     }
 

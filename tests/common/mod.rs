@@ -47,6 +47,43 @@ pub fn plugin(name: &str) -> PathBuf {
     out
 }
 
+/// Builds the example plugins (crate `warden-examples`) once per test binary and
+/// returns the path of `name`. A nested cargo with its own target directory, so it
+/// never waits on the lock of the build running the tests.
+pub fn example(name: &str) -> PathBuf {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    let dir = BUILT.get_or_init(|| {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let target = root.join("target/test-plugins");
+        let out = Command::new(env!("CARGO"))
+            .args([
+                "build",
+                "--quiet",
+                "--release",
+                "-p",
+                "warden-examples",
+                "--target-dir",
+            ])
+            .arg(&target)
+            .current_dir(root)
+            .output()
+            .expect("running cargo to build the example plugins");
+        assert!(
+            out.status.success(),
+            "building the example plugins failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        target.join("release")
+    });
+    let path = dir.join(name);
+    assert!(
+        path.exists(),
+        "no example plugin named {name} at {}",
+        path.display()
+    );
+    path
+}
+
 /// A key, a trust directory pinning it for publisher `acme`, and helpers to pack.
 pub struct Fixture {
     pub dir: tempfile::TempDir,
@@ -75,11 +112,24 @@ impl Fixture {
     /// Packs `artifact` as plugin `id` with extra manifest fields (JSON object body
     /// fragments, e.g. `"args":["x"]`), returning the bundle dir.
     pub fn bundle(&self, id: &str, artifact: &Path, extra: &str) -> PathBuf {
+        self.bundle_with(id, "1.0.0", &["log:write"], artifact, extra)
+    }
+
+    /// Like [`Fixture::bundle`] with a version and capabilities of its own.
+    pub fn bundle_with(
+        &self,
+        id: &str,
+        version: &str,
+        caps: &[&str],
+        artifact: &Path,
+        extra: &str,
+    ) -> PathBuf {
         let m = self.path().join(format!("{id}.json"));
         let sep = if extra.is_empty() { "" } else { "," };
+        let caps = serde_json::to_string(caps).unwrap();
         std::fs::write(
             &m,
-            format!(r#"{{"id":"{id}","version":"1.0.0","publisher":"acme","min_core":"0.1.0","capabilities":["log:write"]{sep}{extra}}}"#),
+            format!(r#"{{"id":"{id}","version":"{version}","publisher":"acme","min_core":"0.1.0","capabilities":{caps}{sep}{extra}}}"#),
         )
         .unwrap();
         let out_dir = self.path().join(format!("bundle-{id}"));
@@ -102,12 +152,21 @@ impl Fixture {
         out_dir
     }
     /// `warden run BUNDLE --trust TRUST [extra...]`.
+    /// Unless `extra` names one, the state dir is `<fixture>/state` (never the
+    /// host's /var/lib/warden or $HOME).
     pub fn run(&self, bundle: &Path, extra: &[&str]) -> Output {
         let mut args = vec!["run", bundle.to_str().unwrap(), "--trust"];
         let trust = self.trust();
         args.push(trust.to_str().unwrap());
+        let state = self.state_dir();
+        if !extra.contains(&"--state-dir") {
+            args.extend(["--state-dir", state.to_str().unwrap()]);
+        }
         args.extend_from_slice(extra);
         warden(&args)
+    }
+    pub fn state_dir(&self) -> PathBuf {
+        self.path().join("state")
     }
 }
 

@@ -1,0 +1,40 @@
+//! `hostcall`: performs the host calls named on its command line, in order, and
+//! prints each typed answer on one line. A handy probe for operators and tests:
+//!
+//! ```text
+//! hostcall kv.put '{"key":"a","value":"1"}' kv.get '{"key":"a"}' sleep 5
+//! kv.put ok {}
+//! kv.get ok {"value":"1"}
+//! ```
+//!
+//! `sleep SECS` pauses (answering pings meanwhile); `wait` waits for shutdown.
+
+use std::time::Duration;
+
+fn main() {
+    let (_, words) = warden_examples::args();
+    let client = warden_examples::connect();
+    let mut it = words.into_iter();
+    while let Some(op) = it.next() {
+        match op.as_str() {
+            "sleep" => {
+                let secs: f64 = it.next().and_then(|s| s.parse().ok()).unwrap_or(1.0);
+                std::thread::sleep(Duration::from_secs_f64(secs));
+                continue;
+            }
+            "wait" => {
+                client.wait_for_shutdown(None);
+                println!("shutdown requested");
+                continue;
+            }
+            _ => {}
+        }
+        let args = it.next().unwrap_or_else(|| "{}".into());
+        let args: serde_json::Value = serde_json::from_str(&args)
+            .unwrap_or_else(|e| warden_examples::fail(&format!("{op}: args are not JSON: {e}")));
+        match client.call(&op, args) {
+            Ok(v) => println!("{op} ok {v}"),
+            Err(e) => println!("{op} err {} {}", e.code(), e.message()),
+        }
+    }
+}

@@ -1,0 +1,313 @@
+//! Host calls from a real sandboxed plugin under `warden run`: every op, each kind
+//! of denial, rate limits, namespaces, the audit trail, and that an acknowledged
+//! `kv.put` survives SIGKILL of warden.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use common::{example, stderr, stdout, Fixture};
+
+/// The example plugins' version: the SDK says hello with it.
+const V: &str = "0.1.0";
+
+fn ready() -> bool {
+    match common::missing_sandbox_feature() {
+        Some(m) => {
+            common::skip(&m);
+            false
+        }
+        None => true,
+    }
+}
+
+struct Run {
+    f: Fixture,
+    state: PathBuf,
+}
+
+impl Run {
+    fn new() -> Run {
+        let f = Fixture::new();
+        let state = f.path().join("state");
+        Run { f, state }
+    }
+
+    fn bundle(&self, id: &str, caps: &[&str]) -> PathBuf {
+        self.f.bundle_with(id, V, caps, &example("hostcall"), "")
+    }
+
+    /// `warden run BUNDLE -- calls...` with this fixture's state dir (and policy).
+    fn run(&self, bundle: &Path, policy: Option<&Path>, calls: &[&str]) -> std::process::Output {
+        let mut args = vec!["--state-dir", self.state.to_str().unwrap()];
+        if let Some(p) = policy {
+            args.extend(["--policy", p.to_str().unwrap()]);
+        }
+        args.push("--");
+        args.extend_from_slice(calls);
+        self.f.run(bundle, &args)
+    }
+
+    fn policy(&self, name: &str, json: &str) -> PathBuf {
+        let p = self.f.path().join(name);
+        std::fs::write(&p, json).unwrap();
+        p
+    }
+
+    fn audit(&self) -> String {
+        std::fs::read_to_string(self.state.join("audit.log")).unwrap()
+    }
+}
+
+/// The answer lines, checked for a successful run.
+fn answers(out: &std::process::Output) -> Vec<String> {
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "stdout: {}\nstderr: {}",
+        stdout(out),
+        stderr(out)
+    );
+    stdout(out).lines().map(str::to_owned).collect()
+}
+
+#[test]
+fn every_op_from_a_sandboxed_plugin() {
+    if !ready() {
+        return;
+    }
+    let r = Run::new();
+    let b = r.bundle(
+        "allops",
+        &[
+            "kv:read",
+            "kv:write",
+            "log:write",
+            "monitor:read",
+            "audit:read",
+        ],
+    );
+    let out = r.run(
+        &b,
+        None,
+        &[
+            "kv.put",
+            r#"{"key":"a","value":"1"}"#,
+            "kv.put",
+            r#"{"key":"b","value":"2"}"#,
+            "kv.get",
+            r#"{"key":"a"}"#,
+            "kv.list",
+            r#"{"prefix":"","limit":10}"#,
+            "kv.delete",
+            r#"{"key":"b"}"#,
+            "kv.get",
+            r#"{"key":"b"}"#,
+            "log.write",
+            r#"{"level":"warn","message":"disk almost full","fields":{"pct":93}}"#,
+            "monitor.stats",
+            "{}",
+            "audit.query",
+            r#"{"limit":3}"#,
+        ],
+    );
+    let lines = answers(&out);
+    assert_eq!(lines[0], "kv.put ok {}");
+    assert_eq!(lines[2], r#"kv.get ok {"value":"1"}"#);
+    assert_eq!(lines[3], r#"kv.list ok {"cursor":null,"keys":["a","b"]}"#);
+    assert_eq!(lines[4], r#"kv.delete ok {"deleted":true}"#);
+    assert!(lines[5].starts_with("kv.get err not_found"), "{}", lines[5]);
+    assert_eq!(lines[6], "log.write ok {}");
+    assert!(
+        lines[7].starts_with(r#"monitor.stats ok {"host":{"load":["#),
+        "{}",
+        lines[7]
+    );
+    assert!(
+        lines[7].contains(r#""allowed":7,"#) && lines[7].contains(r#""calls":8,"#),
+        "{}",
+        lines[7]
+    );
+    assert!(lines[8].contains(r#""op":"monitor.stats""#), "{}", lines[8]);
+    // The plugin's log line reaches warden's log, tagged with its id.
+    assert!(
+        stderr(&out).contains("plugin=allops level=warn disk almost full pct=93"),
+        "{}",
+        stderr(&out)
+    );
+    // Every decision is in a verifying audit log: launch, hello, 9 calls, exit.
+    let audit = r.audit();
+    assert_eq!(
+        audit
+            .lines()
+            .filter(|l| l.contains(r#""kind":"host_call""#))
+            .count(),
+        9
+    );
+    assert!(audit.lines().next().unwrap().contains(r#""kind":"launch""#));
+    assert!(audit.lines().last().unwrap().contains(r#""exit_code":0"#));
+    let v = common::warden(&[
+        "audit",
+        "verify",
+        r.state.join("audit.log").to_str().unwrap(),
+    ]);
+    assert!(
+        stdout(&v).starts_with("intact, 12 events"),
+        "{}",
+        stdout(&v)
+    );
+}
+
+#[test]
+fn denials_not_declared_not_granted_and_other_namespaces() {
+    if !ready() {
+        return;
+    }
+    let r = Run::new();
+    let b = r.bundle("narrow", &["kv:read", "kv:write"]);
+    let policy = r.policy("p.json", r#"{"status":"approved","grant":["kv:read"]}"#);
+    let out = r.run(
+        &b,
+        Some(&policy),
+        &[
+            "kv.put",
+            r#"{"key":"a","value":"1"}"#,
+            "log.write",
+            r#"{"level":"info","message":"x"}"#,
+            "kv.get",
+            r#"{"key":"a","ns":"plugin:other"}"#,
+            "kv.steal",
+            "{}",
+            "net.dial",
+            r#"{"host":"example.com","port":443}"#,
+        ],
+    );
+    let lines = answers(&out);
+    assert_eq!(lines[0], "kv.put err denied kv.put needs kv:write, which the manifest declares but the policy does not grant");
+    assert_eq!(lines[1], "log.write err denied log.write needs log:write, which the manifest of narrow does not declare");
+    assert!(
+        lines[2].starts_with("kv.get err bad_request args: unknown field `ns`"),
+        "{}",
+        lines[2]
+    );
+    assert_eq!(
+        lines[3],
+        r#"kv.steal err unknown_op no op named "kv.steal""#
+    );
+    assert!(lines[4].starts_with("net.dial err denied"), "{}", lines[4]);
+    let audit = r.audit();
+    assert_eq!(audit.matches(r#""decision":"deny""#).count(), 3, "{audit}");
+
+    // Namespaces: another plugin with the same state cannot see narrow's keys.
+    let writer = r.bundle("writer", &["kv:read", "kv:write"]);
+    answers(&r.run(
+        &writer,
+        None,
+        &["kv.put", r#"{"key":"secret","value":"w"}"#],
+    ));
+    let reader = r.bundle("reader", &["kv:read"]);
+    let lines = answers(&r.run(
+        &reader,
+        None,
+        &["kv.get", r#"{"key":"secret"}"#, "kv.list", "{}"],
+    ));
+    assert!(lines[0].starts_with("kv.get err not_found"), "{}", lines[0]);
+    assert_eq!(lines[1], r#"kv.list ok {"cursor":null,"keys":[]}"#);
+}
+
+#[test]
+fn policy_rate_limits_apply_per_capability() {
+    if !ready() {
+        return;
+    }
+    let r = Run::new();
+    let b = r.bundle("chatty", &["log:write", "kv:read"]);
+    let policy = r.policy(
+        "p.json",
+        r#"{"status":"approved","rate_limits":{"log:write":{"per_second":1,"burst":2}}}"#,
+    );
+    let msg = r#"{"level":"debug","message":"m"}"#;
+    let lines = answers(&r.run(
+        &b,
+        Some(&policy),
+        &[
+            "log.write",
+            msg,
+            "log.write",
+            msg,
+            "log.write",
+            msg,
+            "kv.get",
+            r#"{"key":"k"}"#,
+        ],
+    ));
+    assert_eq!(&lines[..2], ["log.write ok {}", "log.write ok {}"]);
+    assert_eq!(
+        lines[2],
+        "log.write err rate_limited log:write allows 1 calls/s (burst 2)"
+    );
+    assert!(
+        lines[3].starts_with("kv.get err not_found"),
+        "kv:read has its own bucket: {}",
+        lines[3]
+    );
+    assert!(r.audit().contains(r#""decision":"rate_limited""#));
+}
+
+#[test]
+fn blocked_and_malformed_policies_are_refused_before_launch() {
+    let r = Run::new();
+    let b = r.bundle("nope", &["kv:read"]);
+    let blocked = r.policy("b.json", r#"{"status":"blocked"}"#);
+    let out = r.run(&b, Some(&blocked), &[]);
+    assert_eq!(out.status.code(), Some(125));
+    assert!(
+        stderr(&out).contains("nope is blocked by policy"),
+        "{}",
+        stderr(&out)
+    );
+    let bad = r.policy(
+        "r.json",
+        r#"{"rate_limits":{"kv:raed":{"per_second":1,"burst":1}}}"#,
+    );
+    let out = r.run(&b, Some(&bad), &[]);
+    assert_eq!(out.status.code(), Some(125));
+    assert!(
+        stderr(&out).contains(r#"unknown capability "kv:raed""#),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn an_acknowledged_put_survives_sigkill_of_warden() {
+    if !ready() {
+        return;
+    }
+    let r = Run::new();
+    let b = r.bundle("durable", &["kv:read", "kv:write"]);
+    let mut child = Command::new(common::WARDEN)
+        .args([
+            "run",
+            b.to_str().unwrap(),
+            "--trust",
+            r.f.trust().to_str().unwrap(),
+        ])
+        .args(["--state-dir", r.state.to_str().unwrap(), "--"])
+        .args(["kv.put", r#"{"key":"k","value":"acked"}"#, "sleep", "30"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert_eq!(line.trim(), "kv.put ok {}");
+    child.kill().unwrap(); // SIGKILL, right after the acknowledgement
+    child.wait().unwrap();
+    let lines = answers(&r.run(&b, None, &["kv.get", r#"{"key":"k"}"#]));
+    assert_eq!(lines[0], r#"kv.get ok {"value":"acked"}"#);
+}
