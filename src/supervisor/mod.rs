@@ -236,6 +236,14 @@ impl Supervisor {
     /// Opens everything in order (state, audit log, trust store, control socket,
     /// signals); nothing is launched until [`Supervisor::run`].
     pub fn new(cfg: Config) -> Result<Supervisor, SupervisorError> {
+        // Block the signals we take through signalfd before any thread exists
+        // (audit, workers), so that every thread inherits the mask and none of
+        // them gets the default action.
+        let set = sys::proc::sigset(&[libc::SIGTERM, libc::SIGINT, libc::SIGHUP]);
+        sys::proc::sigprocmask(libc::SIG_BLOCK, &set).map_err(|source| SupervisorError::Loop {
+            what: "sigprocmask",
+            source,
+        })?;
         let trust = TrustStore::load(&cfg.trust_dir).map_err(|source| SupervisorError::Trust {
             path: cfg.trust_dir.display().to_string(),
             source,
@@ -264,8 +272,6 @@ impl Supervisor {
             .register(&mut listener, CONTROL, Interest::READABLE)
             .map_err(lp("register control socket"))?;
 
-        let set = sys::proc::sigset(&[libc::SIGTERM, libc::SIGINT, libc::SIGHUP]);
-        sys::proc::sigprocmask(libc::SIG_BLOCK, &set).map_err(lp("sigprocmask"))?;
         let signals = sys::proc::signalfd(&set).map_err(lp("signalfd"))?;
         poll.registry()
             .register(
