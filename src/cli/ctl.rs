@@ -74,9 +74,11 @@ pub enum PolicyCommand {
 pub fn run(a: CtlArgs) -> Result<(), Failure> {
     let socket = match a.socket {
         Some(s) => s,
-        None => Config::load(&a.config)
-            .map_err(Failure::general)?
-            .control_socket,
+        None => {
+            Config::load(&a.config)
+                .map_err(Failure::general)?
+                .control_socket
+        }
     };
     let req = match a.command {
         CtlCommand::List => Request::List,
@@ -101,9 +103,13 @@ pub fn run(a: CtlArgs) -> Result<(), Failure> {
     }
     match &req {
         Request::List => table(
-            &["ID", "VERSION", "STATUS", "RUNTIME", "POLICY", "PID", "RESTARTS", "PROBLEM"],
+            &[
+                "ID", "VERSION", "STATUS", "RUNTIME", "POLICY", "PID", "RESTARTS", "PROBLEM",
+            ],
             v.as_array().map(Vec::as_slice).unwrap_or_default(),
-            &["id", "version", "status", "runtime", "policy", "pid", "restarts", "problem"],
+            &[
+                "id", "version", "status", "runtime", "policy", "pid", "restarts", "problem",
+            ],
         ),
         Request::Stats { id: None } => {
             let w = &v["warden"];
@@ -112,9 +118,23 @@ pub fn run(a: CtlArgs) -> Result<(), Failure> {
                 w["uptime_s"], w["rss_kb"], w["plugins"], w["running"], w["failed"]
             );
             table(
-                &["ID", "RUNTIME", "CALLS", "ALLOWED", "DENIED", "LIMITED", "ERRORS", "RESTARTS"],
-                v["plugins"].as_array().map(Vec::as_slice).unwrap_or_default(),
-                &["id", "runtime", "calls", "allowed", "denied", "rate_limited", "errors", "restarts"],
+                &[
+                    "ID", "RUNTIME", "CALLS", "ALLOWED", "DENIED", "LIMITED", "ERRORS", "RESTARTS",
+                ],
+                v["plugins"]
+                    .as_array()
+                    .map(Vec::as_slice)
+                    .unwrap_or_default(),
+                &[
+                    "id",
+                    "runtime",
+                    "calls",
+                    "allowed",
+                    "denied",
+                    "rate_limited",
+                    "errors",
+                    "restarts",
+                ],
             )
         }
         Request::Reload => println!("reloaded: {} plugins known", v["plugins"]),

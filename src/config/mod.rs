@@ -247,7 +247,12 @@ impl Config {
         let rate = match raw.rate {
             None => Rate::default(),
             Some(r) => {
-                range("rate.per_second", Some(r.per_second.into()), (1, 1_000_000), &bad)?;
+                range(
+                    "rate.per_second",
+                    Some(r.per_second.into()),
+                    (1, 1_000_000),
+                    &bad,
+                )?;
                 range("rate.burst", Some(r.burst.into()), (1, 1_000_000), &bad)?;
                 Rate {
                     per_second: r.per_second,

@@ -43,16 +43,38 @@ pub enum ControlError {
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum Request {
     List,
-    Status { id: String },
-    Install { id: String },
-    Activate { id: String },
-    Disable { id: String },
-    Restart { id: String },
-    PolicyShow { id: String },
-    PolicyApprove { id: String, grant: Option<Vec<String>> },
-    PolicyBlock { id: String },
-    AllowDowngrade { id: String, version: String },
-    Stats { id: Option<String> },
+    Status {
+        id: String,
+    },
+    Install {
+        id: String,
+    },
+    Activate {
+        id: String,
+    },
+    Disable {
+        id: String,
+    },
+    Restart {
+        id: String,
+    },
+    PolicyShow {
+        id: String,
+    },
+    PolicyApprove {
+        id: String,
+        grant: Option<Vec<String>>,
+    },
+    PolicyBlock {
+        id: String,
+    },
+    AllowDowngrade {
+        id: String,
+        version: String,
+    },
+    Stats {
+        id: Option<String>,
+    },
     Reload,
 }
 
@@ -79,7 +101,10 @@ impl Request {
     pub fn mutates(&self) -> bool {
         !matches!(
             self,
-            Request::List | Request::Status { .. } | Request::PolicyShow { .. } | Request::Stats { .. }
+            Request::List
+                | Request::Status { .. }
+                | Request::PolicyShow { .. }
+                | Request::Stats { .. }
         )
     }
 }
@@ -97,10 +122,14 @@ pub fn answer(result: &Result<Value, String>) -> Vec<u8> {
 
 /// Whether a peer may use the control socket: root, the uid warden runs as, or a
 /// member (primary or supplementary group) of `admin_gid`.
-pub fn authorized(uid: u32, gid: u32, groups: &[u32], own_uid: u32, admin_gid: Option<u32>) -> bool {
-    uid == 0
-        || uid == own_uid
-        || admin_gid.is_some_and(|g| gid == g || groups.contains(&g))
+pub fn authorized(
+    uid: u32,
+    gid: u32,
+    groups: &[u32],
+    own_uid: u32,
+    admin_gid: Option<u32>,
+) -> bool {
+    uid == 0 || uid == own_uid || admin_gid.is_some_and(|g| gid == g || groups.contains(&g))
 }
 
 /// The supplementary groups of process `pid` (from /proc; empty if it is gone).
@@ -108,9 +137,11 @@ pub fn groups_of(pid: i32) -> Vec<u32> {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
         .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("Groups:"))
-                .map(|g| g.split_whitespace().filter_map(|n| n.parse().ok()).collect())
+            s.lines().find_map(|l| l.strip_prefix("Groups:")).map(|g| {
+                g.split_whitespace()
+                    .filter_map(|n| n.parse().ok())
+                    .collect()
+            })
         })
         .unwrap_or_default()
 }

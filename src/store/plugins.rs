@@ -104,7 +104,9 @@ mod tests {
             .unwrap();
         assert_eq!(v, crate::store::SCHEMA_VERSION);
         assert_eq!(
-            crate::store::kv::get(&c, "plugin:a", "k").unwrap().as_deref(),
+            crate::store::kv::get(&c, "plugin:a", "k")
+                .unwrap()
+                .as_deref(),
             Some("v")
         );
         let r = Record {

@@ -115,7 +115,12 @@ impl Budget {
     /// After an unplanned exit at `now` of an instance that had run for `uptime`:
     /// `Some(delay)` to restart after, or `None` when the budget is spent (the
     /// plugin is then `failed`).
-    pub fn on_exit(&mut self, now: Instant, uptime: Duration, policy: &Restart) -> Option<Duration> {
+    pub fn on_exit(
+        &mut self,
+        now: Instant,
+        uptime: Duration,
+        policy: &Restart,
+    ) -> Option<Duration> {
         while self
             .recent
             .front()
@@ -203,7 +208,9 @@ mod tests {
             ]
         );
         // Outside the window the budget is back.
-        assert!(b.on_exit(t0 + Duration::from_secs(11), short, &policy).is_some());
+        assert!(b
+            .on_exit(t0 + Duration::from_secs(11), short, &policy)
+            .is_some());
         b.reset();
         assert_eq!(b.count(), 0);
     }

@@ -585,10 +585,7 @@ impl Supervisor {
             }
             return;
         }
-        let same = p
-            .bundle
-            .as_ref()
-            .is_some_and(|old| old.sha256() == b.sha256());
+        let same = p.bundle.as_ref().is_some_and(|old| same_bundle(old, &b));
         p.problem = None;
         let rec_changed = p.rec.version != version.to_string()
             || version > highest
@@ -693,12 +690,17 @@ impl Supervisor {
         (ctx, eff)
     }
 
-    fn launch(&mut self, id: &str, b: Rc<VerifiedBundle>, now: Instant) -> Result<Instance, String> {
+    fn launch(
+        &mut self,
+        id: &str,
+        b: Rc<VerifiedBundle>,
+        now: Instant,
+    ) -> Result<Instance, String> {
         let p = &self.plugins[id];
         let (ctx, eff) = self.context(p, &b);
         let m = b.manifest();
-        let plan = Plan::new(&b, eff.resources, &m.args, &self.sandbox_cfg)
-            .map_err(|e| e.to_string())?;
+        let plan =
+            Plan::new(&b, eff.resources, &m.args, &self.sandbox_cfg).map_err(|e| e.to_string())?;
         let (out_r, out_w) = sys::socket::pipe(0).map_err(|e| format!("pipe: {e}"))?;
         let (err_r, err_w) = sys::socket::pipe(0).map_err(|e| format!("pipe: {e}"))?;
         for fd in [&out_r, &err_r] {
@@ -803,8 +805,18 @@ impl Supervisor {
     fn start_candidate(&mut self, id: &str, b: Rc<VerifiedBundle>, now: Instant) {
         let version = b.manifest().version.to_string();
         if let Some(mut old) = self.plugins.get_mut(id).and_then(|p| p.candidate.take()) {
-            Self::begin_stop(&mut self.broker, &mut old, Stop::Retired, now, Duration::ZERO);
-            self.plugins.get_mut(id).expect("present").retiring.push(old);
+            Self::begin_stop(
+                &mut self.broker,
+                &mut old,
+                Stop::Retired,
+                now,
+                Duration::ZERO,
+            );
+            self.plugins
+                .get_mut(id)
+                .expect("present")
+                .retiring
+                .push(old);
         }
         match self.launch(id, b, now) {
             Ok(inst) => {
@@ -938,7 +950,9 @@ impl Supervisor {
                 // A plugin that cannot be served is stopped; its exit is a crash.
                 let _ = inst.sandbox.kill();
                 inst.stop = Some((Stop::Unhealthy, now));
-                self.log(format_args!("plugin={id} channel closed ({why}); killing it"));
+                self.log(format_args!(
+                    "plugin={id} channel closed ({why}); killing it"
+                ));
             }
         }
     }
@@ -1003,11 +1017,15 @@ impl Supervisor {
                         self.log(format_args!("plugin={id} {version} stopped ({status})"));
                     }
                     Some(Stop::Restart) => {
-                        self.log(format_args!("plugin={id} {version} stopped for restart ({status})"));
+                        self.log(format_args!(
+                            "plugin={id} {version} stopped for restart ({status})"
+                        ));
                         self.reconcile(id, now);
                     }
                     Some(Stop::Unhealthy) | None => {
-                        self.log(format_args!("plugin={id} {version} exited unexpectedly ({status})"));
+                        self.log(format_args!(
+                            "plugin={id} {version} exited unexpectedly ({status})"
+                        ));
                         self.crashed(id, now, uptime, status);
                     }
                 }
@@ -1317,7 +1335,9 @@ impl Supervisor {
                     .bundle
                     .manifest()
                     .health
-                    .map_or(Duration::from_secs(2), |h| Duration::from_millis(h.timeout_ms));
+                    .map_or(Duration::from_secs(2), |h| {
+                        Duration::from_millis(h.timeout_ms)
+                    });
                 if role == Role::Candidate {
                     at(Some(Instant::now() + Duration::from_millis(20)));
                     continue;
@@ -1554,7 +1574,12 @@ impl Supervisor {
             Self::begin_stop(&mut self.broker, l, Stop::Restart, now, grace);
         }
         self.log(format_args!("plugin={id} restart requested (uid {uid})"));
-        self.plugin_event("plugin.restart", id, format!("by uid {uid}"), json!({"uid": uid}));
+        self.plugin_event(
+            "plugin.restart",
+            id,
+            format!("by uid {uid}"),
+            json!({"uid": uid}),
+        );
         self.reconcile(id, now);
         Ok(self.info(id))
     }
@@ -1578,9 +1603,9 @@ impl Supervisor {
             Some(list) => {
                 let mut out = Vec::new();
                 for g in list {
-                    let cap: Capability = g
-                        .parse()
-                        .map_err(|_| format!("cannot approve plugin {id}: unknown capability {g:?}"))?;
+                    let cap: Capability = g.parse().map_err(|_| {
+                        format!("cannot approve plugin {id}: unknown capability {g:?}")
+                    })?;
                     if p.bundle.is_some() && !declared.contains(&cap) {
                         return Err(format!(
                             "cannot approve plugin {id}: its manifest does not declare {cap}"
@@ -1656,7 +1681,9 @@ impl Supervisor {
         let p = self.plugins.get_mut(id).expect("present");
         p.rec.allow_downgrade = Some(v.to_string());
         self.persist(id)?;
-        self.log(format_args!("plugin={id} downgrade to {v} allowed (uid {uid})"));
+        self.log(format_args!(
+            "plugin={id} downgrade to {v} allowed (uid {uid})"
+        ));
         self.plugin_event(
             "plugin.allow_downgrade",
             id,
@@ -1696,7 +1723,13 @@ impl Supervisor {
         let declared: Vec<&str> = p
             .bundle
             .as_ref()
-            .map(|b| b.manifest().capabilities.iter().map(|c| c.as_str()).collect())
+            .map(|b| {
+                b.manifest()
+                    .capabilities
+                    .iter()
+                    .map(|c| c.as_str())
+                    .collect()
+            })
             .unwrap_or_default();
         let effective: Vec<String> = match (&p.bundle, p.rec.policy_status.as_str()) {
             (Some(b), "approved") => self
@@ -1751,6 +1784,12 @@ impl Supervisor {
             }),
         }
     }
+}
+
+/// Whether two verified bundles would run the same thing (artifact and manifest).
+fn same_bundle(a: &VerifiedBundle, b: &VerifiedBundle) -> bool {
+    a.sha256() == b.sha256()
+        && serde_json::to_string(a.manifest()).ok() == serde_json::to_string(b.manifest()).ok()
 }
 
 fn drop_broker(broker: Broker<AuditRecorder>) -> Result<(), SupervisorError> {
