@@ -349,6 +349,7 @@ fn lifecycle_refusals_rollback_and_persistence() {
             )
         })
         .collect();
+    // SAFETY: geteuid takes no arguments and cannot fail.
     let uid = unsafe { libc::geteuid() };
     assert_eq!(
         changes,
