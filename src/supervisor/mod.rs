@@ -51,6 +51,9 @@ pub const CONTROL: Token = Token(2);
 const FIRST_DYNAMIC: usize = 16;
 /// Tokens per instance: channel, pidfd, stdout, stderr.
 const PER_INSTANCE: usize = 4;
+/// Health pings are sent on this grid (from warden's start), so that many
+/// plugins' pings and timeouts share one wake-up instead of one each.
+const PING_GRID: Duration = Duration::from_millis(100);
 /// How long the loop sleeps at most when nothing is due.
 const IDLE_WAIT: Duration = Duration::from_secs(3600);
 
@@ -348,8 +351,8 @@ impl Supervisor {
         let mut others: Vec<(Token, bool, bool)> = Vec::new();
         loop {
             let now = Instant::now();
-            let wait = self
-                .next_due()
+            let due = self.next_due();
+            let wait = due
                 .map(|d| d.saturating_duration_since(now))
                 .unwrap_or(IDLE_WAIT);
             others.clear();
@@ -373,10 +376,17 @@ impl Supervisor {
                     _ => {}
                 }
             }
-            for (token, why) in self.broker.take_closed() {
+            let closed = self.broker.take_closed();
+            let busy = !others.is_empty() || !closed.is_empty();
+            for (token, why) in closed {
                 self.channel_closed(token.0, &why);
             }
-            self.tick(Instant::now());
+            // Per-plugin timers are walked only when one is due or something
+            // happened, so pongs and host calls alone cost no O(plugins) walk.
+            let now = Instant::now();
+            if busy || due.is_some_and(|d| now >= d) {
+                self.tick(now);
+            }
             if let Some(e) = self.broker.recorder().failure() {
                 self.kill_all();
                 return Err(SupervisorError::AuditFailed(e));
@@ -1179,6 +1189,12 @@ impl Supervisor {
 
     fn tick_plugin(&mut self, id: &str, now: Instant) {
         let start_timeout = self.cfg.start_timeout;
+        let started = self.started;
+        let grid = |t: Instant| {
+            let g = PING_GRID.as_nanos();
+            let up = t.saturating_duration_since(started).as_nanos().div_ceil(g) * g;
+            started + Duration::from_nanos(up as u64)
+        };
         let Some(p) = self.plugins.get_mut(id) else {
             return;
         };
@@ -1216,7 +1232,7 @@ impl Supervisor {
                             events.push(("plugin.ready", format!("pid {}", inst.sandbox.pid())));
                         }
                         if let Some(h) = inst.bundle.manifest().health {
-                            inst.next_ping = Some(now + Duration::from_millis(h.interval_ms));
+                            inst.next_ping = Some(grid(now + Duration::from_millis(h.interval_ms)));
                         }
                     } else if now >= inst.started + start_timeout {
                         let _ = inst.sandbox.kill();
@@ -1281,7 +1297,7 @@ impl Supervisor {
                 if let (Some(due), Some(h)) = (inst.next_ping, inst.bundle.manifest().health) {
                     if now >= due && outstanding.is_none() {
                         self.broker.ping(chan);
-                        inst.next_ping = Some(now + Duration::from_millis(h.interval_ms));
+                        inst.next_ping = Some(grid(now + Duration::from_millis(h.interval_ms)));
                     }
                 }
             }
@@ -1291,7 +1307,7 @@ impl Supervisor {
             let mut c = p.candidate.take().expect("promoting a candidate");
             c.proving = None;
             if let Some(h) = c.bundle.manifest().health {
-                c.next_ping = Some(now + Duration::from_millis(h.interval_ms));
+                c.next_ping = Some(grid(now + Duration::from_millis(h.interval_ms)));
             }
             let new_version = c.bundle.manifest().version.to_string();
             p.bundle = Some(Rc::clone(&c.bundle));
