@@ -163,7 +163,15 @@ pub fn request(path: &Path, req: &Request) -> Result<Value, ControlError> {
         .map_err(io("set timeout"))?;
     let mut line = serde_json::to_vec(req).expect("requests encode");
     line.push(b'\n');
-    s.write_all(&line).map_err(io("write"))?;
+    match s.write_all(&line) {
+        // A refused peer is answered and hung up on before it writes: read why.
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::ConnectionReset
+            ) => {}
+        r => r.map_err(io("write"))?,
+    }
     let mut answer = String::new();
     BufReader::new(&s)
         .read_line(&mut answer)

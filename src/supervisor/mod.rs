@@ -54,6 +54,8 @@ const PER_INSTANCE: usize = 4;
 /// Health pings are sent on this grid (from warden's start), so that many
 /// plugins' pings and timeouts share one wake-up instead of one each.
 const PING_GRID: Duration = Duration::from_millis(100);
+/// How long a plugin whose channel closed may take to exit before SIGKILL.
+const CLOSE_GRACE: Duration = Duration::from_millis(500);
 /// How long the loop sleeps at most when nothing is due.
 const IDLE_WAIT: Duration = Duration::from_secs(3600);
 
@@ -957,11 +959,13 @@ impl Supervisor {
         };
         if let Some((inst, _)) = p.instance_mut(base) {
             if inst.stop.is_none() {
-                // A plugin that cannot be served is stopped; its exit is a crash.
-                let _ = inst.sandbox.kill();
-                inst.stop = Some((Stop::Unhealthy, now));
+                // A plugin that cannot be served is stopped and its exit counts as
+                // a crash. It usually is exiting already: give it a moment so its
+                // own exit status is what gets recorded, then SIGKILL.
+                inst.stop = Some((Stop::Unhealthy, now + CLOSE_GRACE));
                 self.log(format_args!(
-                    "plugin={id} channel closed ({why}); killing it"
+                    "plugin={id} channel closed ({why}); killing it unless it exits within {} ms",
+                    CLOSE_GRACE.as_millis()
                 ));
             }
         }
