@@ -32,26 +32,30 @@ done
 # into SIGTERM for warden: plugins then get a graceful `shutdown`.
 setsid "$warden" serve --config "$config" &
 pid=$!
-trap 'kill -TERM "$pid" 2>/dev/null || true' INT TERM
+stop() { kill -TERM "$pid" 2>/dev/null || true; }
+trap stop INT TERM EXIT
 ctl() { "$warden" ctl --config "$config" "$@"; }
+field() { ctl --json status "$1" | sed -n "s/^  \"$2\": \"\(.*\)\",\$/\1/p"; }
 for _ in $(seq 100); do ctl list >/dev/null 2>&1 && break; sleep 0.1; done
 for id in "${ids[@]}"; do
-  status=$(ctl --json status "$id" | sed -n 's/^  "status": "\(.*\)",$/\1/p')
-  [ "$status" = verified ] && ctl install "$id" >/dev/null
-  case "$id" in
-    ticker) ctl policy approve "$id" --grant kv:read,kv:write >/dev/null ;;
-    *) ctl policy approve "$id" >/dev/null ;;
-  esac
+  [ "$(field "$id" status)" = verified ] && ctl install "$id" >/dev/null
+  if [ "$(field "$id" policy)" != approved ]; then
+    case "$id" in
+      ticker) ctl policy approve "$id" --grant kv:read,kv:write >/dev/null ;;
+      *) ctl policy approve "$id" >/dev/null ;;
+    esac
+  fi
+  status=$(field "$id" status)
   # hello prints one line and exits: it is a one-shot for `warden run`, and a
   # supervised plugin that keeps exiting ends up `failed`. It stays installed.
   if [ "$id" = hello ]; then
     [ "$status" = active ] && ctl disable hello >/dev/null
     continue
   fi
-  [ "$status" != active ] && ctl activate "$id" >/dev/null || true
-done
+  [ "$status" = active ] || ctl activate "$id" >/dev/null
+done || true
 sleep 1
-ctl list
+ctl list || true
 echo "warden: serving; Ctrl-C stops every plugin and exits" >&2
 wait "$pid" || true
 wait "$pid" 2>/dev/null || true
