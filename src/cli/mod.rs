@@ -6,8 +6,10 @@
 //! with the plugin's code, or 125 when it refuses or the sandbox cannot be set up.
 
 mod audit;
+mod ctl;
 mod publish;
 mod run;
+mod serve;
 mod verify;
 
 use std::process::ExitCode;
@@ -47,7 +49,7 @@ impl Failure {
     long_about = "warden verifies signed plugin bundles against pinned publisher keys and runs \
 the exact verified bytes inside a sandbox (namespaces, landlock, seccomp, no capabilities), \
 brokering the plugins' host calls.\n\n\
-Publishers use `keygen`, `pack` and `sign`; operators use `verify` and `run` (and, later, `serve`)."
+Publishers use `keygen`, `pack` and `sign`; operators use `verify` and `run`, and run `serve` as the service, driven with `ctl`."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -62,6 +64,8 @@ enum Command {
     Verify(verify::VerifyArgs),
     Audit(audit::AuditArgs),
     Run(run::RunArgs),
+    Serve(serve::ServeArgs),
+    Ctl(ctl::CtlArgs),
 }
 
 /// Parses the command line, runs the command and returns the process exit code.
@@ -74,6 +78,8 @@ pub fn main() -> ExitCode {
         Command::Verify(a) => verify::run(a).map(|()| 0),
         Command::Audit(a) => audit::run(a).map(|()| 0),
         Command::Run(a) => run::run(a),
+        Command::Serve(a) => serve::run(a).map(|()| 0),
+        Command::Ctl(a) => ctl::run(a).map(|()| 0),
     };
     match result {
         Ok(code) => ExitCode::from(code),

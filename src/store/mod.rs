@@ -1,11 +1,14 @@
-//! Durable state in one SQLite database (bundled SQLite, WAL): today the plugins'
-//! key-value namespaces. Every write is a committed transaction with
+//! Durable state in one SQLite database (bundled SQLite, WAL): the plugins'
+//! key-value namespaces (schema v1) and the supervisor's per-plugin records
+//! (lifecycle status, review policy, highest version seen; schema v2). Every write is a committed transaction with
 //! `synchronous=FULL`, so an acknowledged write survives a crash of warden.
 //!
-//! This module knows nothing of plugins, capabilities or the protocol: callers pass
-//! a namespace string. Connections are per thread; open one with [`Store::connect`].
+//! This module knows nothing of capabilities, the protocol or what a status means:
+//! callers pass namespace strings and plain records ([`plugins::Record`]) and the
+//! supervisor interprets them. Connections are per thread; open one with [`Store::connect`].
 
 pub mod kv;
+pub mod plugins;
 
 use std::path::{Path, PathBuf};
 
@@ -32,7 +35,8 @@ pub enum StoreError {
     },
 }
 
-const SCHEMA_VERSION: i64 = 1;
+/// The schema this warden writes; older databases are migrated forward in order.
+pub const SCHEMA_VERSION: i64 = 2;
 
 const SCHEMA_V1: &str = "
 CREATE TABLE IF NOT EXISTS kv (
@@ -45,6 +49,20 @@ CREATE TABLE IF NOT EXISTS kv_usage (
     ns    TEXT PRIMARY KEY,
     keys  INTEGER NOT NULL,
     bytes INTEGER NOT NULL
+) WITHOUT ROWID;
+";
+
+/// v2: one row per plugin the supervisor has seen.
+const SCHEMA_V2: &str = "
+CREATE TABLE IF NOT EXISTS plugins (
+    id              TEXT PRIMARY KEY,
+    status          TEXT NOT NULL,
+    version         TEXT NOT NULL,
+    highest         TEXT NOT NULL,
+    allow_downgrade TEXT,
+    policy_status   TEXT NOT NULL DEFAULT 'pending_review',
+    grants          TEXT NOT NULL DEFAULT '[]',
+    updated_us      INTEGER NOT NULL
 ) WITHOUT ROWID;
 ";
 
@@ -88,8 +106,13 @@ impl Store {
                 supported: SCHEMA_VERSION,
             });
         }
-        if found < SCHEMA_VERSION {
+        if found < 1 {
             conn.execute_batch(SCHEMA_V1).map_err(err)?;
+        }
+        if found < 2 {
+            conn.execute_batch(SCHEMA_V2).map_err(err)?;
+        }
+        if found < SCHEMA_VERSION {
             conn.pragma_update(None, "user_version", SCHEMA_VERSION)
                 .map_err(err)?;
         }

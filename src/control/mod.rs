@@ -1,0 +1,223 @@
+//! The control plane's wire format and its client: one JSON request line per
+//! connection on a Unix socket, answered by one JSON line `{"ok": ...}` or
+//! `{"error": "..."}`, and who may ask (root, warden's own uid, or members of the
+//! configured admin group, by `SO_PEERCRED`).
+//!
+//! The server side (accepting, reading, dispatching) lives in the supervisor's
+//! loop; printing tables lives in `crate::cli`. Nothing here touches plugins.
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// The largest request accepted, in bytes.
+pub const MAX_REQUEST: usize = 64 * 1024;
+
+/// Why a control request failed, as the client sees it.
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    #[error("control socket {path}: connect: {source}")]
+    Connect {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("control socket {path}: {what}: {source}")]
+    Io {
+        path: PathBuf,
+        what: &'static str,
+        source: std::io::Error,
+    },
+    #[error("control socket {path}: malformed answer: {why}")]
+    Malformed { path: PathBuf, why: String },
+    /// warden refused or failed the request; the message is its own.
+    #[error("{0}")]
+    Refused(String),
+}
+
+/// One administrative request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Request {
+    List,
+    Status {
+        id: String,
+    },
+    Install {
+        id: String,
+    },
+    Activate {
+        id: String,
+    },
+    Disable {
+        id: String,
+    },
+    Restart {
+        id: String,
+    },
+    PolicyShow {
+        id: String,
+    },
+    PolicyApprove {
+        id: String,
+        grant: Option<Vec<String>>,
+    },
+    PolicyBlock {
+        id: String,
+    },
+    AllowDowngrade {
+        id: String,
+        version: String,
+    },
+    Stats {
+        id: Option<String>,
+    },
+    Reload,
+}
+
+impl Request {
+    /// The request's name, for the audit log.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Request::List => "list",
+            Request::Status { .. } => "status",
+            Request::Install { .. } => "install",
+            Request::Activate { .. } => "activate",
+            Request::Disable { .. } => "disable",
+            Request::Restart { .. } => "restart",
+            Request::PolicyShow { .. } => "policy_show",
+            Request::PolicyApprove { .. } => "policy_approve",
+            Request::PolicyBlock { .. } => "policy_block",
+            Request::AllowDowngrade { .. } => "allow_downgrade",
+            Request::Stats { .. } => "stats",
+            Request::Reload => "reload",
+        }
+    }
+
+    /// Whether the request changes anything (audited as an admin action).
+    pub fn mutates(&self) -> bool {
+        !matches!(
+            self,
+            Request::List
+                | Request::Status { .. }
+                | Request::PolicyShow { .. }
+                | Request::Stats { .. }
+        )
+    }
+}
+
+/// Encodes an answer line.
+pub fn answer(result: &Result<Value, String>) -> Vec<u8> {
+    let v = match result {
+        Ok(v) => serde_json::json!({ "ok": v }),
+        Err(e) => serde_json::json!({ "error": e }),
+    };
+    let mut line = serde_json::to_vec(&v).unwrap_or_else(|_| b"{}".to_vec());
+    line.push(b'\n');
+    line
+}
+
+/// Whether a peer may use the control socket: root, the uid warden runs as, or a
+/// member (primary or supplementary group) of `admin_gid`.
+pub fn authorized(
+    uid: u32,
+    gid: u32,
+    groups: &[u32],
+    own_uid: u32,
+    admin_gid: Option<u32>,
+) -> bool {
+    uid == 0 || uid == own_uid || admin_gid.is_some_and(|g| gid == g || groups.contains(&g))
+}
+
+/// The supplementary groups of process `pid` (from /proc; empty if it is gone).
+pub fn groups_of(pid: i32) -> Vec<u32> {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines().find_map(|l| l.strip_prefix("Groups:")).map(|g| {
+                g.split_whitespace()
+                    .filter_map(|n| n.parse().ok())
+                    .collect()
+            })
+        })
+        .unwrap_or_default()
+}
+
+/// Sends `req` to the warden listening on `path` and returns its `ok` value.
+pub fn request(path: &Path, req: &Request) -> Result<Value, ControlError> {
+    let io = |what| {
+        move |source| ControlError::Io {
+            path: path.to_owned(),
+            what,
+            source,
+        }
+    };
+    let mut s = UnixStream::connect(path).map_err(|source| ControlError::Connect {
+        path: path.to_owned(),
+        source,
+    })?;
+    s.set_read_timeout(Some(Duration::from_secs(60)))
+        .map_err(io("set timeout"))?;
+    let mut line = serde_json::to_vec(req).expect("requests encode");
+    line.push(b'\n');
+    match s.write_all(&line) {
+        // A refused peer is answered and hung up on before it writes: read why.
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::ConnectionReset
+            ) => {}
+        r => r.map_err(io("write"))?,
+    }
+    let mut answer = String::new();
+    BufReader::new(&s)
+        .read_line(&mut answer)
+        .map_err(io("read"))?;
+    let v: Value = serde_json::from_str(&answer).map_err(|e| ControlError::Malformed {
+        path: path.to_owned(),
+        why: if answer.is_empty() {
+            "connection closed without an answer".into()
+        } else {
+            e.to_string()
+        },
+    })?;
+    if let Some(e) = v.get("error") {
+        return Err(ControlError::Refused(
+            e.as_str().unwrap_or("unknown error").to_owned(),
+        ));
+    }
+    v.get("ok").cloned().ok_or_else(|| ControlError::Malformed {
+        path: path.to_owned(),
+        why: "neither ok nor error".into(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_round_trip() {
+        let r = Request::PolicyApprove {
+            id: "a".into(),
+            grant: Some(vec!["kv:read".into()]),
+        };
+        let s = serde_json::to_string(&r).unwrap();
+        assert_eq!(s, r#"{"op":"policy_approve","id":"a","grant":["kv:read"]}"#);
+        assert_eq!(serde_json::from_str::<Request>(&s).unwrap(), r);
+        assert!(serde_json::from_str::<Request>(r#"{"op":"format_disk"}"#).is_err());
+    }
+
+    #[test]
+    fn who_may_ask() {
+        assert!(authorized(0, 0, &[], 500, None));
+        assert!(authorized(500, 500, &[], 500, None));
+        assert!(!authorized(1000, 1000, &[], 500, None));
+        assert!(authorized(1000, 1000, &[27], 500, Some(27)));
+        assert!(authorized(1000, 27, &[], 500, Some(27)));
+        assert!(!authorized(1000, 1000, &[28], 500, Some(27)));
+    }
+}

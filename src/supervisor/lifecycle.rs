@@ -1,0 +1,217 @@
+//! The pure rules of supervision: the operator-driven lifecycle state machine and
+//! the restart budget (exponential backoff with a cap, at most N restarts in a
+//! window). No I/O, no clocks of its own: time is passed in, so tests need no
+//! sleeping. The loop in `super` applies these decisions.
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use crate::config::Restart;
+
+/// A plugin's lifecycle status, set by the operator and persisted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    Verified,
+    Installed,
+    Active,
+    Disabled,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Verified => "verified",
+            Status::Installed => "installed",
+            Status::Active => "active",
+            Status::Disabled => "disabled",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Status> {
+        Some(match s {
+            "verified" => Status::Verified,
+            "installed" => Status::Installed,
+            "active" => Status::Active,
+            "disabled" => Status::Disabled,
+            _ => return None,
+        })
+    }
+}
+
+/// What an operator asks of the lifecycle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    Install,
+    Activate,
+    Disable,
+}
+
+impl Action {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Install => "install",
+            Action::Activate => "activate",
+            Action::Disable => "disable",
+        }
+    }
+
+    fn target(self) -> Status {
+        match self {
+            Action::Install => Status::Installed,
+            Action::Activate => Status::Active,
+            Action::Disable => Status::Disabled,
+        }
+    }
+
+    /// The statuses this action may start from.
+    fn sources(self) -> &'static [Status] {
+        match self {
+            Action::Install => &[Status::Verified],
+            Action::Activate => &[Status::Installed, Status::Disabled],
+            Action::Disable => &[Status::Installed, Status::Active],
+        }
+    }
+}
+
+/// Decides a transition. `bundle_problem` is why the plugin's bundle is not
+/// present and verified right now (`None` when it is): installing and activating
+/// need it; disabling never does.
+pub fn transition(
+    id: &str,
+    from: Status,
+    action: Action,
+    bundle_problem: Option<&str>,
+) -> Result<Status, String> {
+    let to = action.target();
+    if !action.sources().contains(&from) {
+        let allowed: Vec<&str> = action.sources().iter().map(|s| s.as_str()).collect();
+        return Err(format!(
+            "cannot {} plugin {id}: it is {}, and {} is allowed only from {}",
+            action.as_str(),
+            from.as_str(),
+            action.as_str(),
+            allowed.join(" or ")
+        ));
+    }
+    if action != Action::Disable {
+        if let Some(why) = bundle_problem {
+            return Err(format!(
+                "cannot {} plugin {id}: its bundle is not present and verified ({why}); it can only be disabled",
+                action.as_str()
+            ));
+        }
+    }
+    Ok(to)
+}
+
+/// The restart budget of one plugin.
+#[derive(Debug, Clone, Default)]
+pub struct Budget {
+    recent: VecDeque<Instant>,
+    backoff: Option<Duration>,
+}
+
+impl Budget {
+    /// After an unplanned exit at `now` of an instance that had run for `uptime`:
+    /// `Some(delay)` to restart after, or `None` when the budget is spent (the
+    /// plugin is then `failed`).
+    pub fn on_exit(
+        &mut self,
+        now: Instant,
+        uptime: Duration,
+        policy: &Restart,
+    ) -> Option<Duration> {
+        while self
+            .recent
+            .front()
+            .is_some_and(|t| now.saturating_duration_since(*t) > policy.window)
+        {
+            self.recent.pop_front();
+        }
+        if uptime >= policy.window {
+            // It ran well for a whole window: start the backoff over.
+            self.backoff = None;
+        }
+        if self.recent.len() as u32 >= policy.max_restarts {
+            return None;
+        }
+        self.recent.push_back(now);
+        let next = match self.backoff {
+            None => policy.initial_backoff,
+            Some(b) => (b * 2).min(policy.max_backoff),
+        };
+        self.backoff = Some(next);
+        Some(next)
+    }
+
+    /// Restarts counted in the current window.
+    pub fn count(&self) -> usize {
+        self.recent.len()
+    }
+
+    /// An operator's restart: a fresh budget.
+    pub fn reset(&mut self) {
+        self.recent.clear();
+        self.backoff = None;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn transitions() {
+        use Action::*;
+        use Status::*;
+        assert_eq!(transition("p", Verified, Install, None), Ok(Installed));
+        assert_eq!(transition("p", Installed, Activate, None), Ok(Active));
+        assert_eq!(transition("p", Active, Disable, None), Ok(Disabled));
+        assert_eq!(transition("p", Disabled, Activate, None), Ok(Active));
+        assert_eq!(transition("p", Installed, Disable, None), Ok(Disabled));
+        assert_eq!(
+            transition("p", Verified, Activate, None).unwrap_err(),
+            "cannot activate plugin p: it is verified, and activate is allowed only from installed or disabled"
+        );
+        assert!(transition("p", Active, Install, None).is_err());
+        assert!(transition("p", Disabled, Disable, None).is_err());
+        assert!(transition("p", Active, Activate, None).is_err());
+        assert_eq!(
+            transition("p", Disabled, Activate, Some("bundle missing")).unwrap_err(),
+            "cannot activate plugin p: its bundle is not present and verified (bundle missing); it can only be disabled"
+        );
+        assert_eq!(transition("p", Active, Disable, Some("gone")), Ok(Disabled));
+    }
+
+    #[test]
+    fn budget_backs_off_exponentially_then_fails() {
+        let policy = Restart {
+            initial_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_millis(350),
+            max_restarts: 4,
+            window: Duration::from_secs(10),
+        };
+        let t0 = Instant::now();
+        let mut b = Budget::default();
+        let short = Duration::from_millis(1);
+        let delays: Vec<_> = (0..5)
+            .map(|i| b.on_exit(t0 + Duration::from_millis(i), short, &policy))
+            .collect();
+        assert_eq!(
+            delays,
+            vec![
+                Some(Duration::from_millis(100)),
+                Some(Duration::from_millis(200)),
+                Some(Duration::from_millis(350)),
+                Some(Duration::from_millis(350)),
+                None
+            ]
+        );
+        // Outside the window the budget is back.
+        assert!(b
+            .on_exit(t0 + Duration::from_secs(11), short, &policy)
+            .is_some());
+        b.reset();
+        assert_eq!(b.count(), 0);
+    }
+}

@@ -1,0 +1,1869 @@
+//! `warden serve`'s engine: one mio loop that scans the plugin directory, keeps
+//! every active plugin running and healthy, serves host calls through the
+//! [`Broker`], answers the control socket, and talks to systemd.
+//!
+//! Owns: per-plugin runtime state (starting, running, backoff, stopped, failed),
+//! the lifecycle records and review policy in the store, restarts with backoff and
+//! a budget, health pings, blue-green replacement, output forwarding, signals
+//! (signalfd: SIGTERM/SIGINT stop, SIGHUP reloads) and the control socket server.
+//! Sandboxes are spawned from the loop thread itself, because a sandbox's
+//! parent-death signal is tied to the thread that spawned it.
+//!
+//! Must not live here: protocol details and host-call dispatch (`crate::broker`),
+//! the launch sequence (`crate::sandbox`), verification (`crate::bundle`), raw
+//! syscalls (`crate::sys`), printing tables or exit codes (`crate::cli`).
+//! The loop follows mio's tcp_server example: constant tokens for fixed sources
+//! ([`WAKER`], [`SIGNALS`], [`CONTROL`]), a map for everything per plugin.
+
+pub mod lifecycle;
+pub mod notify;
+pub mod output;
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::{self, Read, Write};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use mio::net::{UnixListener, UnixStream};
+use mio::unix::SourceFd;
+use mio::{Events, Interest, Poll, Token, Waker};
+use serde_json::{json, Value};
+
+use crate::audit::{AuditConfig, AuditLog, Event};
+use crate::broker::{AuditRecorder, Broker, PluginContext, Recorder};
+use crate::bundle::{self, Capability, TrustStore, VerifiedBundle};
+use crate::config::Config;
+use crate::control::{self, Request};
+use crate::policy::{self, Policy};
+use crate::sandbox::{self, Output, Plan, Sandbox, Stdio};
+use crate::store::{self, plugins::Record, Store};
+use crate::sys;
+use lifecycle::{Action, Budget, Status};
+
+/// The broker's waker.
+pub const WAKER: Token = Token(0);
+/// The signalfd.
+pub const SIGNALS: Token = Token(1);
+/// The control socket listener.
+pub const CONTROL: Token = Token(2);
+const FIRST_DYNAMIC: usize = 16;
+/// Tokens per instance: channel, pidfd, stdout, stderr.
+const PER_INSTANCE: usize = 4;
+/// Health pings are sent on this grid (from warden's start), so that many
+/// plugins' pings and timeouts share one wake-up instead of one each.
+const PING_GRID: Duration = Duration::from_millis(100);
+/// How long a plugin whose channel closed may take to exit before SIGKILL.
+const CLOSE_GRACE: Duration = Duration::from_millis(500);
+/// How long the loop sleeps at most when nothing is due.
+const IDLE_WAIT: Duration = Duration::from_secs(3600);
+
+/// Why `warden serve` could not start or had to stop.
+#[derive(Debug, thiserror::Error)]
+pub enum SupervisorError {
+    #[error("trust directory {path}: {source}")]
+    Trust {
+        path: String,
+        source: crate::bundle::trust::TrustError,
+    },
+    #[error("{0}")]
+    Store(#[from] store::StoreError),
+    #[error("state database: {0}")]
+    Db(#[from] rusqlite::Error),
+    #[error("audit log: {0}")]
+    Audit(#[from] crate::audit::AuditError),
+    #[error("plugin directory {path}: {source}")]
+    PluginDir { path: String, source: io::Error },
+    #[error("control socket {path}: {what}: {source}")]
+    Control {
+        path: String,
+        what: &'static str,
+        source: io::Error,
+    },
+    #[error("control socket {path}: another warden is serving it")]
+    ControlBusy { path: String },
+    #[error("event loop: {what}: {source}")]
+    Loop {
+        what: &'static str,
+        source: io::Error,
+    },
+    #[error("{0}")]
+    Broker(#[from] crate::broker::BrokerError),
+    #[error("audit recording failed, stopping (fail closed): {0}")]
+    AuditFailed(String),
+}
+
+/// Why an instance is being stopped; decides what happens when it exits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stop {
+    /// The operator disabled it or its bundle became unusable: stay down.
+    Down,
+    /// The operator restarted it: start again at once.
+    Restart,
+    /// warden is stopping.
+    Shutdown,
+    /// It missed a health reply or never said hello: a crash, for the budget.
+    Unhealthy,
+    /// A new version took over.
+    Retired,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Role {
+    Live,
+    Candidate,
+    Retiring,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Pid,
+    Out(usize),
+    Client,
+}
+
+struct Pipe {
+    fd: OwnedFd,
+    buf: output::LineBuf,
+}
+
+struct Instance {
+    base: usize,
+    sandbox: Sandbox,
+    bundle: Rc<VerifiedBundle>,
+    started: Instant,
+    ready_at: Option<Instant>,
+    next_ping: Option<Instant>,
+    /// Blue-green: the time the proving ping was sent.
+    proving: Option<Instant>,
+    stop: Option<(Stop, Instant)>,
+    pipes: [Option<Pipe>; 2],
+}
+
+impl Instance {
+    fn chan(&self) -> Token {
+        Token(self.base)
+    }
+}
+
+struct Plugin {
+    rec: Record,
+    /// The newest accepted verified bundle (what a restart runs).
+    bundle: Option<Rc<VerifiedBundle>>,
+    /// Why the bundle on disk is not usable now (shown to clients without paths).
+    problem: Option<String>,
+    live: Option<Instance>,
+    candidate: Option<Instance>,
+    retiring: Vec<Instance>,
+    budget: Budget,
+    backoff_until: Option<Instant>,
+    failed: bool,
+    restarts: u64,
+    last_exit: Option<String>,
+    limiter: output::Limiter,
+}
+
+impl Plugin {
+    fn status(&self) -> Status {
+        Status::parse(&self.rec.status).unwrap_or(Status::Disabled)
+    }
+
+    fn runtime(&self) -> &'static str {
+        if self.failed {
+            "failed"
+        } else if let Some(l) = &self.live {
+            if l.stop.is_some() {
+                "stopping"
+            } else if l.ready_at.is_some() {
+                "running"
+            } else {
+                "starting"
+            }
+        } else if self.backoff_until.is_some() {
+            "backoff"
+        } else {
+            "stopped"
+        }
+    }
+
+    fn instances(&self) -> impl Iterator<Item = (&Instance, Role)> {
+        self.live
+            .iter()
+            .map(|i| (i, Role::Live))
+            .chain(self.candidate.iter().map(|i| (i, Role::Candidate)))
+            .chain(self.retiring.iter().map(|i| (i, Role::Retiring)))
+    }
+
+    fn instance_mut(&mut self, base: usize) -> Option<(&mut Instance, Role)> {
+        if let Some(i) = self.live.as_mut().filter(|i| i.base == base) {
+            return Some((i, Role::Live));
+        }
+        if let Some(i) = self.candidate.as_mut().filter(|i| i.base == base) {
+            return Some((i, Role::Candidate));
+        }
+        self.retiring
+            .iter_mut()
+            .find(|i| i.base == base)
+            .map(|i| (i, Role::Retiring))
+    }
+}
+
+struct Client {
+    stream: UnixStream,
+    uid: u32,
+    buf: Vec<u8>,
+}
+
+/// The running service.
+pub struct Supervisor {
+    cfg: Config,
+    poll: Poll,
+    broker: Broker<AuditRecorder>,
+    db: rusqlite::Connection,
+    trust: TrustStore,
+    sandbox_cfg: sandbox::Config,
+    plugins: BTreeMap<String, Plugin>,
+    /// Dynamic token base -> plugin id (instances) or a control client.
+    routes: HashMap<usize, String>,
+    clients: HashMap<usize, Client>,
+    next_token: usize,
+    signals: OwnedFd,
+    listener: UnixListener,
+    notifier: notify::Notifier,
+    next_watchdog: Option<Instant>,
+    shutting_down: bool,
+    started: Instant,
+    own_uid: u32,
+}
+
+impl Supervisor {
+    /// Opens everything in order (state, audit log, trust store, control socket,
+    /// signals); nothing is launched until [`Supervisor::run`].
+    pub fn new(cfg: Config) -> Result<Supervisor, SupervisorError> {
+        // Block the signals we take through signalfd before any thread exists
+        // (audit, workers), so that every thread inherits the mask and none of
+        // them gets the default action.
+        let set = sys::proc::sigset(&[libc::SIGTERM, libc::SIGINT, libc::SIGHUP]);
+        sys::proc::sigprocmask(libc::SIG_BLOCK, &set).map_err(|source| SupervisorError::Loop {
+            what: "sigprocmask",
+            source,
+        })?;
+        let trust = TrustStore::load(&cfg.trust_dir).map_err(|source| SupervisorError::Trust {
+            path: cfg.trust_dir.display().to_string(),
+            source,
+        })?;
+        std::fs::metadata(&cfg.plugin_dir).map_err(|source| SupervisorError::PluginDir {
+            path: cfg.plugin_dir.display().to_string(),
+            source,
+        })?;
+        let store = Store::open(&cfg.state_dir)?;
+        let db = store.connect()?;
+        if let Some(parent) = cfg.audit_log.parent() {
+            let _ = std::fs::create_dir_all(parent);
+        }
+        let log = AuditLog::open(AuditConfig::new(&cfg.audit_log))?;
+        let recorder = AuditRecorder::start(log);
+        let lp = |what| move |source| SupervisorError::Loop { what, source };
+        let poll = Poll::new().map_err(lp("epoll_create"))?;
+        let waker = Arc::new(Waker::new(poll.registry(), WAKER).map_err(lp("waker"))?);
+        let broker = Broker::new(poll.registry(), &store, waker, recorder, 2)?;
+        let _ = sys::proc::raise_nofile();
+        sandbox::sweep_stale_cgroups();
+
+        let listener = bind_control(&cfg)?;
+        let mut listener = listener;
+        poll.registry()
+            .register(&mut listener, CONTROL, Interest::READABLE)
+            .map_err(lp("register control socket"))?;
+
+        let signals = sys::proc::signalfd(&set).map_err(lp("signalfd"))?;
+        poll.registry()
+            .register(
+                &mut SourceFd(&signals.as_raw_fd()),
+                SIGNALS,
+                Interest::READABLE,
+            )
+            .map_err(lp("register signalfd"))?;
+
+        let sandbox_cfg = sandbox::Config {
+            uid_range: cfg.uid_range,
+            landlock_min_abi: cfg.landlock_min_abi,
+            cgroup: cfg.cgroup,
+        };
+        let notifier = notify::Notifier::from_env();
+        let mut sup = Supervisor {
+            poll,
+            broker,
+            db,
+            trust,
+            sandbox_cfg,
+            plugins: BTreeMap::new(),
+            routes: HashMap::new(),
+            clients: HashMap::new(),
+            next_token: FIRST_DYNAMIC,
+            signals,
+            listener,
+            next_watchdog: notifier.watchdog_every().map(|d| Instant::now() + d),
+            notifier,
+            shutting_down: false,
+            started: Instant::now(),
+            own_uid: sys::socket::euid(),
+            cfg,
+        };
+        // Records from an earlier run (the bundle may or may not still be there).
+        let now = Instant::now();
+        for rec in store::plugins::all(&sup.db)? {
+            let limiter = output::Limiter::new(&sup.cfg.output, now);
+            sup.plugins.insert(
+                rec.id.clone(),
+                Plugin {
+                    rec,
+                    bundle: None,
+                    problem: Some("bundle not scanned yet".into()),
+                    live: None,
+                    candidate: None,
+                    retiring: Vec::new(),
+                    budget: Budget::default(),
+                    backoff_until: None,
+                    failed: false,
+                    restarts: 0,
+                    last_exit: None,
+                    limiter,
+                },
+            );
+        }
+        Ok(sup)
+    }
+
+    /// Scans, starts the active plugins, tells systemd it is ready, and serves
+    /// until SIGTERM/SIGINT; then stops every plugin gracefully and flushes the
+    /// audit log.
+    pub fn run(mut self) -> Result<(), SupervisorError> {
+        self.log(format_args!(
+            "serving {} (plugins {}, control {})",
+            self.cfg.source.display(),
+            self.cfg.plugin_dir.display(),
+            self.cfg.control_socket.display()
+        ));
+        self.scan();
+        self.notifier.send("READY=1");
+        self.status_line();
+        let mut events = Events::with_capacity(1024);
+        let mut others: Vec<(Token, bool, bool)> = Vec::new();
+        loop {
+            let now = Instant::now();
+            let due = self.next_due();
+            let wait = due
+                .map(|d| d.saturating_duration_since(now))
+                .unwrap_or(IDLE_WAIT);
+            others.clear();
+            self.broker
+                .turn(&mut self.poll, &mut events, WAKER, Some(wait), |ev| {
+                    others.push((
+                        ev.token(),
+                        ev.is_readable() || ev.is_read_closed() || ev.is_error(),
+                        ev.is_writable(),
+                    ))
+                })
+                .map_err(|source| SupervisorError::Loop {
+                    what: "epoll_wait",
+                    source,
+                })?;
+            for &(token, readable, _) in &others {
+                match token {
+                    SIGNALS => self.signals(),
+                    CONTROL => self.accept(),
+                    Token(t) if readable => self.dynamic(t),
+                    _ => {}
+                }
+            }
+            let closed = self.broker.take_closed();
+            let busy = !others.is_empty() || !closed.is_empty();
+            for (token, why) in closed {
+                self.channel_closed(token.0, &why);
+            }
+            // Per-plugin timers are walked only when one is due or something
+            // happened, so pongs and host calls alone cost no O(plugins) walk.
+            let now = Instant::now();
+            if busy || due.is_some_and(|d| now >= d) {
+                self.tick(now);
+            }
+            if let Some(e) = self.broker.recorder().failure() {
+                self.kill_all();
+                return Err(SupervisorError::AuditFailed(e));
+            }
+            if self.shutting_down && self.plugins.values().all(|p| p.instances().count() == 0) {
+                break;
+            }
+        }
+        let _ = std::fs::remove_file(&self.cfg.control_socket);
+        self.audit(Event {
+            kind: "service.stop",
+            ..Event::default()
+        });
+        self.log(format_args!("all plugins stopped; audit log flushed"));
+        let Supervisor { broker, .. } = self;
+        drop_broker(broker)
+    }
+
+    fn log(&self, msg: std::fmt::Arguments<'_>) {
+        let _ = writeln!(io::stderr().lock(), "warden: {msg}");
+    }
+
+    fn audit(&mut self, e: Event) {
+        self.broker.recorder().append(e);
+    }
+
+    fn plugin_event(&mut self, kind: &'static str, id: &str, reason: String, extra: Value) {
+        let (version, sha256) = self
+            .plugins
+            .get(id)
+            .map(|p| {
+                (
+                    Some(p.rec.version.clone()),
+                    p.bundle.as_ref().map(|b| b.sha256().to_string()),
+                )
+            })
+            .unwrap_or((None, None));
+        self.audit(Event {
+            kind,
+            plugin: Some(id.to_owned()),
+            version,
+            sha256,
+            reason: Some(reason),
+            extra: match extra {
+                Value::Object(m) => m,
+                _ => Default::default(),
+            },
+            ..Event::default()
+        });
+    }
+
+    fn status_line(&self) {
+        let active = self
+            .plugins
+            .values()
+            .filter(|p| p.runtime() == "running")
+            .count();
+        let failed = self.plugins.values().filter(|p| p.failed).count();
+        self.notifier.send(&format!(
+            "STATUS={active} plugins running, {failed} failed, {} known",
+            self.plugins.len()
+        ));
+    }
+
+    // ---- scanning -------------------------------------------------------------
+
+    /// Rescans the plugin directory: verifies every bundle, records new plugins,
+    /// refuses rollbacks, replaces changed bundles, and starts or stops plugins to
+    /// match their lifecycle status.
+    fn scan(&mut self) {
+        let dir = self.cfg.plugin_dir.clone();
+        let mut seen: HashMap<String, Result<VerifiedBundle, String>> = HashMap::new();
+        match std::fs::read_dir(&dir) {
+            Err(e) => self.log(format_args!("plugin directory {}: {e}", dir.display())),
+            Ok(entries) => {
+                let mut names: Vec<_> = entries
+                    .flatten()
+                    .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect();
+                names.sort();
+                for name in names {
+                    let path = dir.join(&name);
+                    let r = match bundle::verify(&path, &self.trust) {
+                        Ok(b) if b.manifest().id.as_str() != name => Err(format!(
+                            "rejected: bad_bundle: the manifest says id {}, the directory is {name}",
+                            b.manifest().id
+                        )),
+                        Ok(b) => Ok(b),
+                        Err(e) => Err(format!("rejected: {}: {e}", e.code())),
+                    };
+                    if let Err(why) = &r {
+                        self.log(format_args!("plugin={name} {why}"));
+                        let shown = why.replace(&path.display().to_string(), "<bundle>");
+                        self.audit(Event {
+                            kind: "verify_failure",
+                            plugin: Some(name.clone()),
+                            reason: Some(shown),
+                            ..Event::default()
+                        });
+                    }
+                    seen.insert(name, r);
+                }
+            }
+        }
+        let known: Vec<String> = self.plugins.keys().cloned().collect();
+        for id in known {
+            if !seen.contains_key(&id) {
+                self.set_problem(&id, "bundle missing from the plugin directory".into());
+            }
+        }
+        for (name, r) in seen {
+            match r {
+                Err(why) => {
+                    let shown = why.replace(&dir.join(&name).display().to_string(), "<bundle>");
+                    if self.plugins.contains_key(&name) {
+                        self.set_problem(&name, shown);
+                    }
+                }
+                Ok(b) => self.accept_bundle(b),
+            }
+        }
+        let ids: Vec<String> = self.plugins.keys().cloned().collect();
+        for id in ids {
+            self.reconcile(&id, Instant::now());
+        }
+        self.status_line();
+    }
+
+    /// The bundle of `id` is not usable: stop it (fail closed) and remember why.
+    fn set_problem(&mut self, id: &str, why: String) {
+        let Some(p) = self.plugins.get_mut(id) else {
+            return;
+        };
+        if p.problem.as_deref() != Some(why.as_str()) {
+            p.problem = Some(why.clone());
+            p.bundle = None;
+            self.plugin_event("plugin.unusable", id, why, json!({}));
+        }
+    }
+
+    fn accept_bundle(&mut self, b: VerifiedBundle) {
+        let m = b.manifest();
+        let id = m.id.as_str().to_owned();
+        let version = m.version.clone();
+        let now = Instant::now();
+        if !self.plugins.contains_key(&id) {
+            let rec = Record {
+                id: id.clone(),
+                status: Status::Verified.as_str().into(),
+                version: version.to_string(),
+                highest: version.to_string(),
+                allow_downgrade: None,
+                policy_status: policy::Status::PendingReview.as_str().into(),
+                grants: Vec::new(),
+            };
+            if let Err(e) = store::plugins::put(&self.db, &rec) {
+                self.log(format_args!("plugin={id} state database: {e}"));
+                return;
+            }
+            self.plugins.insert(
+                id.clone(),
+                Plugin {
+                    rec,
+                    bundle: None,
+                    problem: None,
+                    live: None,
+                    candidate: None,
+                    retiring: Vec::new(),
+                    budget: Budget::default(),
+                    backoff_until: None,
+                    failed: false,
+                    restarts: 0,
+                    last_exit: None,
+                    limiter: output::Limiter::new(&self.cfg.output, now),
+                },
+            );
+            self.log(format_args!(
+                "plugin={id} {version} verified (new; policy pending_review)"
+            ));
+            self.plugin_event(
+                "plugin.status",
+                &id,
+                "new -> verified".into(),
+                json!({"from": null, "to": "verified", "uid": self.own_uid, "actor": "scan"}),
+            );
+        }
+        let p = self.plugins.get_mut(&id).expect("inserted above");
+        let highest = semver::Version::parse(&p.rec.highest).unwrap_or(version.clone());
+        let allowed_down = p.rec.allow_downgrade.as_deref() == Some(&version.to_string());
+        if version < highest && !allowed_down {
+            let why = format!(
+                "rejected: rollback: version {version} is older than {highest}, the highest seen (allow it with `warden ctl allow-downgrade {id} {version}`)"
+            );
+            self.log(format_args!("plugin={id} {why}"));
+            self.audit(Event {
+                kind: "verify_failure",
+                plugin: Some(id.clone()),
+                version: Some(version.to_string()),
+                reason: Some(why.clone()),
+                ..Event::default()
+            });
+            let p = self.plugins.get_mut(&id).expect("present");
+            if p.bundle.is_none() {
+                p.problem = Some(why);
+            }
+            return;
+        }
+        let same = p.bundle.as_ref().is_some_and(|old| same_bundle(old, &b));
+        p.problem = None;
+        let rec_changed = p.rec.version != version.to_string()
+            || version > highest
+            || (allowed_down && version < highest);
+        if rec_changed {
+            p.rec.version = version.to_string();
+            if version > highest || allowed_down {
+                p.rec.highest = version.to_string();
+            }
+            if allowed_down {
+                p.rec.allow_downgrade = None;
+            }
+            let rec = p.rec.clone();
+            if let Err(e) = store::plugins::put(&self.db, &rec) {
+                self.log(format_args!("plugin={id} state database: {e}"));
+            }
+        }
+        if same {
+            return;
+        }
+        let b = Rc::new(b);
+        let p = self.plugins.get_mut(&id).expect("present");
+        let serving = p
+            .live
+            .as_ref()
+            .is_some_and(|l| l.ready_at.is_some() && l.stop.is_none());
+        if serving && p.bundle.is_some() {
+            // Blue-green: the new one must prove itself before it takes over.
+            self.start_candidate(&id, b, now);
+        } else {
+            p.bundle = Some(b);
+        }
+    }
+
+    /// Starts or stops `id` to match its status and bundle.
+    fn reconcile(&mut self, id: &str, now: Instant) {
+        let Some(p) = self.plugins.get_mut(id) else {
+            return;
+        };
+        let want = !self.shutting_down
+            && p.status() == Status::Active
+            && p.bundle.is_some()
+            && p.problem.is_none()
+            && !p.failed;
+        if want {
+            if p.live.is_none() && p.backoff_until.is_none() {
+                self.start_live(id, now);
+            }
+        } else {
+            p.backoff_until = None;
+            if p.candidate.is_some() {
+                let mut c = p.candidate.take().expect("checked");
+                Self::begin_stop(&mut self.broker, &mut c, Stop::Down, now, Duration::ZERO);
+                p.retiring.push(c);
+            }
+            if let Some(l) = p.live.as_mut() {
+                if l.stop.is_none() {
+                    let why = if self.shutting_down {
+                        Stop::Shutdown
+                    } else {
+                        Stop::Down
+                    };
+                    let grace = self.cfg.shutdown_deadline;
+                    Self::begin_stop(&mut self.broker, l, why, now, grace);
+                }
+            }
+        }
+    }
+
+    // ---- launching ------------------------------------------------------------
+
+    fn context(&self, p: &Plugin, b: &VerifiedBundle) -> (PluginContext, policy::Effective) {
+        let m = b.manifest();
+        let status = match p.rec.policy_status.as_str() {
+            "approved" => policy::Status::Approved,
+            "blocked" => policy::Status::Blocked,
+            _ => policy::Status::PendingReview,
+        };
+        let grant: Vec<Capability> = if status == policy::Status::Approved {
+            p.rec.grants.iter().filter_map(|g| g.parse().ok()).collect()
+        } else {
+            Vec::new()
+        };
+        let pol = Policy {
+            status,
+            grant: Some(grant),
+            limits: self.cfg.limits,
+            rate_limits: Default::default(),
+        };
+        let eff = pol.apply(m);
+        let ctx = PluginContext {
+            id: m.id.as_str().to_owned(),
+            version: m.version.to_string(),
+            sha256: b.sha256().to_string(),
+            declared: m.capabilities.clone(),
+            granted: eff.capabilities.clone(),
+            call_timeout: Duration::from_millis(eff.resources.call_timeout_ms.get()),
+            rate: self.cfg.rate,
+            rate_overrides: Vec::new(),
+            kv_quota: Default::default(),
+            blocked: status == policy::Status::Blocked,
+        };
+        (ctx, eff)
+    }
+
+    fn launch(
+        &mut self,
+        id: &str,
+        b: Rc<VerifiedBundle>,
+        now: Instant,
+    ) -> Result<Instance, String> {
+        let p = &self.plugins[id];
+        let (ctx, eff) = self.context(p, &b);
+        let m = b.manifest();
+        let plan =
+            Plan::new(&b, eff.resources, &m.args, &self.sandbox_cfg).map_err(|e| e.to_string())?;
+        let (out_r, out_w) = sys::socket::pipe(0).map_err(|e| format!("pipe: {e}"))?;
+        let (err_r, err_w) = sys::socket::pipe(0).map_err(|e| format!("pipe: {e}"))?;
+        for fd in [&out_r, &err_r] {
+            sys::seqpacket::set_nonblocking(fd.as_fd(), true)
+                .map_err(|e| format!("pipe O_NONBLOCK: {e}"))?;
+        }
+        let mut sb = Sandbox::spawn(
+            &plan,
+            &b,
+            Stdio {
+                stdout: Output::Fd(out_w),
+                stderr: Output::Fd(err_w),
+            },
+        )
+        .map_err(|e| e.to_string())?;
+        let base = self.next_token;
+        self.next_token += PER_INSTANCE;
+        let sock = sb
+            .take_socket()
+            .ok_or_else(|| "sandbox has no broker socket".to_owned())?;
+        let reg = self.poll.registry();
+        let r = reg
+            .register(
+                &mut SourceFd(&sb.pidfd().as_raw_fd()),
+                Token(base + 1),
+                Interest::READABLE,
+            )
+            .and_then(|()| {
+                reg.register(
+                    &mut SourceFd(&out_r.as_raw_fd()),
+                    Token(base + 2),
+                    Interest::READABLE,
+                )
+            })
+            .and_then(|()| {
+                reg.register(
+                    &mut SourceFd(&err_r.as_raw_fd()),
+                    Token(base + 3),
+                    Interest::READABLE,
+                )
+            });
+        if let Err(e) = r {
+            let _ = sb.kill();
+            return Err(format!("registering the sandbox with the loop: {e}"));
+        }
+        self.broker
+            .attach(Token(base), sock, ctx)
+            .map_err(|e| e.to_string())?;
+        self.routes.insert(base, id.to_owned());
+        let pid = sb.pid();
+        self.plugin_event(
+            "launch",
+            id,
+            format!("pid {pid}"),
+            json!({"pid": pid, "landlock_abi": plan.landlock_abi()}),
+        );
+        Ok(Instance {
+            base,
+            sandbox: sb,
+            bundle: b,
+            started: now,
+            ready_at: None,
+            next_ping: None,
+            proving: None,
+            stop: None,
+            pipes: [
+                Some(Pipe {
+                    fd: out_r,
+                    buf: Default::default(),
+                }),
+                Some(Pipe {
+                    fd: err_r,
+                    buf: Default::default(),
+                }),
+            ],
+        })
+    }
+
+    fn start_live(&mut self, id: &str, now: Instant) {
+        let Some(b) = self.plugins.get(id).and_then(|p| p.bundle.clone()) else {
+            return;
+        };
+        match self.launch(id, b, now) {
+            Ok(inst) => {
+                let version = self.plugins[id].rec.version.clone();
+                self.log(format_args!(
+                    "plugin={id} {version} started (pid {})",
+                    inst.sandbox.pid()
+                ));
+                let p = self.plugins.get_mut(id).expect("present");
+                p.live = Some(inst);
+                p.backoff_until = None;
+            }
+            Err(why) => {
+                self.log(format_args!("plugin={id} launch failed: {why}"));
+                self.plugin_event("launch_failure", id, why.clone(), json!({}));
+                self.crashed(id, now, Duration::ZERO, format!("launch failed: {why}"));
+            }
+        }
+    }
+
+    fn start_candidate(&mut self, id: &str, b: Rc<VerifiedBundle>, now: Instant) {
+        let version = b.manifest().version.to_string();
+        if let Some(mut old) = self.plugins.get_mut(id).and_then(|p| p.candidate.take()) {
+            Self::begin_stop(
+                &mut self.broker,
+                &mut old,
+                Stop::Retired,
+                now,
+                Duration::ZERO,
+            );
+            self.plugins
+                .get_mut(id)
+                .expect("present")
+                .retiring
+                .push(old);
+        }
+        match self.launch(id, b, now) {
+            Ok(inst) => {
+                self.log(format_args!(
+                    "plugin={id} replacing: {version} started next to the serving instance (pid {})",
+                    inst.sandbox.pid()
+                ));
+                self.plugins.get_mut(id).expect("present").candidate = Some(inst);
+            }
+            Err(why) => self.replacement_failed(id, &version, &why),
+        }
+    }
+
+    fn replacement_failed(&mut self, id: &str, version: &str, why: &str) {
+        self.log(format_args!(
+            "plugin={id} replacement by {version} failed: {why}; the old instance keeps serving"
+        ));
+        self.plugin_event(
+            "plugin.replace_failed",
+            id,
+            format!("{version}: {why}"),
+            json!({"new_version": version}),
+        );
+    }
+
+    /// Graceful stop: `shutdown` with a deadline (SIGKILL when it passes); an
+    /// instance that never said hello is killed at once.
+    fn begin_stop(
+        broker: &mut Broker<AuditRecorder>,
+        inst: &mut Instance,
+        why: Stop,
+        now: Instant,
+        grace: Duration,
+    ) {
+        if inst.stop.is_some() {
+            return;
+        }
+        if grace.is_zero() || !broker.is_ready(inst.chan()) {
+            let _ = inst.sandbox.kill();
+            inst.stop = Some((why, now));
+        } else {
+            broker.shutdown(inst.chan(), grace);
+            inst.stop = Some((why, now + grace));
+        }
+    }
+
+    // ---- events ---------------------------------------------------------------
+
+    fn dynamic(&mut self, t: usize) {
+        if self.clients.contains_key(&t) {
+            return self.client_readable(t);
+        }
+        let base = t - (t - FIRST_DYNAMIC) % PER_INSTANCE;
+        let kind = match t - base {
+            1 => Kind::Pid,
+            2 => Kind::Out(0),
+            3 => Kind::Out(1),
+            _ => Kind::Client,
+        };
+        let Some(id) = self.routes.get(&base).cloned() else {
+            return;
+        };
+        match kind {
+            Kind::Pid => self.exited(&id, base),
+            Kind::Out(n) => self.drain_pipe(&id, base, n),
+            Kind::Client => {}
+        }
+    }
+
+    fn drain_pipe(&mut self, id: &str, base: usize, n: usize) {
+        let max = self.cfg.output.max_line_bytes;
+        let Some(p) = self.plugins.get_mut(id) else {
+            return;
+        };
+        let limiter = &mut p.limiter;
+        let inst = if let Some(i) = p.live.as_mut().filter(|i| i.base == base) {
+            i
+        } else if let Some(i) = p.candidate.as_mut().filter(|i| i.base == base) {
+            i
+        } else if let Some(i) = p.retiring.iter_mut().find(|i| i.base == base) {
+            i
+        } else {
+            return;
+        };
+        let stream = if n == 0 { "stdout" } else { "stderr" };
+        let mut buf = [0u8; 8192];
+        let now = Instant::now();
+        // Read a bounded amount per turn so one plugin cannot hog the loop.
+        for _ in 0..16 {
+            let Some(pipe) = inst.pipes[n].as_mut() else {
+                return;
+            };
+            match sys::proc::read(pipe.fd.as_raw_fd(), &mut buf) {
+                Ok(0) => {
+                    pipe.buf
+                        .finish(|l, t| output::forward(limiter, id, stream, l, t, now));
+                    let _ = self
+                        .poll
+                        .registry()
+                        .deregister(&mut SourceFd(&pipe.fd.as_raw_fd()));
+                    inst.pipes[n] = None;
+                    return;
+                }
+                Ok(k) => pipe.buf.feed(&buf[..k], max, |l, t| {
+                    output::forward(limiter, id, stream, l, t, now)
+                }),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(_) => {
+                    let _ = self
+                        .poll
+                        .registry()
+                        .deregister(&mut SourceFd(&pipe.fd.as_raw_fd()));
+                    inst.pipes[n] = None;
+                    return;
+                }
+            }
+        }
+    }
+
+    fn channel_closed(&mut self, base: usize, why: &str) {
+        let Some(id) = self.routes.get(&base).cloned() else {
+            return;
+        };
+        let now = Instant::now();
+        let Some(p) = self.plugins.get_mut(&id) else {
+            return;
+        };
+        if let Some((inst, _)) = p.instance_mut(base) {
+            if inst.stop.is_none() {
+                // A plugin that cannot be served is stopped and its exit counts as
+                // a crash. It usually is exiting already: give it a moment so its
+                // own exit status is what gets recorded, then SIGKILL.
+                inst.stop = Some((Stop::Unhealthy, now + CLOSE_GRACE));
+                self.log(format_args!(
+                    "plugin={id} channel closed ({why}); killing it unless it exits within {} ms",
+                    CLOSE_GRACE.as_millis()
+                ));
+            }
+        }
+    }
+
+    /// The sandbox's pidfd became readable: it exited.
+    fn exited(&mut self, id: &str, base: usize) {
+        let now = Instant::now();
+        for n in 0..2 {
+            self.drain_pipe(id, base, n);
+        }
+        let Some(p) = self.plugins.get_mut(id) else {
+            return;
+        };
+        let (mut inst, role) = if p.live.as_ref().is_some_and(|i| i.base == base) {
+            (p.live.take().expect("checked"), Role::Live)
+        } else if p.candidate.as_ref().is_some_and(|i| i.base == base) {
+            (p.candidate.take().expect("checked"), Role::Candidate)
+        } else if let Some(k) = p.retiring.iter().position(|i| i.base == base) {
+            (p.retiring.remove(k), Role::Retiring)
+        } else {
+            return;
+        };
+        let status = match inst.sandbox.wait() {
+            Ok(s) => match s {
+                sandbox::ExitStatus::Code(c) => format!("exit code {c}"),
+                sandbox::ExitStatus::Signal(s) => format!("killed by signal {s}"),
+            },
+            Err(e) => e.to_string(),
+        };
+        let reg = self.poll.registry();
+        let _ = reg.deregister(&mut SourceFd(&inst.sandbox.pidfd().as_raw_fd()));
+        for pipe in inst.pipes.iter_mut().flatten() {
+            let _ = reg.deregister(&mut SourceFd(&pipe.fd.as_raw_fd()));
+        }
+        let counters = self.broker.detach(inst.chan());
+        self.routes.remove(&base);
+        if inst.sandbox.left_stale_cgroups() {
+            sandbox::sweep_stale_cgroups();
+        }
+        let uptime = now.saturating_duration_since(inst.started);
+        let why = inst.stop.map(|s| s.0);
+        self.plugin_event(
+            "exit",
+            id,
+            status.clone(),
+            json!({"pid": inst.sandbox.pid(), "uptime_ms": uptime.as_millis() as u64,
+                   "calls": counters.map_or(0, |c| c.calls)}),
+        );
+        let version = inst.bundle.manifest().version.to_string();
+        match role {
+            Role::Retiring => {
+                self.log(format_args!("plugin={id} {version} stopped ({status})"));
+            }
+            Role::Candidate => {
+                self.replacement_failed(id, &version, &format!("it exited ({status})"));
+            }
+            Role::Live => {
+                let p = self.plugins.get_mut(id).expect("present");
+                p.last_exit = Some(status.clone());
+                match why {
+                    Some(Stop::Down) | Some(Stop::Shutdown) | Some(Stop::Retired) => {
+                        self.log(format_args!("plugin={id} {version} stopped ({status})"));
+                    }
+                    Some(Stop::Restart) => {
+                        self.log(format_args!(
+                            "plugin={id} {version} stopped for restart ({status})"
+                        ));
+                        self.reconcile(id, now);
+                    }
+                    Some(Stop::Unhealthy) | None => {
+                        self.log(format_args!(
+                            "plugin={id} {version} exited unexpectedly ({status})"
+                        ));
+                        self.crashed(id, now, uptime, status);
+                    }
+                }
+                // A candidate waiting for a live instance that is gone takes over.
+                let p = self.plugins.get_mut(id).expect("present");
+                if p.live.is_none() {
+                    if let Some(c) = p.candidate.take() {
+                        p.bundle = Some(Rc::clone(&c.bundle));
+                        p.live = Some(c);
+                        p.backoff_until = None;
+                    }
+                }
+            }
+        }
+        self.status_line();
+    }
+
+    /// An unplanned end of the live instance: back off and restart, or fail.
+    fn crashed(&mut self, id: &str, now: Instant, uptime: Duration, status: String) {
+        let restart = self.cfg.restart;
+        let Some(p) = self.plugins.get_mut(id) else {
+            return;
+        };
+        match p.budget.on_exit(now, uptime, &restart) {
+            Some(delay) => {
+                p.backoff_until = Some(now + delay);
+                p.restarts += 1;
+                let n = p.budget.count();
+                self.log(format_args!(
+                    "plugin={id} restarting in {} ms (restart {n} of {} within {} s)",
+                    delay.as_millis(),
+                    restart.max_restarts,
+                    restart.window.as_secs()
+                ));
+                self.plugin_event(
+                    "restart",
+                    id,
+                    status,
+                    json!({"delay_ms": delay.as_millis() as u64, "in_window": n}),
+                );
+            }
+            None => {
+                p.failed = true;
+                p.backoff_until = None;
+                self.log(format_args!(
+                    "plugin={id} failed: more than {} restarts within {} s; it stays down until `warden ctl restart {id}`",
+                    restart.max_restarts,
+                    restart.window.as_secs()
+                ));
+                self.plugin_event(
+                    "plugin.failed",
+                    id,
+                    format!("restart budget spent after {status}"),
+                    json!({}),
+                );
+            }
+        }
+    }
+
+    fn signals(&mut self) {
+        let mut info = [0u8; 128];
+        loop {
+            match sys::proc::read(self.signals.as_raw_fd(), &mut info) {
+                Ok(n) if n >= 4 => {
+                    let signo = u32::from_ne_bytes(info[..4].try_into().expect("4 bytes"));
+                    match signo as libc::c_int {
+                        libc::SIGHUP => self.reload("SIGHUP"),
+                        _ => self.shutdown(signo),
+                    }
+                }
+                _ => return,
+            }
+        }
+    }
+
+    fn reload(&mut self, by: &str) {
+        self.notifier.send("RELOADING=1");
+        self.log(format_args!("reload ({by}): rescanning"));
+        match TrustStore::load(&self.cfg.trust_dir) {
+            Ok(t) => self.trust = t,
+            Err(e) => self.log(format_args!(
+                "trust directory {}: {e}; keeping the keys loaded before",
+                self.cfg.trust_dir.display()
+            )),
+        }
+        self.scan();
+        self.notifier.send("READY=1");
+    }
+
+    fn shutdown(&mut self, signo: u32) {
+        if self.shutting_down {
+            return;
+        }
+        self.shutting_down = true;
+        self.notifier.send("STOPPING=1");
+        self.log(format_args!(
+            "signal {signo}: stopping every plugin (deadline {} ms)",
+            self.cfg.shutdown_deadline.as_millis()
+        ));
+        self.audit(Event {
+            kind: "service.stopping",
+            reason: Some(format!("signal {signo}")),
+            ..Event::default()
+        });
+        let ids: Vec<String> = self.plugins.keys().cloned().collect();
+        let now = Instant::now();
+        for id in ids {
+            let grace = self.cfg.shutdown_deadline;
+            let p = self.plugins.get_mut(&id).expect("present");
+            p.backoff_until = None;
+            for inst in p
+                .live
+                .iter_mut()
+                .chain(p.candidate.iter_mut())
+                .chain(p.retiring.iter_mut())
+            {
+                Self::begin_stop(&mut self.broker, inst, Stop::Shutdown, now, grace);
+            }
+        }
+    }
+
+    fn kill_all(&mut self) {
+        for p in self.plugins.values_mut() {
+            for inst in p
+                .live
+                .iter_mut()
+                .chain(p.candidate.iter_mut())
+                .chain(p.retiring.iter_mut())
+            {
+                let _ = inst.sandbox.kill();
+            }
+        }
+    }
+
+    // ---- timers ---------------------------------------------------------------
+
+    /// Everything due by `now`: backoffs, hello timeouts, pings and their
+    /// timeouts, blue-green promotion, stop deadlines, the systemd watchdog.
+    fn tick(&mut self, now: Instant) {
+        if let Some(w) = self.next_watchdog {
+            if now >= w {
+                self.notifier.send("WATCHDOG=1");
+                self.next_watchdog = self.notifier.watchdog_every().map(|d| now + d);
+            }
+        }
+        let ids: Vec<String> = self.plugins.keys().cloned().collect();
+        for id in ids {
+            self.tick_plugin(&id, now);
+        }
+    }
+
+    fn tick_plugin(&mut self, id: &str, now: Instant) {
+        let start_timeout = self.cfg.start_timeout;
+        let started = self.started;
+        let grid = |t: Instant| {
+            let g = PING_GRID.as_nanos();
+            let up = t.saturating_duration_since(started).as_nanos().div_ceil(g) * g;
+            started + Duration::from_nanos(up as u64)
+        };
+        let Some(p) = self.plugins.get_mut(id) else {
+            return;
+        };
+        if p.backoff_until.is_some_and(|t| now >= t) {
+            p.backoff_until = None;
+            self.reconcile(id, now);
+        }
+        let p = self.plugins.get_mut(id).expect("present");
+        let health = p
+            .bundle
+            .as_ref()
+            .and_then(|b| b.manifest().health)
+            .or_else(|| p.live.as_ref().and_then(|l| l.bundle.manifest().health));
+        let mut events: Vec<(&'static str, String)> = Vec::new();
+        let mut promote = false;
+        let mut candidate_failed: Option<(String, String)> = None;
+        for role in [Role::Live, Role::Candidate, Role::Retiring] {
+            let insts: Vec<&mut Instance> = match role {
+                Role::Live => p.live.iter_mut().collect(),
+                Role::Candidate => p.candidate.iter_mut().collect(),
+                Role::Retiring => p.retiring.iter_mut().collect(),
+            };
+            for inst in insts {
+                if let Some((_, deadline)) = inst.stop {
+                    if now >= deadline {
+                        let _ = inst.sandbox.kill();
+                    }
+                    continue;
+                }
+                let chan = inst.chan();
+                if inst.ready_at.is_none() {
+                    if self.broker.is_ready(chan) {
+                        inst.ready_at = Some(now);
+                        if role == Role::Live {
+                            events.push(("plugin.ready", format!("pid {}", inst.sandbox.pid())));
+                        }
+                        if let Some(h) = inst.bundle.manifest().health {
+                            inst.next_ping = Some(grid(now + Duration::from_millis(h.interval_ms)));
+                        }
+                    } else if now >= inst.started + start_timeout {
+                        let _ = inst.sandbox.kill();
+                        inst.stop = Some((Stop::Unhealthy, now));
+                        events.push((
+                            "plugin.unhealthy",
+                            format!("no hello within {} ms", start_timeout.as_millis()),
+                        ));
+                        if role == Role::Candidate {
+                            candidate_failed = Some((
+                                inst.bundle.manifest().version.to_string(),
+                                "no hello".into(),
+                            ));
+                        }
+                        continue;
+                    }
+                }
+                if inst.ready_at.is_none() {
+                    continue;
+                }
+                let (_, outstanding) = self.broker.health(chan).unwrap_or((None, None));
+                let timeout = Duration::from_millis(
+                    inst.bundle
+                        .manifest()
+                        .health
+                        .or(health)
+                        .map_or(2_000, |h| h.timeout_ms),
+                );
+                if role == Role::Candidate {
+                    match inst.proving {
+                        None => {
+                            if self.broker.ping(chan).is_some() {
+                                inst.proving = Some(now);
+                            }
+                        }
+                        Some(sent) => {
+                            if outstanding.is_none() {
+                                promote = true;
+                            } else if now >= sent + timeout {
+                                let _ = inst.sandbox.kill();
+                                inst.stop = Some((Stop::Unhealthy, now));
+                                candidate_failed = Some((
+                                    inst.bundle.manifest().version.to_string(),
+                                    format!("no pong within {} ms", timeout.as_millis()),
+                                ));
+                            }
+                        }
+                    }
+                    continue;
+                }
+                if let Some(since) = outstanding {
+                    if now >= since + timeout {
+                        let _ = inst.sandbox.kill();
+                        inst.stop = Some((Stop::Unhealthy, now));
+                        events.push((
+                            "plugin.unhealthy",
+                            format!("no pong within {} ms; killed", timeout.as_millis()),
+                        ));
+                        continue;
+                    }
+                }
+                if let (Some(due), Some(h)) = (inst.next_ping, inst.bundle.manifest().health) {
+                    if now >= due && outstanding.is_none() {
+                        self.broker.ping(chan);
+                        inst.next_ping = Some(grid(now + Duration::from_millis(h.interval_ms)));
+                    }
+                }
+            }
+        }
+        if promote {
+            let grace = self.cfg.shutdown_deadline;
+            let mut c = p.candidate.take().expect("promoting a candidate");
+            c.proving = None;
+            if let Some(h) = c.bundle.manifest().health {
+                c.next_ping = Some(grid(now + Duration::from_millis(h.interval_ms)));
+            }
+            let new_version = c.bundle.manifest().version.to_string();
+            p.bundle = Some(Rc::clone(&c.bundle));
+            if let Some(mut old) = p.live.replace(c) {
+                Self::begin_stop(&mut self.broker, &mut old, Stop::Retired, now, grace);
+                p.retiring.push(old);
+            }
+            events.push(("plugin.replaced", format!("now serving {new_version}")));
+        }
+        for (kind, reason) in events {
+            self.log(format_args!("plugin={id} {kind}: {reason}"));
+            self.plugin_event(kind, id, reason, json!({}));
+        }
+        if let Some((version, why)) = candidate_failed {
+            self.replacement_failed(id, &version, &why);
+        }
+    }
+
+    /// The earliest instant something is due.
+    fn next_due(&self) -> Option<Instant> {
+        let mut due = self.next_watchdog;
+        let mut at = |t: Option<Instant>| {
+            if let Some(t) = t {
+                due = Some(due.map_or(t, |d| d.min(t)));
+            }
+        };
+        for p in self.plugins.values() {
+            at(p.backoff_until);
+            for (inst, role) in p.instances() {
+                if let Some((_, d)) = inst.stop {
+                    at(Some(d));
+                    continue;
+                }
+                if inst.ready_at.is_none() {
+                    at(Some(inst.started + self.cfg.start_timeout));
+                    // Hello arrives as a broker event; check soon after.
+                    at(Some(Instant::now() + Duration::from_millis(50)));
+                    continue;
+                }
+                let timeout = inst
+                    .bundle
+                    .manifest()
+                    .health
+                    .map_or(Duration::from_secs(2), |h| {
+                        Duration::from_millis(h.timeout_ms)
+                    });
+                if role == Role::Candidate {
+                    at(Some(Instant::now() + Duration::from_millis(20)));
+                    continue;
+                }
+                at(inst.next_ping);
+                if let Some((_, Some(since))) = self.broker.health(inst.chan()) {
+                    at(Some(since + timeout));
+                }
+            }
+        }
+        due
+    }
+
+    // ---- control socket -------------------------------------------------------
+
+    fn accept(&mut self) {
+        loop {
+            let (mut stream, _) = match self.listener.accept() {
+                Ok(s) => s,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    self.log(format_args!("control socket accept: {e}"));
+                    return;
+                }
+            };
+            let (pid, uid, gid) = match sys::socket::peer_cred(stream.as_fd()) {
+                Ok(c) => c,
+                Err(e) => {
+                    self.log(format_args!("control socket SO_PEERCRED: {e}"));
+                    continue;
+                }
+            };
+            let groups = control::groups_of(pid);
+            if !control::authorized(uid, gid, &groups, self.own_uid, self.cfg.admin_gid) {
+                self.log(format_args!(
+                    "control socket: refused uid {uid} (pid {pid}): not root or in the admin group"
+                ));
+                self.audit(Event {
+                    kind: "admin.refused",
+                    reason: Some(format!("uid {uid} is not root or in the admin group")),
+                    extra: json!({"uid": uid, "gid": gid, "pid": pid})
+                        .as_object()
+                        .cloned()
+                        .unwrap_or_default(),
+                    ..Event::default()
+                });
+                let _ = stream.write(&control::answer(&Err(format!(
+                    "permission denied: uid {uid} is not root or a member of the admin group"
+                ))));
+                continue;
+            }
+            let t = self.next_token;
+            self.next_token += PER_INSTANCE;
+            if self
+                .poll
+                .registry()
+                .register(&mut stream, Token(t), Interest::READABLE)
+                .is_ok()
+            {
+                self.clients.insert(
+                    t,
+                    Client {
+                        stream,
+                        uid,
+                        buf: Vec::new(),
+                    },
+                );
+            }
+        }
+    }
+
+    fn client_readable(&mut self, t: usize) {
+        let Some(c) = self.clients.get_mut(&t) else {
+            return;
+        };
+        let mut buf = [0u8; 4096];
+        let mut eof = false;
+        loop {
+            match c.stream.read(&mut buf) {
+                Ok(0) => {
+                    eof = true;
+                    break;
+                }
+                Ok(n) => {
+                    c.buf.extend_from_slice(&buf[..n]);
+                    if c.buf.len() > control::MAX_REQUEST {
+                        eof = true;
+                        break;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(_) => {
+                    eof = true;
+                    break;
+                }
+            }
+        }
+        let Some(end) = c.buf.iter().position(|&b| b == b'\n') else {
+            if eof {
+                let mut c = self.clients.remove(&t).expect("present");
+                let _ = self.poll.registry().deregister(&mut c.stream);
+            }
+            return;
+        };
+        let mut c = self.clients.remove(&t).expect("present");
+        let _ = self.poll.registry().deregister(&mut c.stream);
+        let result = match serde_json::from_slice::<Request>(&c.buf[..end]) {
+            Ok(req) => self.handle(req, c.uid),
+            Err(e) => Err(format!("bad request: {e}")),
+        };
+        let answer = control::answer(&result);
+        // The answer is written blocking with a timeout: admins are trusted not
+        // to stall their own warden; the timeout bounds a client that does.
+        let std_stream: std::os::unix::net::UnixStream =
+            std::os::unix::net::UnixStream::from(OwnedFd::from(c.stream));
+        let _ = std_stream.set_nonblocking(false);
+        let _ = std_stream.set_write_timeout(Some(Duration::from_secs(2)));
+        let _ = (&std_stream).write_all(&answer);
+    }
+
+    /// Serves one control request from `uid`.
+    fn handle(&mut self, req: Request, uid: u32) -> Result<Value, String> {
+        let name = req.name();
+        let target = match &req {
+            Request::Status { id }
+            | Request::Install { id }
+            | Request::Activate { id }
+            | Request::Disable { id }
+            | Request::Restart { id }
+            | Request::PolicyShow { id }
+            | Request::PolicyApprove { id, .. }
+            | Request::PolicyBlock { id }
+            | Request::AllowDowngrade { id, .. } => Some(id.clone()),
+            Request::Stats { id } => id.clone(),
+            Request::List | Request::Reload => None,
+        };
+        if let Some(id) = &target {
+            if !self.plugins.contains_key(id) {
+                return Err(format!("no plugin {id:?}"));
+            }
+        }
+        let mutates = req.mutates();
+        let r = match req {
+            Request::List => Ok(Value::Array(
+                self.plugins.keys().map(|id| self.info(id)).collect(),
+            )),
+            Request::Status { id } => Ok(self.info(&id)),
+            Request::Install { id } => self.lifecycle(&id, Action::Install, uid),
+            Request::Activate { id } => self.lifecycle(&id, Action::Activate, uid),
+            Request::Disable { id } => self.lifecycle(&id, Action::Disable, uid),
+            Request::Restart { id } => self.restart(&id, uid),
+            Request::PolicyShow { id } => Ok(self.policy_info(&id)),
+            Request::PolicyApprove { id, grant } => self.approve(&id, grant, uid),
+            Request::PolicyBlock { id } => self.block(&id, uid),
+            Request::AllowDowngrade { id, version } => self.allow_downgrade(&id, &version, uid),
+            Request::Stats { id } => Ok(self.stats(id.as_deref())),
+            Request::Reload => {
+                self.reload(&format!("ctl by uid {uid}"));
+                Ok(json!({"plugins": self.plugins.len()}))
+            }
+        };
+        if mutates {
+            self.audit(Event {
+                kind: "admin",
+                plugin: target,
+                op: Some(name.to_owned()),
+                reason: Some(match &r {
+                    Ok(_) => "ok".to_owned(),
+                    Err(e) => e.clone(),
+                }),
+                extra: json!({"uid": uid}).as_object().cloned().unwrap_or_default(),
+                ..Event::default()
+            });
+        }
+        r
+    }
+
+    fn persist(&mut self, id: &str) -> Result<(), String> {
+        let rec = self.plugins[id].rec.clone();
+        store::plugins::put(&self.db, &rec).map_err(|e| format!("state database: {e}"))
+    }
+
+    fn lifecycle(&mut self, id: &str, action: Action, uid: u32) -> Result<Value, String> {
+        let p = &self.plugins[id];
+        let from = p.status();
+        let problem = match (&p.problem, &p.bundle) {
+            (Some(why), _) => Some(why.clone()),
+            (None, None) => Some("no verified bundle".to_owned()),
+            (None, Some(_)) => None,
+        };
+        let to = lifecycle::transition(id, from, action, problem.as_deref())?;
+        let p = self.plugins.get_mut(id).expect("present");
+        p.rec.status = to.as_str().into();
+        if to == Status::Active {
+            p.failed = false;
+            p.budget.reset();
+        }
+        if let Err(e) = self.persist(id) {
+            self.plugins.get_mut(id).expect("present").rec.status = from.as_str().into();
+            return Err(e);
+        }
+        self.log(format_args!(
+            "plugin={id} {} -> {} (uid {uid})",
+            from.as_str(),
+            to.as_str()
+        ));
+        self.plugin_event(
+            "plugin.status",
+            id,
+            format!("{} -> {}", from.as_str(), to.as_str()),
+            json!({"from": from.as_str(), "to": to.as_str(), "uid": uid}),
+        );
+        self.reconcile(id, Instant::now());
+        self.status_line();
+        Ok(self.info(id))
+    }
+
+    fn restart(&mut self, id: &str, uid: u32) -> Result<Value, String> {
+        let now = Instant::now();
+        let p = self.plugins.get_mut(id).expect("present");
+        if p.status() != Status::Active {
+            return Err(format!(
+                "cannot restart plugin {id}: it is {}, not active",
+                p.rec.status
+            ));
+        }
+        p.failed = false;
+        p.budget.reset();
+        p.backoff_until = None;
+        if let Some(l) = p.live.as_mut() {
+            let grace = self.cfg.shutdown_deadline;
+            Self::begin_stop(&mut self.broker, l, Stop::Restart, now, grace);
+        }
+        self.log(format_args!("plugin={id} restart requested (uid {uid})"));
+        self.plugin_event(
+            "plugin.restart",
+            id,
+            format!("by uid {uid}"),
+            json!({"uid": uid}),
+        );
+        self.reconcile(id, now);
+        Ok(self.info(id))
+    }
+
+    fn approve(&mut self, id: &str, grant: Option<Vec<String>>, uid: u32) -> Result<Value, String> {
+        let p = &self.plugins[id];
+        let declared: Vec<Capability> = p
+            .bundle
+            .as_ref()
+            .map(|b| b.manifest().capabilities.clone())
+            .unwrap_or_default();
+        let grants = match grant {
+            None => {
+                if p.bundle.is_none() {
+                    return Err(format!(
+                        "cannot approve plugin {id} without --grant: its bundle is not present and verified"
+                    ));
+                }
+                declared.iter().map(|c| c.as_str().to_owned()).collect()
+            }
+            Some(list) => {
+                let mut out = Vec::new();
+                for g in list {
+                    let cap: Capability = g.parse().map_err(|_| {
+                        format!("cannot approve plugin {id}: unknown capability {g:?}")
+                    })?;
+                    if p.bundle.is_some() && !declared.contains(&cap) {
+                        return Err(format!(
+                            "cannot approve plugin {id}: its manifest does not declare {cap}"
+                        ));
+                    }
+                    out.push(cap.as_str().to_owned());
+                }
+                out
+            }
+        };
+        self.set_policy(id, policy::Status::Approved, Some(grants), uid)
+    }
+
+    fn block(&mut self, id: &str, uid: u32) -> Result<Value, String> {
+        self.set_policy(id, policy::Status::Blocked, None, uid)
+    }
+
+    fn set_policy(
+        &mut self,
+        id: &str,
+        status: policy::Status,
+        grants: Option<Vec<String>>,
+        uid: u32,
+    ) -> Result<Value, String> {
+        let p = self.plugins.get_mut(id).expect("present");
+        let before = (p.rec.policy_status.clone(), p.rec.grants.clone());
+        p.rec.policy_status = status.as_str().into();
+        if let Some(g) = grants {
+            p.rec.grants = g;
+        }
+        if let Err(e) = self.persist(id) {
+            let p = self.plugins.get_mut(id).expect("present");
+            (p.rec.policy_status, p.rec.grants) = before;
+            return Err(e);
+        }
+        let p = self.plugins.get_mut(id).expect("present");
+        let blocked = status == policy::Status::Blocked;
+        // Blocking takes effect at once on every instance; new grants need a new
+        // welcome, so a serving plugin is replaced blue-green with the same bundle.
+        let chans: Vec<Token> = p.instances().map(|(i, _)| i.chan()).collect();
+        for c in chans {
+            self.broker.set_blocked(c, blocked);
+        }
+        let grants = p.rec.grants.clone();
+        self.log(format_args!(
+            "plugin={id} policy {} -> {} grants [{}] (uid {uid})",
+            before.0,
+            status.as_str(),
+            grants.join(",")
+        ));
+        self.plugin_event(
+            "plugin.policy",
+            id,
+            format!("{} -> {}", before.0, status.as_str()),
+            json!({"uid": uid, "grants": grants}),
+        );
+        if !blocked {
+            let p = &self.plugins[id];
+            let serving = p
+                .live
+                .as_ref()
+                .is_some_and(|l| l.ready_at.is_some() && l.stop.is_none());
+            if let (true, Some(b)) = (serving, p.bundle.clone()) {
+                self.start_candidate(id, b, Instant::now());
+            }
+        }
+        Ok(self.policy_info(id))
+    }
+
+    fn allow_downgrade(&mut self, id: &str, version: &str, uid: u32) -> Result<Value, String> {
+        let v = semver::Version::parse(version)
+            .map_err(|e| format!("cannot allow downgrade of {id}: version {version:?}: {e}"))?;
+        let p = self.plugins.get_mut(id).expect("present");
+        p.rec.allow_downgrade = Some(v.to_string());
+        self.persist(id)?;
+        self.log(format_args!(
+            "plugin={id} downgrade to {v} allowed (uid {uid})"
+        ));
+        self.plugin_event(
+            "plugin.allow_downgrade",
+            id,
+            format!("to {v}"),
+            json!({"uid": uid, "version": v.to_string()}),
+        );
+        self.reload(&format!("allow-downgrade by uid {uid}"));
+        Ok(self.info(id))
+    }
+
+    fn info(&self, id: &str) -> Value {
+        let p = &self.plugins[id];
+        let live = p.live.as_ref();
+        let now = Instant::now();
+        let health = live.and_then(|l| self.broker.health(l.chan()));
+        json!({
+            "id": id,
+            "version": p.rec.version,
+            "serving_version": live.map(|l| l.bundle.manifest().version.to_string()),
+            "status": p.rec.status,
+            "runtime": p.runtime(),
+            "policy": p.rec.policy_status,
+            "grants": p.rec.grants,
+            "pid": live.map(|l| l.sandbox.pid()),
+            "uptime_s": live.map(|l| now.saturating_duration_since(l.started).as_secs()),
+            "restarts": p.restarts,
+            "restarts_in_window": p.budget.count(),
+            "last_pong_ms_ago": health.and_then(|h| h.0).map(|t| now.saturating_duration_since(t).as_millis() as u64),
+            "last_exit": p.last_exit,
+            "problem": p.problem,
+            "replacing": p.candidate.as_ref().map(|c| c.bundle.manifest().version.to_string()),
+        })
+    }
+
+    fn policy_info(&self, id: &str) -> Value {
+        let p = &self.plugins[id];
+        let declared: Vec<&str> = p
+            .bundle
+            .as_ref()
+            .map(|b| {
+                b.manifest()
+                    .capabilities
+                    .iter()
+                    .map(|c| c.as_str())
+                    .collect()
+            })
+            .unwrap_or_default();
+        let effective: Vec<String> = match (&p.bundle, p.rec.policy_status.as_str()) {
+            (Some(b), "approved") => self
+                .context(p, b)
+                .0
+                .granted
+                .iter()
+                .map(|c| c.as_str().to_owned())
+                .collect(),
+            _ => Vec::new(),
+        };
+        json!({
+            "id": id,
+            "status": p.rec.policy_status,
+            "grants": p.rec.grants,
+            "declared": declared,
+            "effective": effective,
+            "limits": {
+                "memory_mb": self.cfg.limits.memory_mb,
+                "pids": self.cfg.limits.pids,
+                "nofile": self.cfg.limits.nofile,
+                "tmp_mb": self.cfg.limits.tmp_mb,
+                "call_timeout_ms": self.cfg.limits.call_timeout_ms,
+            },
+        })
+    }
+
+    fn stats(&self, id: Option<&str>) -> Value {
+        let one = |id: &str| {
+            let p = &self.plugins[id];
+            let c = p
+                .live
+                .as_ref()
+                .and_then(|l| self.broker.counters(l.chan()))
+                .unwrap_or_default();
+            json!({"id": id, "runtime": p.runtime(), "restarts": p.restarts, "calls": c.calls,
+                   "allowed": c.allowed, "denied": c.denied, "rate_limited": c.rate_limited,
+                   "errors": c.errors, "bytes_in": c.bytes_in, "bytes_out": c.bytes_out,
+                   "output_suppressed": p.limiter.suppressed()})
+        };
+        match id {
+            Some(id) => one(id),
+            None => json!({
+                "warden": {
+                    "uptime_s": self.started.elapsed().as_secs(),
+                    "rss_kb": rss_kb(),
+                    "plugins": self.plugins.len(),
+                    "running": self.plugins.values().filter(|p| p.runtime() == "running").count(),
+                    "failed": self.plugins.values().filter(|p| p.failed).count(),
+                },
+                "plugins": self.plugins.keys().map(|id| one(id)).collect::<Vec<_>>(),
+            }),
+        }
+    }
+}
+
+/// Whether two verified bundles would run the same thing (artifact and manifest).
+fn same_bundle(a: &VerifiedBundle, b: &VerifiedBundle) -> bool {
+    a.sha256() == b.sha256()
+        && serde_json::to_string(a.manifest()).ok() == serde_json::to_string(b.manifest()).ok()
+}
+
+fn drop_broker(broker: Broker<AuditRecorder>) -> Result<(), SupervisorError> {
+    // The broker owns the recorder; closing it drains and flushes the audit log.
+    let mut broker = broker;
+    let failure = broker.recorder().failure();
+    drop(broker);
+    match failure {
+        Some(e) => Err(SupervisorError::AuditFailed(e)),
+        None => Ok(()),
+    }
+}
+
+/// Binds the control socket (mode 0660, group = the admin group when set). A
+/// stale socket file is replaced; a live one means another warden serves it.
+fn bind_control(cfg: &Config) -> Result<UnixListener, SupervisorError> {
+    let path = &cfg.control_socket;
+    let shown = path.display().to_string();
+    let err = |what| {
+        let shown = shown.clone();
+        move |source| SupervisorError::Control {
+            path: shown,
+            what,
+            source,
+        }
+    };
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(err("create directory"))?;
+    }
+    if path.exists() {
+        if std::os::unix::net::UnixStream::connect(path).is_ok() {
+            return Err(SupervisorError::ControlBusy { path: shown });
+        }
+        std::fs::remove_file(path).map_err(err("remove stale socket"))?;
+    }
+    let l = UnixListener::bind(path).map_err(err("bind"))?;
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))
+        .map_err(err("chmod 0660"))?;
+    if let Some(g) = cfg.admin_gid {
+        std::os::unix::fs::chown(path, None, Some(g)).map_err(err("chown to the admin group"))?;
+    }
+    Ok(l)
+}
+
+/// warden's resident set size in KiB (from /proc/self/status).
+pub fn rss_kb() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        })
+        .unwrap_or(0)
+}

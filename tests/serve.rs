@@ -1,0 +1,661 @@
+//! `warden serve` as operators run it: a real supervisor process on a temp config,
+//! driven with `warden ctl`, supervising the hand-written protocol plugin
+//! `tests/plugins/svc.c`. Lifecycle and refusals, rollback, crash loops reaching
+//! `failed`, hung plugins, blue-green replacement, SIGKILL of warden, the control
+//! socket's SO_PEERCRED check, and 100 plugins at once.
+
+mod common;
+
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{require_sandbox, stderr, stdout, tempdir, warden, WARDEN};
+use serde_json::Value;
+
+struct Serve {
+    dir: tempfile::TempDir,
+    child: Option<Child>,
+    extra: String,
+}
+
+impl Serve {
+    /// A key, trust dir, plugin dir and config (with `extra` config keys); not started.
+    fn new(extra: &str) -> Serve {
+        let dir = tempdir();
+        let p = dir.path();
+        std::fs::create_dir_all(p.join("trust/acme")).unwrap();
+        std::fs::create_dir_all(p.join("plugins")).unwrap();
+        let out = warden(&["keygen", "--out", p.join("acme").to_str().unwrap()]);
+        assert!(out.status.success(), "keygen: {}", stderr(&out));
+        std::fs::copy(p.join("acme.pub"), p.join("trust/acme/acme.pub")).unwrap();
+        let s = Serve {
+            dir,
+            child: None,
+            extra: extra.to_owned(),
+        };
+        s.write_config();
+        s
+    }
+
+    fn write_config(&self) {
+        let sep = if self.extra.is_empty() { "" } else { "," };
+        std::fs::write(
+            self.path().join("warden.json"),
+            format!(
+                r#"{{"plugin_dir":"plugins","trust_dir":"trust","state_dir":"state",
+                "audit_log":"state/audit.jsonl","control_socket":"control.sock",
+                "restart":{{"initial_backoff_ms":50,"max_backoff_ms":200,"max_restarts":3,"window_s":60}},
+                "shutdown_deadline_ms":1000{sep}{}}}"#,
+                self.extra
+            ),
+        )
+        .unwrap();
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn config(&self) -> PathBuf {
+        self.path().join("warden.json")
+    }
+
+    fn log_path(&self) -> PathBuf {
+        self.path().join("serve.log")
+    }
+
+    /// Packs svc.c as plugin `id` at `version`, run with `mode`, into a temp dir
+    /// and swaps it into the plugin directory (as an operator's deploy would).
+    fn deploy(&self, id: &str, version: &str, mode: &str, health: &str) {
+        let m = self.path().join(format!("{id}-{version}.json"));
+        let health = if health.is_empty() {
+            String::new()
+        } else {
+            format!(r#","health":{health}"#)
+        };
+        std::fs::write(
+            &m,
+            format!(
+                r#"{{"id":"{id}","version":"{version}","publisher":"acme","min_core":"0.1.0",
+                "capabilities":["kv:write","log:write"],"args":["{mode}","{version}"],
+                "resources":{{"memory_mb":64,"pids":8,"nofile":64,"tmp_mb":1}}{health}}}"#
+            ),
+        )
+        .unwrap();
+        let staged = self.path().join(format!("staged-{id}-{version}"));
+        let _ = std::fs::remove_dir_all(&staged);
+        let svc = common::plugin("svc");
+        let out = warden(&[
+            "pack",
+            "--manifest",
+            m.to_str().unwrap(),
+            "--artifact",
+            svc.to_str().unwrap(),
+            "--key",
+            self.path().join("acme.key").to_str().unwrap(),
+            "--out",
+            staged.to_str().unwrap(),
+        ]);
+        assert!(out.status.success(), "pack: {}", stderr(&out));
+        let target = self.path().join("plugins").join(id);
+        if target.exists() {
+            let old = self.path().join(format!("old-{id}-{version}"));
+            let _ = std::fs::remove_dir_all(&old);
+            std::fs::rename(&target, &old).unwrap();
+        }
+        std::fs::rename(&staged, &target).unwrap();
+    }
+
+    fn start(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_path())
+            .unwrap();
+        let child = Command::new(WARDEN)
+            .args(["serve", "--config", self.config().to_str().unwrap()])
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("start warden serve");
+        self.child = Some(child);
+        let sock = self.path().join("control.sock");
+        let t0 = Instant::now();
+        while !sock.exists() || !self.ctl(&["list"]).status.success() {
+            assert!(
+                t0.elapsed() < Duration::from_secs(10),
+                "warden serve did not come up:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn pid(&self) -> i32 {
+        self.child.as_ref().unwrap().id() as i32
+    }
+
+    fn signal(&self, sig: i32) {
+        // SAFETY: kill with a pid we spawned and a plain signal number.
+        unsafe { libc::kill(self.pid(), sig) };
+    }
+
+    /// SIGTERM and wait; returns the exit status.
+    fn stop(&mut self) -> std::process::ExitStatus {
+        self.signal(libc::SIGTERM);
+        let mut c = self.child.take().unwrap();
+        let t0 = Instant::now();
+        loop {
+            if let Some(st) = c.try_wait().unwrap() {
+                return st;
+            }
+            assert!(
+                t0.elapsed() < Duration::from_secs(15),
+                "warden did not stop"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn ctl(&self, args: &[&str]) -> Output {
+        let c = self.config();
+        let mut a = vec!["ctl", "--config", c.to_str().unwrap()];
+        a.extend_from_slice(args);
+        warden(&a)
+    }
+
+    fn ok(&self, args: &[&str]) -> Value {
+        let mut a = vec!["--json"];
+        a.extend_from_slice(args);
+        let out = self.ctl(&a);
+        assert!(
+            out.status.success(),
+            "ctl {args:?}: {}\nlog:\n{}",
+            stderr(&out),
+            self.log()
+        );
+        serde_json::from_str(&stdout(&out)).unwrap()
+    }
+
+    /// `ctl ARGS` must fail with exactly `line`.
+    fn refused(&self, args: &[&str], line: &str) {
+        let out = self.ctl(args);
+        assert!(!out.status.success(), "ctl {args:?} should fail");
+        assert_eq!(stderr(&out).trim_end(), line);
+    }
+
+    fn status(&self, id: &str) -> Value {
+        self.ok(&["status", id])
+    }
+
+    fn wait(&self, what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
+        let t0 = Instant::now();
+        while !f() {
+            assert!(
+                t0.elapsed() < timeout,
+                "timed out waiting for {what}\nlog:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn wait_runtime(&self, id: &str, runtime: &str) -> Value {
+        let mut last = Value::Null;
+        self.wait(
+            &format!("{id} to be {runtime}"),
+            Duration::from_secs(20),
+            || {
+                last = self.status(id);
+                last["runtime"] == runtime
+            },
+        );
+        last
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.log_path()).unwrap_or_default()
+    }
+
+    fn audit(&self) -> Vec<Value> {
+        std::fs::read_to_string(self.path().join("state/audit.jsonl"))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    }
+
+    /// Installs, approves and activates `id`, waiting until it runs.
+    fn bring_up(&self, id: &str) -> Value {
+        self.ok(&["install", id]);
+        self.ok(&["policy", "approve", id]);
+        self.ok(&["activate", id]);
+        self.wait_runtime(id, "running")
+    }
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn alive(pid: i64) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+        !s.rsplit(')')
+            .next()
+            .unwrap_or("")
+            .trim_start()
+            .starts_with('Z')
+    })
+}
+
+#[test]
+fn bad_config_is_refused_naming_the_key() {
+    let s = Serve::new(r#""restart_policy":{}"#);
+    let out = warden(&["serve", "--config", s.config().to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("unknown field `restart_policy`"),
+        "{}",
+        stderr(&out)
+    );
+    let s = Serve::new(r#""output":{"lines_per_second":0}"#);
+    let out = warden(&["serve", "--config", s.config().to_str().unwrap()]);
+    assert_eq!(
+        stderr(&out).trim_end(),
+        format!(
+            "warden: config {}: output.lines_per_second: 0 is outside 1..=100000",
+            s.config().display()
+        )
+    );
+}
+
+#[test]
+fn lifecycle_refusals_rollback_and_persistence() {
+    if !require_sandbox() {
+        return;
+    }
+    let mut s = Serve::new("");
+    s.deploy("svc", "1.0.0", "serve", "");
+    s.start();
+    let st = s.status("svc");
+    assert_eq!(st["status"], "verified");
+    assert_eq!(st["policy"], "pending_review");
+    assert_eq!(st["grants"], serde_json::json!([]));
+    s.refused(
+        &["activate", "svc"],
+        "warden: cannot activate plugin svc: it is verified, and activate is allowed only from installed or disabled",
+    );
+    s.refused(
+        &["disable", "svc"],
+        "warden: cannot disable plugin svc: it is verified, and disable is allowed only from installed or active",
+    );
+    s.refused(&["install", "nope"], "warden: no plugin \"nope\"");
+    s.ok(&["install", "svc"]);
+    s.refused(
+        &["install", "svc"],
+        "warden: cannot install plugin svc: it is installed, and install is allowed only from verified",
+    );
+    s.ok(&["activate", "svc"]);
+    let st = s.wait_runtime("svc", "running");
+    assert_eq!(st["policy"], "pending_review");
+    s.ok(&["disable", "svc"]);
+    s.wait_runtime("svc", "stopped");
+    s.ok(&["activate", "svc"]);
+    s.wait_runtime("svc", "running");
+
+    // Rollback: an older version is refused while the newer keeps serving.
+    s.deploy("svc", "0.9.0", "serve", "");
+    s.ok(&["reload"]);
+    let st = s.status("svc");
+    assert_eq!(st["serving_version"], "1.0.0");
+    assert_eq!(st["version"], "1.0.0");
+    assert!(s.log().contains(
+        "plugin=svc rejected: rollback: version 0.9.0 is older than 1.0.0, the highest seen"
+    ));
+    s.wait(
+        "the rollback in the audit log",
+        Duration::from_secs(5),
+        || {
+            s.audit().iter().any(|e| {
+                e["kind"] == "verify_failure"
+                    && e["reason"].as_str().unwrap_or("").contains("rollback")
+            })
+        },
+    );
+    // ... unless the operator allows that downgrade explicitly.
+    s.ok(&["allow-downgrade", "svc", "0.9.0"]);
+    s.wait("0.9.0 to serve", Duration::from_secs(10), || {
+        s.status("svc")["serving_version"] == "0.9.0"
+    });
+
+    // Every lifecycle change is audited with the admin's uid.
+    std::thread::sleep(Duration::from_millis(400));
+    let changes: Vec<String> = s
+        .audit()
+        .iter()
+        .filter(|e| e["kind"] == "plugin.status")
+        .map(|e| {
+            format!(
+                "{} uid={}",
+                e["reason"].as_str().unwrap(),
+                e["extra"]["uid"]
+            )
+        })
+        .collect();
+    // SAFETY: geteuid takes no arguments and cannot fail.
+    let uid = unsafe { libc::geteuid() };
+    assert_eq!(
+        changes,
+        vec![
+            format!("new -> verified uid={uid}"),
+            format!("verified -> installed uid={uid}"),
+            format!("installed -> active uid={uid}"),
+            format!("active -> disabled uid={uid}"),
+            format!("disabled -> active uid={uid}"),
+        ]
+    );
+
+    // A vanished bundle stops the plugin; it can only be disabled.
+    std::fs::remove_dir_all(s.path().join("plugins/svc")).unwrap();
+    s.ok(&["reload"]);
+    let st = s.wait_runtime("svc", "stopped");
+    assert_eq!(st["problem"], "bundle missing from the plugin directory");
+    s.ok(&["disable", "svc"]);
+    s.refused(
+        &["activate", "svc"],
+        "warden: cannot activate plugin svc: its bundle is not present and verified (bundle missing from the plugin directory); it can only be disabled",
+    );
+    // Paths of bundles are never shown to clients.
+    let list = stdout(&s.ctl(&["--json", "list"]));
+    assert!(!list.contains(s.path().to_str().unwrap()), "{list}");
+
+    // State survives a restart of warden.
+    assert!(s.stop().success());
+    s.deploy("svc", "1.0.0", "serve", "");
+    s.start();
+    let st = s.status("svc");
+    assert_eq!(st["status"], "disabled");
+    assert_eq!(st["policy"], "pending_review");
+    assert!(s.log().contains("all plugins stopped; audit log flushed"));
+}
+
+#[test]
+fn crash_loop_reaches_failed_after_its_budget() {
+    if !require_sandbox() {
+        return;
+    }
+    let mut s = Serve::new("");
+    s.deploy("crashy", "1.0.0", "crash", "");
+    s.start();
+    s.ok(&["install", "crashy"]);
+    s.ok(&["activate", "crashy"]);
+    let st = s.wait_runtime("crashy", "failed");
+    assert_eq!(st["restarts"], 3);
+    assert_eq!(st["last_exit"], "exit code 3");
+    let log = s.log();
+    assert!(log.contains("plugin=crashy restarting in 50 ms (restart 1 of 3 within 60 s)"));
+    assert!(log.contains("plugin=crashy restarting in 100 ms (restart 2 of 3 within 60 s)"));
+    assert!(log.contains("plugin=crashy restarting in 200 ms (restart 3 of 3 within 60 s)"));
+    assert!(log.contains("plugin=crashy failed: more than 3 restarts within 60 s"));
+    // It stays down...
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(s.status("crashy")["runtime"], "failed");
+    // (the audit log is flushed every 200 ms)
+    let kinds: Vec<String> = s
+        .audit()
+        .iter()
+        .filter(|e| e["plugin"] == "crashy")
+        .map(|e| e["kind"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(kinds.iter().filter(|k| *k == "restart").count(), 3);
+    assert_eq!(kinds.iter().filter(|k| *k == "plugin.failed").count(), 1);
+    // ... until an operator restarts it (with a fresh budget).
+    s.ok(&["restart", "crashy"]);
+    s.wait_runtime("crashy", "failed");
+    assert_eq!(s.status("crashy")["restarts"], 6);
+    assert!(s.stop().success());
+}
+
+#[test]
+fn hung_plugin_is_killed_and_restarted_within_two_intervals() {
+    if !require_sandbox() {
+        return;
+    }
+    let mut s = Serve::new("");
+    let interval = Duration::from_millis(500);
+    s.deploy(
+        "hung",
+        "1.0.0",
+        "hang",
+        r#"{"interval_ms":500,"timeout_ms":100}"#,
+    );
+    s.start();
+    s.ok(&["install", "hung"]);
+    s.ok(&["activate", "hung"]);
+    let st = s.wait_runtime("hung", "running");
+    let t0 = Instant::now();
+    let first = st["pid"].as_i64().unwrap();
+    s.wait("a restarted instance", 2 * interval, || {
+        let st = s.status("hung");
+        st["pid"].as_i64().is_some_and(|p| p != first)
+    });
+    let took = t0.elapsed();
+    assert!(!alive(first), "the hung sandbox must be gone");
+    assert!(s
+        .log()
+        .contains("plugin=hung plugin.unhealthy: no pong within 100 ms; killed"));
+    eprintln!(
+        "hung plugin restarted {} ms after it was running",
+        took.as_millis()
+    );
+    assert!(s.stop().success());
+}
+
+#[test]
+fn blue_green_swap_without_failed_calls_and_bad_version_keeps_old() {
+    if !require_sandbox() {
+        return;
+    }
+    let mut s = Serve::new("");
+    s.deploy("kv", "1.0.0", "client", "");
+    s.start();
+    s.bring_up("kv");
+    let calls = |s: &Serve| s.ok(&["stats", "kv"])["allowed"].as_u64().unwrap_or(0);
+    s.wait("calls from 1.0.0", Duration::from_secs(10), || {
+        calls(&s) > 50
+    });
+    s.deploy("kv", "2.0.0", "client", "");
+    s.ok(&["reload"]);
+    s.wait("2.0.0 to take over", Duration::from_secs(10), || {
+        s.status("kv")["serving_version"] == "2.0.0"
+    });
+    s.wait("calls from 2.0.0", Duration::from_secs(10), || {
+        calls(&s) > 50
+    });
+    assert!(s.log().contains("kv 2.0.0 serving (client)"));
+    assert!(s
+        .log()
+        .contains("plugin=kv plugin.replaced: now serving 2.0.0"));
+
+    // A bad new version never takes over.
+    s.deploy("kv", "3.0.0", "crash", "");
+    s.ok(&["reload"]);
+    s.wait("the failed replacement", Duration::from_secs(10), || {
+        s.log()
+            .contains("plugin=kv replacement by 3.0.0 failed: it exited (exit code 3); the old instance keeps serving")
+    });
+    let st = s.status("kv");
+    assert_eq!(st["serving_version"], "2.0.0");
+    assert_eq!(st["runtime"], "running");
+    let before = calls(&s);
+    s.wait("2.0.0 to keep serving", Duration::from_secs(10), || {
+        calls(&s) > before + 20
+    });
+    assert!(s.stop().success());
+    let log = s.log();
+    assert!(
+        !log.contains("CALL FAILED"),
+        "a call failed during the swap:\n{log}"
+    );
+}
+
+#[test]
+fn sigkill_of_warden_leaves_no_plugin_and_state_recovers() {
+    if !require_sandbox() {
+        return;
+    }
+    let mut s = Serve::new("");
+    s.deploy("svc", "1.0.0", "serve", "");
+    s.start();
+    let st = s.bring_up("svc");
+    let pid = st["pid"].as_i64().unwrap();
+    assert!(alive(pid));
+    s.signal(libc::SIGKILL);
+    let _ = s.child.take().unwrap().wait();
+    s.wait(
+        "the sandbox to die with warden",
+        Duration::from_secs(5),
+        || !alive(pid),
+    );
+    s.start();
+    let st = s.wait_runtime("svc", "running");
+    assert_eq!(st["status"], "active");
+    assert_eq!(st["policy"], "approved");
+    assert_ne!(st["pid"].as_i64().unwrap(), pid);
+    assert!(s.stop().success());
+}
+
+/// Whether this process may run a child as another uid (the feature the control
+/// socket test needs), by trying it.
+fn can_switch_uid() -> bool {
+    Command::new("true")
+        .uid(65534)
+        .gid(65534)
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+#[test]
+fn control_socket_refuses_a_non_admin_uid() {
+    if !can_switch_uid() {
+        common::skip("the ability to run a child as uid 65534 (setuid)");
+        return;
+    }
+    let mut s = Serve::new(r#""admin_group":"4242""#);
+    s.start();
+    let sock = s.path().join("control.sock");
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&sock).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o660);
+    // Open the file mode so the refusal is SO_PEERCRED's, not the filesystem's.
+    std::fs::set_permissions(&sock, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let as_user = |gid: u32| {
+        Command::new(WARDEN)
+            .args(["ctl", "--socket", sock.to_str().unwrap(), "list"])
+            .uid(65534)
+            .gid(gid)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    };
+    let out = as_user(65534);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        stderr(&out).trim_end(),
+        "warden: permission denied: uid 65534 is not root or a member of the admin group"
+    );
+    s.wait(
+        "the refusal in the audit log",
+        Duration::from_secs(5),
+        || {
+            s.audit()
+                .iter()
+                .any(|e| e["kind"] == "admin.refused" && e["extra"]["uid"] == 65534)
+        },
+    );
+    // A member of the admin group is served.
+    let out = as_user(4242);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).starts_with("ID"));
+    assert!(s.stop().success());
+}
+
+#[test]
+fn chatty_output_is_forwarded_tagged_and_rate_limited() {
+    if !require_sandbox() {
+        return;
+    }
+    let mut s = Serve::new(r#""output":{"lines_per_second":5,"burst":10}"#);
+    s.deploy("chatty", "1.0.0", "chatty", "");
+    s.start();
+    s.bring_up("chatty");
+    s.wait("the first lines", Duration::from_secs(5), || {
+        s.log()
+            .contains("warden: plugin=chatty stdout: chatty line 0")
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    let log = s.log();
+    let forwarded = log.matches("plugin=chatty stdout: chatty line").count();
+    assert!(forwarded <= 15, "{forwarded} lines forwarded");
+    assert!(s.stop().success());
+    assert!(
+        s.log().contains("output lines suppressed (rate limit)"),
+        "{}",
+        s.log()
+    );
+}
+
+#[test]
+fn a_hundred_plugins_supervised_at_once() {
+    if !require_sandbox() {
+        return;
+    }
+    let mut s = Serve::new("");
+    let n = 100;
+    for i in 0..n {
+        s.deploy(
+            &format!("p{i:03}"),
+            "1.0.0",
+            "serve",
+            r#"{"interval_ms":1000,"timeout_ms":500}"#,
+        );
+    }
+    s.start();
+    for i in 0..n {
+        let id = format!("p{i:03}");
+        s.ok(&["install", &id]);
+        s.ok(&["activate", &id]);
+    }
+    s.wait("100 plugins running", Duration::from_secs(60), || {
+        let list = s.ok(&["list"]);
+        list.as_array()
+            .unwrap()
+            .iter()
+            .filter(|p| p["runtime"] == "running")
+            .count()
+            == n
+    });
+    // Health pings flow for all of them and nobody restarts.
+    std::thread::sleep(Duration::from_millis(2500));
+    let list = s.ok(&["list"]);
+    for p in list.as_array().unwrap() {
+        assert_eq!(p["runtime"], "running", "{p}");
+        assert_eq!(p["restarts"], 0, "{p}");
+        assert!(p["last_pong_ms_ago"].as_u64().is_some(), "{p}");
+    }
+    let stats = s.ok(&["stats"]);
+    eprintln!(
+        "warden with {n} plugins: rss {} KiB",
+        stats["warden"]["rss_kb"]
+    );
+    let t0 = Instant::now();
+    assert!(s.stop().success());
+    eprintln!("stopped {n} plugins in {} ms", t0.elapsed().as_millis());
+}
