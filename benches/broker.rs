@@ -142,6 +142,8 @@ fn warden_case(n: usize, secs: f64) -> Result {
                     rate_overrides: vec![],
                     kv_quota: Quota::default(),
                     blocked: false,
+                    egress: None,
+                    files: None,
                 },
             )
             .unwrap();

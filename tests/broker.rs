@@ -61,6 +61,8 @@ fn ctx(id: &str, declared: &[Capability], granted: &[Capability]) -> PluginConte
         rate_overrides: vec![],
         kv_quota: Quota::default(),
         blocked: false,
+        egress: None,
+        files: None,
     }
 }
 
