@@ -256,6 +256,19 @@ fn kind(mode: libc::mode_t) -> &'static str {
     }
 }
 
+fn not_regular(path: &str, mode: libc::mode_t) -> CallError {
+    if mode & libc::S_IFMT == libc::S_IFLNK {
+        return symlink_refused(path);
+    }
+    denied(format!("{path:?} is {}, not a regular file", kind(mode)))
+}
+
+fn symlink_refused(path: &str) -> CallError {
+    denied(format!(
+        "{path:?} is or passes through a symbolic link, which fs.open never follows"
+    ))
+}
+
 fn open_error(path: &str, e: &io::Error) -> CallError {
     match e.raw_os_error() {
         Some(libc::ENOENT) => CallError::new(
@@ -263,9 +276,7 @@ fn open_error(path: &str, e: &io::Error) -> CallError {
             format!("no file {path:?} in the data directory"),
         ),
         Some(libc::EXDEV) => denied(format!("{path:?} leads outside the data directory")),
-        Some(libc::ELOOP) => denied(format!(
-            "{path:?} is or passes through a symbolic link, which fs.open never follows"
-        )),
+        Some(libc::ELOOP) => symlink_refused(path),
         Some(libc::ENOTDIR) => bad(format!("a component of {path:?} is not a directory")),
         Some(libc::EISDIR) => denied(format!("{path:?} is a directory, not a regular file")),
         Some(libc::ENXIO) | Some(libc::ENODEV) | Some(libc::ETXTBSY) => {
@@ -342,16 +353,7 @@ pub fn open(root: &FileRoot, req: &OpenRequest) -> Opened {
     ) {
         Ok(fd) => match sys::fs::fstat(fd.as_fd()) {
             Ok(st) if st.st_mode & libc::S_IFMT == libc::S_IFREG => Some((st.st_dev, st.st_ino)),
-            Ok(st) => {
-                return fail(
-                    audit,
-                    denied(format!(
-                        "{:?} is {}, not a regular file",
-                        req.path,
-                        kind(st.st_mode)
-                    )),
-                )
-            }
+            Ok(st) => return fail(audit, not_regular(&req.path, st.st_mode)),
             Err(e) => return fail(audit, open_error(&req.path, &e)),
         },
         Err(e) if e.raw_os_error() == Some(libc::ENOENT) && f.create => None,
@@ -381,14 +383,7 @@ pub fn open(root: &FileRoot, req: &OpenRequest) -> Opened {
         Err(e) => return fail(audit, open_error(&req.path, &e)),
     };
     if st.st_mode & libc::S_IFMT != libc::S_IFREG {
-        return fail(
-            audit,
-            denied(format!(
-                "{:?} is {}, not a regular file",
-                req.path,
-                kind(st.st_mode)
-            )),
-        );
+        return fail(audit, not_regular(&req.path, st.st_mode));
     }
     if before.is_some_and(|b| b != (st.st_dev, st.st_ino)) {
         return fail(
