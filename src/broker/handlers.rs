@@ -252,8 +252,10 @@ fn net_dial(a: DialArgs, caller: &Caller<'_>) -> Result<Outcome, CallError> {
     };
     let host = guard::parse_host(&a.host).map_err(|e| bad(e.to_string()))?;
     let limit = caller.call_timeout.as_millis() as u64;
+    // By default leave a tenth of the call's time, so the dial's own timeout (with
+    // its audit fields) answers before the broker's call deadline does.
     let timeout_ms = match a.timeout_ms {
-        None => (egress::DEFAULT_TIMEOUT.as_millis() as u64).min(limit),
+        None => (egress::DEFAULT_TIMEOUT.as_millis() as u64).min(limit - limit / 10),
         Some(t) if (1..=limit).contains(&t) => t,
         Some(_) => return Err(bad(format!("timeout_ms must be 1..={limit}"))),
     };
