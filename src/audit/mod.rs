@@ -196,3 +196,35 @@ pub enum AuditError {
         why: LineError,
     },
 }
+
+/// Calls `each(line_number, bytes)` for every line of `path` (1-based; the bytes
+/// keep their trailing newline when there is one) until `each` returns false.
+fn each_line(
+    path: &std::path::Path,
+    mut each: impl FnMut(u64, &mut Vec<u8>) -> bool,
+) -> Result<(), AuditError> {
+    use std::io::BufRead;
+    let f = std::fs::File::open(path).map_err(|source| AuditError::Open {
+        path: path.to_owned(),
+        source,
+    })?;
+    let mut r = std::io::BufReader::new(f);
+    let mut buf = Vec::new();
+    let mut lineno = 0;
+    loop {
+        buf.clear();
+        let n = r
+            .read_until(b'\n', &mut buf)
+            .map_err(|source| AuditError::Read {
+                path: path.to_owned(),
+                source,
+            })?;
+        if n == 0 {
+            return Ok(());
+        }
+        lineno += 1;
+        if !each(lineno, &mut buf) {
+            return Ok(());
+        }
+    }
+}

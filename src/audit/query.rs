@@ -6,8 +6,6 @@
 //! `verify`'s job. An unterminated final line (a write in progress) is skipped.
 
 use std::collections::VecDeque;
-use std::fs::File;
-use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 
 use super::line::{self, Record};
@@ -51,40 +49,34 @@ pub struct Hit {
 pub fn query(files: &[PathBuf], filter: &Filter) -> Result<Vec<Hit>, AuditError> {
     let mut hits = VecDeque::new();
     for path in files {
-        let f = File::open(path).map_err(|source| AuditError::Open {
-            path: path.clone(),
-            source,
+        let mut bad = None;
+        super::each_line(path, |lineno, buf| {
+            if buf.pop() != Some(b'\n') {
+                return false; // a torn last line: nothing more to read
+            }
+            let record = match line::parse(buf) {
+                Ok(r) => r,
+                Err(why) => {
+                    bad = Some(AuditError::BadRecord {
+                        path: path.clone(),
+                        line: lineno,
+                        why,
+                    });
+                    return false;
+                }
+            };
+            if filter.matches(&record) {
+                // parse succeeded, so the bytes are valid UTF-8
+                let line = String::from_utf8_lossy(buf).into_owned();
+                hits.push_back(Hit { record, line });
+                if filter.limit.is_some_and(|l| hits.len() > l) {
+                    hits.pop_front();
+                }
+            }
+            true
         })?;
-        let mut r = BufReader::new(f);
-        let mut buf = Vec::new();
-        let mut lineno = 0;
-        loop {
-            buf.clear();
-            let n = r
-                .read_until(b'\n', &mut buf)
-                .map_err(|source| AuditError::Read {
-                    path: path.clone(),
-                    source,
-                })?;
-            if n == 0 || buf.last() != Some(&b'\n') {
-                break;
-            }
-            lineno += 1;
-            buf.pop();
-            let record = line::parse(&buf).map_err(|why| AuditError::BadRecord {
-                path: path.clone(),
-                line: lineno,
-                why,
-            })?;
-            if !filter.matches(&record) {
-                continue;
-            }
-            // parse succeeded, so the bytes are valid UTF-8
-            let line = String::from_utf8_lossy(&buf).into_owned();
-            hits.push_back(Hit { record, line });
-            if filter.limit.is_some_and(|l| hits.len() > l) {
-                hits.pop_front();
-            }
+        if let Some(e) = bad {
+            return Err(e);
         }
     }
     Ok(hits.into())

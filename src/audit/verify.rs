@@ -4,8 +4,6 @@
 //! Reports the first broken link and stops. It never modifies a file and knows
 //! nothing about how the log is written.
 
-use std::fs::File;
-use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 
 use super::line::{self, Record, ZERO_HASH};
@@ -45,46 +43,32 @@ pub fn verify_files(paths: &[PathBuf]) -> Result<VerifyReport, AuditError> {
     let mut first_seq = None;
     let mut last: Option<Link> = None;
     for (fi, path) in paths.iter().enumerate() {
-        let f = File::open(path).map_err(|source| AuditError::Open {
-            path: path.clone(),
-            source,
-        })?;
-        let mut r = BufReader::new(f);
-        let mut buf = Vec::new();
-        let mut lineno = 0;
-        loop {
-            buf.clear();
-            let n = r
-                .read_until(b'\n', &mut buf)
-                .map_err(|source| AuditError::Read {
-                    path: path.clone(),
-                    source,
-                })?;
-            if n == 0 {
-                break;
-            }
-            lineno += 1;
+        let mut report = None;
+        super::each_line(path, |lineno, buf| {
             let broken = |what: String| VerifyReport::Broken {
                 file: path.clone(),
                 line: lineno,
                 what,
             };
             if buf.pop() != Some(b'\n') {
-                return Ok(broken(
+                report = Some(broken(
                     "not terminated by a newline (a write cut short by a crash, or the file was truncated)"
                         .into(),
                 ));
+                return false;
             }
-            let record = match line::parse(&buf) {
+            let record = match line::parse(buf) {
                 Ok(r) => r,
                 Err(e) => {
-                    return Ok(broken(format!(
+                    report = Some(broken(format!(
                         "not a valid audit record: {e} (line edited or truncated)"
-                    )))
+                    )));
+                    return false;
                 }
             };
             if let Some(what) = check_link(&record, last.as_ref(), paths, fi, lineno) {
-                return Ok(broken(what));
+                report = Some(broken(what));
+                return false;
             }
             events += 1;
             first_seq.get_or_insert(record.seq);
@@ -92,8 +76,12 @@ pub fn verify_files(paths: &[PathBuf]) -> Result<VerifyReport, AuditError> {
                 file: fi,
                 line: lineno,
                 seq: record.seq,
-                hash: line::hash(&buf),
+                hash: line::hash(buf),
             });
+            true
+        })?;
+        if let Some(r) = report {
+            return Ok(r);
         }
     }
     Ok(VerifyReport::Intact {

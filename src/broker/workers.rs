@@ -121,7 +121,9 @@ pub struct Pool {
 }
 
 impl Pool {
-    /// Starts `readers` reader threads and one writer, each with its own connection.
+    /// Starts `readers` reader threads and one writer; each opens its own
+    /// connection on its first job (a plugin that never touches KV costs no
+    /// database work).
     pub fn start(store: &Store, waker: Arc<Waker>, readers: usize) -> Result<Pool, StoreError> {
         let completions = Arc::new(Completions {
             done: Mutex::new(Vec::new()),
@@ -131,7 +133,7 @@ impl Pool {
         let read_rx = Arc::new(Mutex::new(read_rx));
         let mut threads = Vec::new();
         for i in 0..readers.max(1) {
-            let conn = store.connect()?;
+            let conn = Lazy::new(store);
             let rx = Arc::clone(&read_rx);
             let c = Arc::clone(&completions);
             threads.push(spawn(format!("warden-read-{i}"), move || {
@@ -139,7 +141,7 @@ impl Pool {
             }));
         }
         let (write_tx, write_rx) = mpsc::channel::<Job>();
-        let conn = store.connect()?;
+        let conn = Lazy::new(store);
         let c = Arc::clone(&completions);
         threads.push(spawn("warden-write".into(), move || {
             writer(conn, write_rx, c)
@@ -217,7 +219,29 @@ fn internal(e: impl std::fmt::Display) -> CallError {
     CallError::new(ErrorCode::Internal, format!("state database: {e}"))
 }
 
-fn reader(conn: Connection, rx: Arc<Mutex<Receiver<Job>>>, out: Arc<Completions>) {
+/// A connection opened on first use, on the thread that uses it.
+struct Lazy {
+    store: Store,
+    conn: Option<Connection>,
+}
+
+impl Lazy {
+    fn new(store: &Store) -> Lazy {
+        Lazy {
+            store: store.clone(),
+            conn: None,
+        }
+    }
+
+    fn get(&mut self) -> Result<&mut Connection, CallError> {
+        if self.conn.is_none() {
+            self.conn = Some(self.store.connect().map_err(internal)?);
+        }
+        Ok(self.conn.as_mut().expect("just opened"))
+    }
+}
+
+fn reader(mut conn: Lazy, rx: Arc<Mutex<Receiver<Job>>>, out: Arc<Completions>) {
     loop {
         // Take everything queued at once: one wake-up serves a whole batch.
         let batch: Vec<Job> = {
@@ -227,8 +251,12 @@ fn reader(conn: Connection, rx: Arc<Mutex<Receiver<Job>>>, out: Arc<Completions>
                 .chain(rx.try_iter().take(MAX_GROUP - 1))
                 .collect()
         };
+        let conn = conn.get();
         out.push(batch.into_iter().map(|job| {
-            let result = read(&conn, &job);
+            let result = match &conn {
+                Ok(c) => read(c, &job),
+                Err(e) => Err(e.clone()),
+            };
             Done::plain(job.token, job.call, result)
         }));
     }
@@ -300,7 +328,7 @@ fn read(conn: &Connection, job: &Job) -> Result<Value, CallError> {
     }
 }
 
-fn writer(mut conn: Connection, rx: Receiver<Job>, out: Arc<Completions>) {
+fn writer(mut conn: Lazy, rx: Receiver<Job>, out: Arc<Completions>) {
     while let Ok(first) = rx.recv() {
         let mut batch = vec![first];
         while batch.len() < MAX_GROUP {
@@ -309,7 +337,10 @@ fn writer(mut conn: Connection, rx: Receiver<Job>, out: Arc<Completions>) {
                 Err(_) => break,
             }
         }
-        let results = commit_group(&mut conn, &batch);
+        let results = match conn.get() {
+            Ok(c) => commit_group(c, &batch),
+            Err(e) => batch.iter().map(|_| Err(e.clone())).collect(),
+        };
         out.push(
             batch
                 .into_iter()

@@ -31,9 +31,11 @@ const PLUGIN: Token = Token(3);
 /// Exit code for refusals and sandbox set-up failures.
 pub const EXIT_REFUSED: u8 = 125;
 
-/// Verify a bundle and run it in the foreground, confined.
+/// Verify a bundle and run it in the foreground, confined, serving its host calls.
 ///
-/// The plugin's stdout and stderr pass through; stdin is /dev/null; the exit code is
+/// Host calls on the plugin's fd 3 are checked against the manifest and policy,
+/// rate-limited, answered, and every decision is written to the audit log. The
+/// plugin's stdout and stderr pass through; stdin is /dev/null; the exit code is
 /// the plugin's (128+N if killed by signal N). Refusals and sandbox failures exit 125
 /// with one line: `rejected: <code>: <detail>`, `sandbox: <step>: <ERRNO>`,
 /// `sandbox: kernel feature missing: ...` or `warden: ...`.

@@ -284,13 +284,13 @@ impl Sandbox {
         stdio: Stdio,
     ) -> Result<Sandbox, SandboxError> {
         let (sup, plug) =
-            sys::socket::seqpacket_pair().map_err(|e| SandboxError::setup(Step::Socketpair, e))?;
+            sys::seqpacket::pair().map_err(|e| SandboxError::setup(Step::Socketpair, e))?;
         let (report_r, report_w) =
             sys::socket::pipe(0).map_err(|e| SandboxError::setup(Step::Pipe, e))?;
         // The sync channel is a socketpair so that writing to a child that already
         // failed is EPIPE, not SIGPIPE; the child reads it like a pipe.
         let (sync_r, sync_w) =
-            sys::socket::seqpacket_pair().map_err(|e| SandboxError::setup(Step::Socketpair, e))?;
+            sys::seqpacket::pair().map_err(|e| SandboxError::setup(Step::Socketpair, e))?;
         let ruleset = landlock::build(plan.landlock_abi, &plan.landlock_rules)
             .map_err(|e| SandboxError::setup(Step::Landlock, e))?;
         let high = |fd: BorrowedFd<'_>| {

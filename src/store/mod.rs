@@ -88,9 +88,11 @@ impl Store {
                 supported: SCHEMA_VERSION,
             });
         }
-        conn.execute_batch(SCHEMA_V1).map_err(err)?;
-        conn.pragma_update(None, "user_version", SCHEMA_VERSION)
-            .map_err(err)?;
+        if found < SCHEMA_VERSION {
+            conn.execute_batch(SCHEMA_V1).map_err(err)?;
+            conn.pragma_update(None, "user_version", SCHEMA_VERSION)
+                .map_err(err)?;
+        }
         Ok(store)
     }
 

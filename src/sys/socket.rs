@@ -1,26 +1,11 @@
-//! Sockets and pipes: the SEQPACKET socketpair given to plugins, CLOEXEC pipes,
-//! and receiving one datagram.
+//! Pipes and plain socket I/O: CLOEXEC pipes, and sending or receiving one
+//! datagram with `send(2)`/`recv(2)` (SEQPACKET pairs and SCM_RIGHTS live in
+//! `seqpacket`).
 
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 
 use super::cvt;
-
-/// `socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC)`.
-pub fn seqpacket_pair() -> io::Result<(OwnedFd, OwnedFd)> {
-    let mut fds = [-1 as libc::c_int; 2];
-    // SAFETY: `fds` is a writable array of two ints, as socketpair requires.
-    cvt(unsafe {
-        libc::socketpair(
-            libc::AF_UNIX,
-            libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC,
-            0,
-            fds.as_mut_ptr(),
-        )
-    })?;
-    // SAFETY: both fds were just created and are owned by nobody else.
-    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
-}
 
 /// `pipe2(O_CLOEXEC | extra)`: returns (read end, write end).
 pub fn pipe(extra: libc::c_int) -> io::Result<(OwnedFd, OwnedFd)> {
