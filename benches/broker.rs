@@ -7,7 +7,13 @@
 //! Targets: >= 0.6x the ceiling's throughput at 16 plugins; p99 at 128 plugins
 //! <= 2x the ceiling's p99.
 //!
-//! Run: `cargo bench --bench broker` (WARDEN_BENCH_SECS sets the seconds per case).
+//! A second section measures the descriptor-passing ops against the syscalls they
+//! wrap, in the same run: `net.dial` to a loopback listener (policy naming
+//! 127.0.0.1) against plain connect(2), and `fs.open` against plain open(2), one
+//! caller with one call in flight through the SDK (`warden-plugin`).
+//!
+//! Run: `cargo bench --bench broker` (WARDEN_BENCH_SECS sets the seconds per case;
+//! WARDEN_BENCH_FD_OPS the operations per descriptor case, default 4000).
 
 use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixDatagram;
@@ -142,6 +148,8 @@ fn warden_case(n: usize, secs: f64) -> Result {
                     rate_overrides: vec![],
                     kv_quota: Quota::default(),
                     blocked: false,
+                    egress: None,
+                    files: None,
                 },
             )
             .unwrap();
@@ -235,6 +243,110 @@ fn ceiling_case(n: usize, secs: f64) -> Result {
     r
 }
 
+/// Rates (ops/s) of net.dial, connect(2), fs.open and open(2), `n` of each.
+fn fd_ops_case(n: usize) -> [(String, f64, Duration); 4] {
+    use warden::broker::egress::Egress;
+    use warden::broker::files::FileRoot;
+    let tmp = tempfile::tempdir().unwrap();
+    let store = Store::open(tmp.path()).unwrap();
+    let audit = AuditLog::open(AuditConfig::new(tmp.path().join("audit.log"))).unwrap();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for c in listener.incoming() {
+            drop(c);
+        }
+    });
+    let egress = Egress::parse(&[addr.to_string()], &["127.0.0.1".into()]).unwrap();
+    let root = FileRoot::prepare(tmp.path(), "bench", 1 << 30, None).unwrap();
+    std::fs::write(root.path.join("f"), "data").unwrap();
+    let plain_path = root.path.join("f");
+    let mut poll = Poll::new().unwrap();
+    let waker = Arc::new(Waker::new(poll.registry(), WAKER).unwrap());
+    let mut broker = Broker::new(
+        poll.registry(),
+        &store,
+        Arc::clone(&waker),
+        AuditRecorder::start(audit),
+        2,
+    )
+    .unwrap();
+    let (ours, theirs) = seqpacket::pair().unwrap();
+    broker
+        .attach(
+            Token(0),
+            ours,
+            PluginContext {
+                id: "bench".into(),
+                version: "1.0.0".into(),
+                sha256: "00".repeat(32),
+                declared: vec![Capability::HttpEgress, Capability::StaticRead],
+                granted: vec![Capability::HttpEgress, Capability::StaticRead],
+                call_timeout: Duration::from_secs(5),
+                rate: Rate {
+                    per_second: u32::MAX,
+                    burst: u32::MAX,
+                },
+                rate_overrides: vec![],
+                kv_quota: Quota::default(),
+                blocked: false,
+                egress: Some(Arc::new(egress)),
+                files: Some(Arc::new(root)),
+            },
+        )
+        .unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let stop2 = Arc::clone(&stop);
+    let server = std::thread::spawn(move || {
+        let mut events = Events::with_capacity(64);
+        while !stop2.load(Ordering::Relaxed) {
+            broker
+                .turn(
+                    &mut poll,
+                    &mut events,
+                    WAKER,
+                    Some(Duration::from_millis(50)),
+                    |_| {},
+                )
+                .unwrap();
+        }
+    });
+    let client =
+        warden_plugin::Client::with_socket(UnixDatagram::from(theirs), "bench", "1.0.0").unwrap();
+    let time = |label: &str, f: &mut dyn FnMut()| {
+        let mut lat = Vec::with_capacity(n);
+        let start = Instant::now();
+        for _ in 0..n {
+            let t = Instant::now();
+            f();
+            lat.push(t.elapsed());
+        }
+        let rate = n as f64 / start.elapsed().as_secs_f64();
+        lat.sort();
+        (label.to_owned(), rate, percentile(&lat, 0.99))
+    };
+    let host = addr.ip().to_string();
+    let out = [
+        time("net.dial (loopback)", &mut || {
+            drop(client.dial(&host, addr.port()).unwrap());
+        }),
+        time("connect(2)", &mut || {
+            drop(std::net::TcpStream::connect(addr).unwrap());
+        }),
+        time("fs.open (read)", &mut || {
+            drop(client.open("f", warden_plugin::OpenFlags::READ).unwrap());
+        }),
+        time("open(2)", &mut || {
+            drop(std::fs::File::open(&plain_path).unwrap());
+        }),
+    ];
+    drop(client);
+    stop.store(true, Ordering::Relaxed);
+    let _ = waker.wake();
+    server.join().unwrap();
+    out
+}
+
 fn main() {
     let secs: f64 = std::env::var("WARDEN_BENCH_SECS")
         .ok()
@@ -292,4 +404,25 @@ fn main() {
     for v in verdicts {
         println!("target: {v}");
     }
+    let n: usize = std::env::var("WARDEN_BENCH_FD_OPS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(4000);
+    println!();
+    println!("descriptor ops: one caller, one call in flight, audit on, {n} ops each");
+    println!("{:>22} | {:>10} {:>9}", "op", "ops/s", "p99 µs");
+    let rows = fd_ops_case(n);
+    for (label, rate, p99) in &rows {
+        println!(
+            "{:>22} | {:>10.0} {:>9.1}",
+            label,
+            rate,
+            p99.as_secs_f64() * 1e6
+        );
+    }
+    println!(
+        "ratio: net.dial/connect(2) {:.3}x, fs.open/open(2) {:.3}x",
+        rows[0].1 / rows[1].1,
+        rows[2].1 / rows[3].1
+    );
 }

@@ -61,6 +61,8 @@ fn ctx(id: &str, declared: &[Capability], granted: &[Capability]) -> PluginConte
         rate_overrides: vec![],
         kv_quota: Quota::default(),
         blocked: false,
+        egress: None,
+        files: None,
     }
 }
 
@@ -205,8 +207,12 @@ fn denials_name_their_reason() {
         Err(Error::Denied(m)) => assert!(m.contains("manifest of reader does not declare"), "{m}"),
         other => panic!("{other:?}"),
     }
+    // Granted, but the policy gave no egress allow-list: every dial is refused.
     match c.call("net.dial", json!({"host": "example.com", "port": 443})) {
-        Err(Error::Unavailable(m)) => assert!(m.contains("net.dial"), "{m}"),
+        Err(Error::Denied(m)) => assert_eq!(
+            m,
+            "example.com:443: the policy of reader has no egress allow-list"
+        ),
         other => panic!("{other:?}"),
     }
     // Another namespace cannot even be named: the handler refuses the field.
@@ -217,7 +223,7 @@ fn denials_name_their_reason() {
     let b = connect(socks.remove(0), "blocked");
     assert!(matches!(b.kv_get("k"), Err(Error::Denied(m)) if m.contains("blocked by policy")));
     assert_eq!(h.log.decisions("reader", "kv.put"), [Decision::Deny]);
-    assert_eq!(h.log.decisions("reader", "net.dial"), [Decision::Error]);
+    assert_eq!(h.log.decisions("reader", "net.dial"), [Decision::Deny]);
 }
 
 #[test]

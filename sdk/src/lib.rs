@@ -5,13 +5,19 @@
 //! it routes replies to the waiting calls, answers `ping` by itself, and records
 //! `shutdown`. Calls are synchronous and may be made from several threads at once.
 //!
+//! [`Client::dial`] and [`Client::open`] return a descriptor warden opened for the
+//! plugin (a connected TCP socket, a file in the plugin's data directory); it
+//! arrives as SCM_RIGHTS with the reply, received with `recvmsg`.
+//!
 //! This crate must never depend on the supervisor crate: it speaks only the wire
 //! protocol, so it doubles as a reference for other languages.
 
 use std::collections::HashMap;
 use std::fmt;
+use std::fs::File;
 use std::io;
-use std::os::fd::FromRawFd;
+use std::net::TcpStream;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixDatagram;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
@@ -138,7 +144,57 @@ pub struct Welcome {
     pub call_timeout_ms: u64,
 }
 
-type Reply = Result<Value, Error>;
+type Reply = (Result<Value, Error>, Option<OwnedFd>);
+
+/// How [`Client::open`] opens a file (docs/protocol.md, `fs.open`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct OpenFlags {
+    pub read: bool,
+    pub write: bool,
+    pub create: bool,
+    pub truncate: bool,
+    pub append: bool,
+}
+
+impl OpenFlags {
+    /// Read-only (needs `static:read` or `static:write`).
+    pub const READ: OpenFlags = OpenFlags {
+        read: true,
+        write: false,
+        create: false,
+        truncate: false,
+        append: false,
+    };
+    /// Write, creating or truncating the file (needs `static:write`).
+    pub const WRITE: OpenFlags = OpenFlags {
+        read: false,
+        write: true,
+        create: true,
+        truncate: true,
+        append: false,
+    };
+    /// Append, creating the file if absent (needs `static:write`).
+    pub const APPEND: OpenFlags = OpenFlags {
+        read: false,
+        write: true,
+        create: true,
+        truncate: false,
+        append: true,
+    };
+
+    fn names(self) -> Vec<&'static str> {
+        [
+            (self.read, "read"),
+            (self.write, "write"),
+            (self.create, "create"),
+            (self.truncate, "truncate"),
+            (self.append, "append"),
+        ]
+        .into_iter()
+        .filter_map(|(on, n)| on.then_some(n))
+        .collect()
+    }
+}
 
 struct Shared {
     sock: UnixDatagram,
@@ -168,7 +224,7 @@ impl Shared {
             .unwrap_or_else(|p| p.into_inner())
             .drain()
         {
-            let _ = tx.send(Err(Error::Channel(why.clone())));
+            let _ = tx.send((Err(Error::Channel(why.clone())), None));
         }
         self.shutdown_cv.notify_all();
     }
@@ -260,8 +316,46 @@ impl Client {
         self.welcome.capabilities.iter().any(|c| c == capability)
     }
 
-    /// Makes one call and waits for its reply.
+    /// Makes one call and waits for its reply. A descriptor that came with the
+    /// reply is closed; use [`Client::call_with_fd`] to keep it.
     pub fn call(&self, op: &str, args: Value) -> Result<Value, Error> {
+        self.call_with_fd(op, args).map(|(v, _)| v)
+    }
+
+    /// `net.dial`: a TCP connection warden made to `host:port` on the policy's
+    /// terms (the egress allow-list and address rules).
+    pub fn dial(&self, host: &str, port: u16) -> Result<TcpStream, Error> {
+        self.dial_args(json!({ "host": host, "port": port }))
+    }
+
+    /// [`Client::dial`] with a timeout for resolving and connecting.
+    pub fn dial_timeout(
+        &self,
+        host: &str,
+        port: u16,
+        timeout: Duration,
+    ) -> Result<TcpStream, Error> {
+        let ms = timeout.as_millis().max(1) as u64;
+        self.dial_args(json!({ "host": host, "port": port, "timeout_ms": ms }))
+    }
+
+    fn dial_args(&self, args: Value) -> Result<TcpStream, Error> {
+        let (_, fd) = self.call_with_fd("net.dial", args)?;
+        let fd =
+            fd.ok_or_else(|| Error::Channel("net.dial: the reply carried no socket".into()))?;
+        Ok(TcpStream::from(fd))
+    }
+
+    /// `fs.open`: a file in the plugin's data directory; `path` is relative to it.
+    pub fn open(&self, path: &str, flags: OpenFlags) -> Result<File, Error> {
+        let (_, fd) =
+            self.call_with_fd("fs.open", json!({ "path": path, "flags": flags.names() }))?;
+        let fd = fd.ok_or_else(|| Error::Channel("fs.open: the reply carried no file".into()))?;
+        Ok(File::from(fd))
+    }
+
+    /// Makes one call and waits for its reply and the descriptor it carried, if any.
+    pub fn call_with_fd(&self, op: &str, args: Value) -> Result<(Value, Option<OwnedFd>), Error> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = mpsc::channel();
         if let Some(why) = self
@@ -289,8 +383,10 @@ impl Client {
                 .remove(&id);
             return Err(e);
         }
-        rx.recv()
-            .unwrap_or_else(|_| Err(Error::Channel("reader stopped".into())))
+        let (result, fd) = rx
+            .recv()
+            .unwrap_or_else(|_| (Err(Error::Channel("reader stopped".into())), None));
+        result.map(|v| (v, fd))
     }
 
     /// `kv.get`: the value, or `None` when the key is absent.
@@ -440,11 +536,58 @@ impl Drop for Client {
     }
 }
 
+/// Receives one datagram and the descriptors attached to it (close-on-exec).
+fn recv_with_fds(sock: &UnixDatagram, buf: &mut [u8]) -> io::Result<(usize, Vec<OwnedFd>)> {
+    let mut cmsg = [0u64; 32];
+    let mut iov = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
+    };
+    // SAFETY: msghdr is a plain C struct; all-zero is a valid empty value.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = cmsg.as_mut_ptr().cast();
+    msg.msg_controllen = std::mem::size_of_val(&cmsg) as _;
+    // SAFETY: `msg` points at `iov` (covering `buf`) and at `cmsg`, both live and
+    // writable for the duration of the call, with their true lengths.
+    let n = unsafe { libc::recvmsg(sock.as_raw_fd(), &mut msg, libc::MSG_CMSG_CLOEXEC) };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let mut fds = Vec::new();
+    // SAFETY: `msg` was filled by a successful recvmsg; CMSG_FIRSTHDR walks the
+    // control buffer it describes, within msg_controllen.
+    let mut c = unsafe { libc::CMSG_FIRSTHDR(&msg) };
+    while !c.is_null() {
+        // SAFETY: `c` is a valid cmsghdr inside the control buffer (see above).
+        let hdr = unsafe { &*c };
+        if hdr.cmsg_level == libc::SOL_SOCKET && hdr.cmsg_type == libc::SCM_RIGHTS {
+            // SAFETY: CMSG_LEN(0) is a pure computation.
+            let header = unsafe { libc::CMSG_LEN(0) } as usize;
+            let count = (hdr.cmsg_len as usize - header) / std::mem::size_of::<RawFd>();
+            // SAFETY: an SCM_RIGHTS payload is `count` ints starting at CMSG_DATA.
+            let data = unsafe { libc::CMSG_DATA(c) }.cast::<RawFd>();
+            for i in 0..count {
+                // SAFETY: `i < count`, within the payload; unaligned read because the
+                // payload has no alignment guarantee.
+                let raw = unsafe { data.add(i).read_unaligned() };
+                // SAFETY: the kernel just installed `raw` in our table for us; we are
+                // its only owner.
+                fds.push(unsafe { OwnedFd::from_raw_fd(raw) });
+            }
+        }
+        // SAFETY: as for CMSG_FIRSTHDR.
+        c = unsafe { libc::CMSG_NXTHDR(&msg, c) };
+    }
+    Ok((n as usize, fds))
+}
+
 fn read_loop(shared: &Shared, mut buf: Vec<u8>) {
     loop {
-        let n = match shared.sock.recv(&mut buf) {
-            Ok(0) => return shared.close("warden closed the channel".into()),
-            Ok(n) => n,
+        let (n, mut fds) = match recv_with_fds(&shared.sock, &mut buf) {
+            Ok((0, _)) => return shared.close("warden closed the channel".into()),
+            Ok(got) => got,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => return shared.close(format!("reading from warden: {e}")),
         };
@@ -463,13 +606,19 @@ fn read_loop(shared: &Shared, mut buf: Vec<u8>) {
                     )),
                     None => Ok(msg.get("ok").cloned().unwrap_or(Value::Null)),
                 };
+                // The protocol sends at most one descriptor per reply; extras close.
+                let fd = if fds.is_empty() {
+                    None
+                } else {
+                    Some(fds.swap_remove(0))
+                };
                 let waiter = shared
                     .waiting
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
                     .remove(&id);
                 if let Some(tx) = waiter {
-                    let _ = tx.send(result);
+                    let _ = tx.send((result, fd));
                 }
             }
             Some("ping") => {

@@ -6,9 +6,12 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::{json, Value};
 
+use super::egress::{self, guard, DialRequest, Egress};
+use super::files::{self, FileRoot};
 use super::ops::Provider;
 use super::protocol::{self, CallError, ErrorCode};
 use super::workers::Work;
+use crate::bundle::Capability;
 use crate::store::kv::Quota;
 
 /// The longest KV key, in bytes.
@@ -27,6 +30,8 @@ pub const MAX_AUDIT_QUERY: usize = 256;
 /// What a handler decided.
 pub enum Outcome {
     Now(Result<Value, CallError>),
+    /// Refused at once, with extra fields for the audit event (e.g. a dial's host).
+    Refused(CallError, serde_json::Map<String, Value>),
     Queued(Work),
 }
 
@@ -36,6 +41,11 @@ pub struct Caller<'a> {
     pub kv_quota: Quota,
     pub stats: &'a super::Counters,
     pub recent: &'a std::collections::VecDeque<Recent>,
+    /// What may be used (manifest ∩ policy); `fs.open` checks write access here.
+    pub granted: &'a [crate::bundle::Capability],
+    pub call_timeout: std::time::Duration,
+    pub egress: Option<&'a std::sync::Arc<Egress>>,
+    pub files: Option<&'a std::sync::Arc<FileRoot>>,
 }
 
 /// One of a plugin's recent audit records, kept for `audit.query`.
@@ -116,6 +126,21 @@ struct AuditArgs {
     limit: Option<u64>,
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DialArgs {
+    host: String,
+    port: u64,
+    timeout_ms: Option<u64>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct OpenArgs {
+    path: String,
+    flags: Vec<String>,
+}
+
 /// Runs (or prepares) `provider` for one call.
 pub fn handle(provider: Provider, args: Option<&RawValue>, caller: &Caller<'_>) -> Outcome {
     match run(provider, args, caller) {
@@ -188,10 +213,80 @@ fn run(
             let events: Vec<&Recent> = caller.recent.iter().skip(skip).collect();
             Outcome::Now(Ok(json!({ "events": events })))
         }
+        Provider::NetDial => net_dial(protocol::args(args)?, caller)?,
+        Provider::FsOpen => {
+            let a: OpenArgs = protocol::args(args)?;
+            let req = files::validate(&a.path, &a.flags)?;
+            if req.flags.writes() && !caller.granted.contains(&Capability::StaticWrite) {
+                return Err(CallError::new(
+                    ErrorCode::Denied,
+                    "fs.open for writing needs static:write; static:read allows read-only opens",
+                ));
+            }
+            let Some(root) = caller.files else {
+                return Err(CallError::new(
+                    ErrorCode::Unavailable,
+                    format!("no data directory is configured for plugin {}", caller.id),
+                ));
+            };
+            Outcome::Queued(Work::Open {
+                root: std::sync::Arc::clone(root),
+                req,
+            })
+        }
         Provider::Unavailable(why) => {
             Outcome::Now(Err(CallError::new(ErrorCode::Unavailable, why)))
         }
     })
+}
+
+/// Validates a dial and checks the host against the allow-list; resolving,
+/// checking addresses and connecting happen on a worker.
+fn net_dial(a: DialArgs, caller: &Caller<'_>) -> Result<Outcome, CallError> {
+    if a.host.len() > guard::MAX_HOST + 2 {
+        return Err(too_large("host is longer than 253 characters"));
+    }
+    let port = match u16::try_from(a.port) {
+        Ok(p) if p != 0 => p,
+        _ => return Err(bad("port must be 1..=65535")),
+    };
+    let host = guard::parse_host(&a.host).map_err(|e| bad(e.to_string()))?;
+    let limit = caller.call_timeout.as_millis() as u64;
+    // By default leave a tenth of the call's time, so the dial's own timeout (with
+    // its audit fields) answers before the broker's call deadline does.
+    let timeout_ms = match a.timeout_ms {
+        None => (egress::DEFAULT_TIMEOUT.as_millis() as u64).min(limit - limit / 10),
+        Some(t) if (1..=limit).contains(&t) => t,
+        Some(_) => return Err(bad(format!("timeout_ms must be 1..={limit}"))),
+    };
+    let audit = egress::audit_fields(&host.to_string(), port);
+    let Some(policy) = caller.egress else {
+        return Ok(Outcome::Refused(
+            CallError::new(
+                ErrorCode::Denied,
+                format!(
+                    "{host}:{port}: the policy of {} has no egress allow-list",
+                    caller.id
+                ),
+            ),
+            audit,
+        ));
+    };
+    if policy.pattern_for(&host, port).is_none() {
+        return Ok(Outcome::Refused(
+            CallError::new(
+                ErrorCode::Denied,
+                format!("{host}:{port} is not in the egress allow-list"),
+            ),
+            audit,
+        ));
+    }
+    Ok(Outcome::Queued(Work::Dial(DialRequest {
+        host,
+        port,
+        timeout: std::time::Duration::from_millis(timeout_ms),
+        egress: std::sync::Arc::clone(policy),
+    })))
 }
 
 fn log_write(a: LogArgs, plugin: &str) -> Result<Value, CallError> {
@@ -293,6 +388,10 @@ mod tests {
             kv_quota: Quota::default(),
             stats: &STATS,
             recent,
+            granted: &[Capability::StaticRead],
+            call_timeout: std::time::Duration::from_secs(5),
+            egress: None,
+            files: None,
         }
     }
 
@@ -300,7 +399,7 @@ mod tests {
         let raw = RawValue::from_string(args.to_owned()).unwrap();
         let r = std::collections::VecDeque::new();
         match handle(p, Some(&raw), &caller(&r)) {
-            Outcome::Now(Err(e)) => e,
+            Outcome::Now(Err(e)) | Outcome::Refused(e, _) => e,
             _ => panic!("{args}: expected an immediate error"),
         }
     }
@@ -350,6 +449,24 @@ mod tests {
         assert_eq!(
             now_err(Provider::Unavailable("nobody"), "{}").code,
             ErrorCode::Unavailable
+        );
+        for args in [
+            r#"{"host":"evil.com?x.example.com","port":443}"#,
+            r#"{"host":"a.example.com","port":0}"#,
+            r#"{"host":"a.example.com","port":70000}"#,
+            r#"{"host":"a.example.com","port":443,"timeout_ms":0}"#,
+            r#"{"host":"a.example.com","port":443,"via":"x"}"#,
+        ] {
+            assert_eq!(now_err(Provider::NetDial, args).code, ErrorCode::BadRequest);
+        }
+        assert_eq!(
+            now_err(Provider::FsOpen, r#"{"path":"a","flags":["write"]}"#).code,
+            ErrorCode::Denied,
+            "static:read alone cannot open for writing"
+        );
+        assert_eq!(
+            now_err(Provider::FsOpen, r#"{"path":"../a","flags":["read"]}"#).code,
+            ErrorCode::Denied
         );
     }
 

@@ -9,6 +9,8 @@
 //! processes, and it does not decide policy: it is given the grants.
 
 mod cache;
+pub mod egress;
+pub mod files;
 pub mod handlers;
 pub mod ops;
 pub mod protocol;
@@ -75,6 +77,10 @@ pub struct PluginContext {
     pub kv_quota: Quota,
     /// Policy status `blocked`: every call is denied.
     pub blocked: bool,
+    /// The policy's egress allow-list for `net.dial`; `None` refuses every dial.
+    pub egress: Option<Arc<egress::Egress>>,
+    /// The plugin's data directory for `fs.open`; `None` answers `unavailable`.
+    pub files: Option<Arc<files::FileRoot>>,
 }
 
 fn decision_of(result: &Result<Value, CallError>) -> Decision {
@@ -101,6 +107,9 @@ pub struct Record<'a> {
     pub decision: Decision,
     pub reason: &'a str,
     pub duration: Duration,
+    /// Op-specific fields (a dial's host, port, resolved and dialled address; an
+    /// open's path), written under the event's `extra`.
+    pub extra: Option<&'a serde_json::Map<String, Value>>,
 }
 
 /// Where audit records go.
@@ -237,7 +246,7 @@ impl Recorder for AuditRecorder {
             decision: Some(r.decision),
             reason: (!r.reason.is_empty()).then(|| r.reason.to_owned()),
             duration_us: Some(r.duration.as_micros() as u64),
-            extra: Default::default(),
+            extra: r.extra.cloned().unwrap_or_default(),
         });
     }
 
@@ -275,7 +284,8 @@ struct Conn {
     ns: Arc<str>,
     ready: bool,
     in_flight: HashMap<u64, InFlight>,
-    outq: VecDeque<Vec<u8>>,
+    /// Messages waiting for the socket to drain, each with the descriptor it carries.
+    outq: VecDeque<(Vec<u8>, Option<OwnedFd>)>,
     want_write: bool,
     buckets: HashMap<Capability, TokenBucket>,
     counters: Counters,
@@ -473,13 +483,15 @@ impl<R: Recorder> Broker<R> {
                     Err(_) => {}
                 }
             }
-            self.reply(
+            self.reply_full(
                 done.token,
                 done.call,
                 call.op.name,
                 Some(call.op.capability),
                 call.started,
                 done.result,
+                done.fd,
+                done.audit.as_ref(),
             );
         }
     }
@@ -531,7 +543,7 @@ impl<R: Recorder> Broker<R> {
             return None;
         }
         conn.ping = Some((seq, Instant::now()));
-        self.send(token, &Outgoing::Ping { seq }.encode());
+        self.send(token, &Outgoing::Ping { seq }.encode(), None);
         Some(seq)
     }
 
@@ -548,7 +560,7 @@ impl<R: Recorder> Broker<R> {
             deadline_ms: deadline.as_millis() as u64,
         }
         .encode();
-        self.send(token, &msg);
+        self.send(token, &msg, None);
     }
 
     /// Whether the plugin has completed its handshake.
@@ -614,8 +626,8 @@ impl<R: Recorder> Broker<R> {
                                 r.full_len
                             ),
                         );
-                        self.send(token, &Outgoing::Error { error: &e }.encode());
-                        self.audit(token, "host_call", "?", None, Instant::now(), &Err(e));
+                        self.send(token, &Outgoing::Error { error: &e }.encode(), None);
+                        self.audit(token, "host_call", "?", None, Instant::now(), &Err(e), None);
                         continue;
                     }
                     let bytes = std::mem::take(&mut self.buf);
@@ -698,7 +710,7 @@ impl<R: Recorder> Broker<R> {
         }
         .encode();
         self.conns.get_mut(&token).expect("live").ready = true;
-        self.send(token, &msg);
+        self.send(token, &msg, None);
         self.audit(
             token,
             "hello",
@@ -706,6 +718,7 @@ impl<R: Recorder> Broker<R> {
             None,
             Instant::now(),
             &Ok(Value::Null),
+            None,
         );
     }
 
@@ -773,9 +786,16 @@ impl<R: Recorder> Broker<R> {
             kv_quota: conn.ctx.kv_quota,
             stats: &conn.counters,
             recent: &conn.recent,
+            granted: &conn.ctx.granted,
+            call_timeout: conn.ctx.call_timeout,
+            egress: conn.ctx.egress.as_ref(),
+            files: conn.ctx.files.as_ref(),
         };
         match handlers::handle(op.provider, args, &caller) {
             Outcome::Now(result) => self.reply(token, id, op.name, cap, started, result),
+            Outcome::Refused(e, extra) => {
+                self.reply_full(token, id, op.name, cap, started, Err(e), None, Some(&extra))
+            }
             Outcome::Queued(work) => {
                 let cache = self.caches.entry(Arc::clone(&conn.ns)).or_default();
                 let fill = match &work {
@@ -796,7 +816,7 @@ impl<R: Recorder> Broker<R> {
                         cache.invalidate(key);
                         None
                     }
-                    Work::List { .. } => None,
+                    Work::List { .. } | Work::Dial(_) | Work::Open { .. } => None,
                 };
                 let deadline = started + conn.ctx.call_timeout;
                 conn.in_flight.insert(id, InFlight { op, started, fill });
@@ -822,6 +842,24 @@ impl<R: Recorder> Broker<R> {
         started: Instant,
         result: Result<Value, CallError>,
     ) {
+        self.reply_full(token, id, op, cap, started, result, None, None);
+    }
+
+    /// Replies, attaching `fd` (SCM_RIGHTS) to a successful reply, and audits with
+    /// `extra`. A descriptor is never sent with an error.
+    #[allow(clippy::too_many_arguments)]
+    fn reply_full(
+        &mut self,
+        token: Token,
+        id: u64,
+        op: &str,
+        cap: Option<Capability>,
+        started: Instant,
+        result: Result<Value, CallError>,
+        fd: Option<OwnedFd>,
+        extra: Option<&serde_json::Map<String, Value>>,
+    ) {
+        let fd = if result.is_ok() { fd } else { None };
         let msg = match &result {
             Ok(v) => Outgoing::Reply {
                 id,
@@ -835,10 +873,11 @@ impl<R: Recorder> Broker<R> {
             },
         }
         .encode();
-        self.send(token, &msg);
-        self.audit(token, "host_call", op, cap, started, &result);
+        self.send(token, &msg, fd);
+        self.audit(token, "host_call", op, cap, started, &result, extra);
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn audit(
         &mut self,
         token: Token,
@@ -847,6 +886,7 @@ impl<R: Recorder> Broker<R> {
         capability: Option<Capability>,
         started: Instant,
         result: &Result<Value, CallError>,
+        extra: Option<&serde_json::Map<String, Value>>,
     ) {
         let Some(conn) = self.conns.get_mut(&token) else {
             return;
@@ -874,6 +914,7 @@ impl<R: Recorder> Broker<R> {
             decision,
             reason: &reason,
             duration,
+            extra,
         });
         if conn.recent.len() == RECENT {
             conn.recent.pop_front();
@@ -899,8 +940,16 @@ impl<R: Recorder> Broker<R> {
     /// A framing violation: tell the plugin once, audit, close the channel.
     fn violation(&mut self, token: Token, why: String) {
         let e = CallError::new(ErrorCode::BadRequest, format!("protocol violation: {why}"));
-        self.send(token, &Outgoing::Error { error: &e }.encode());
-        self.audit(token, "channel", "framing", None, Instant::now(), &Err(e));
+        self.send(token, &Outgoing::Error { error: &e }.encode(), None);
+        self.audit(
+            token,
+            "channel",
+            "framing",
+            None,
+            Instant::now(),
+            &Err(e),
+            None,
+        );
         self.close(token, format!("protocol violation: {why}"));
     }
 
@@ -920,7 +969,9 @@ impl<R: Recorder> Broker<R> {
         self.closed.push((token, why));
     }
 
-    fn send(&mut self, token: Token, msg: &[u8]) {
+    /// Sends one message, with `pass` attached as SCM_RIGHTS when given; the
+    /// descriptor is closed on our side once sent (or when the channel closes).
+    fn send(&mut self, token: Token, msg: &[u8], pass: Option<OwnedFd>) {
         let Some(conn) = self.conns.get_mut(&token) else {
             return;
         };
@@ -929,7 +980,8 @@ impl<R: Recorder> Broker<R> {
         };
         conn.counters.bytes_out += msg.len() as u64;
         if conn.outq.is_empty() {
-            match seqpacket::send(fd.as_fd(), msg, &[]) {
+            let fds: Vec<std::os::fd::BorrowedFd<'_>> = pass.iter().map(|f| f.as_fd()).collect();
+            match seqpacket::send(fd.as_fd(), msg, &fds) {
                 Ok(()) => return,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                 Err(e) => return self.close(token, format!("write failed: {e}")),
@@ -938,7 +990,7 @@ impl<R: Recorder> Broker<R> {
         if conn.outq.len() >= MAX_QUEUED {
             return self.close(token, format!("plugin left {MAX_QUEUED} replies unread"));
         }
-        conn.outq.push_back(msg.to_vec());
+        conn.outq.push_back((msg.to_vec(), pass));
         if !conn.want_write {
             conn.want_write = true;
             let raw = fd.as_raw_fd();
@@ -957,8 +1009,9 @@ impl<R: Recorder> Broker<R> {
         let Some(fd) = conn.fd.as_ref() else {
             return;
         };
-        while let Some(msg) = conn.outq.front() {
-            match seqpacket::send(fd.as_fd(), msg, &[]) {
+        while let Some((msg, pass)) = conn.outq.front() {
+            let fds: Vec<std::os::fd::BorrowedFd<'_>> = pass.iter().map(|f| f.as_fd()).collect();
+            match seqpacket::send(fd.as_fd(), msg, &fds) {
                 Ok(()) => {
                     conn.outq.pop_front();
                 }

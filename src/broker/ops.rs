@@ -13,6 +13,8 @@ pub enum Provider {
     Log,
     MonitorStats,
     AuditQuery,
+    NetDial,
+    FsOpen,
     /// Known, but nothing serves it in this warden; the text names what is missing.
     Unavailable(&'static str),
 }
@@ -45,16 +47,8 @@ pub const OPS: &[Op] = &[
     op("log.write", C::LogWrite, P::Log),
     op("monitor.stats", C::MonitorRead, P::MonitorStats),
     op("audit.query", C::AuditRead, P::AuditQuery),
-    op(
-        "net.dial",
-        C::HttpEgress,
-        P::Unavailable("the egress provider (net.dial) is not built into this warden yet"),
-    ),
-    op(
-        "fs.open",
-        C::StaticRead,
-        P::Unavailable("the plugin file provider (fs.open) is not built into this warden yet"),
-    ),
+    op("net.dial", C::HttpEgress, P::NetDial),
+    op("fs.open", C::StaticRead, P::FsOpen),
     op(
         "monitor.configure",
         C::MonitorAdmin,

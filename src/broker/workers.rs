@@ -1,22 +1,29 @@
 //! The worker pool for host ops that can block: SQLite reads on reader threads,
 //! and every write on one writer thread that commits in groups (one fsync for all
 //! the writes waiting at that moment). Results come back through a shared list and
-//! a mio `Waker`; the event loop never waits on a worker.
+//! a mio `Waker`; the event loop never waits on a worker. Dials and file opens
+//! (`net.dial`, `fs.open`) run on I/O threads of their own, so a slow resolver or
+//! connect never delays KV work; their results can carry a descriptor.
 
+use std::os::fd::OwnedFd;
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 use mio::{Token, Waker};
 use rusqlite::Connection;
-use serde_json::{json, Value};
+use serde_json::{json, Map, Value};
 
+use super::egress::{self, DialRequest};
+use super::files::{self, FileRoot, OpenRequest};
 use super::protocol::{CallError, ErrorCode};
 use crate::store::kv::{self, KvError, Quota};
 use crate::store::{Store, StoreError};
 
 /// The most writes committed in one transaction.
 const MAX_GROUP: usize = 256;
+/// Threads serving dials and file opens.
+pub const IO_THREADS: usize = 4;
 
 /// One unit of blocking work for a plugin's call.
 #[derive(Debug)]
@@ -45,11 +52,20 @@ pub enum Work {
     Delete {
         key: String,
     },
+    Dial(DialRequest),
+    Open {
+        root: Arc<FileRoot>,
+        req: OpenRequest,
+    },
 }
 
 impl Work {
     fn is_write(&self) -> bool {
         matches!(self, Work::Put { .. } | Work::Delete { .. })
+    }
+
+    fn is_io(&self) -> bool {
+        matches!(self, Work::Dial(_) | Work::Open { .. })
     }
 }
 
@@ -59,6 +75,23 @@ pub struct Done {
     pub token: Token,
     pub call: u64,
     pub result: Result<Value, CallError>,
+    /// A descriptor for the plugin (a dialled socket, an opened file), sent with
+    /// the reply as SCM_RIGHTS; dropped (closed) if the call already timed out.
+    pub fd: Option<OwnedFd>,
+    /// Extra fields for the call's audit event.
+    pub audit: Option<Map<String, Value>>,
+}
+
+impl Done {
+    fn plain(token: Token, call: u64, result: Result<Value, CallError>) -> Done {
+        Done {
+            token,
+            call,
+            result,
+            fd: None,
+            audit: None,
+        }
+    }
 }
 
 struct Completions {
@@ -82,6 +115,7 @@ impl Completions {
 pub struct Pool {
     reads: Option<Sender<Job>>,
     writes: Option<Sender<Job>>,
+    io: Option<Sender<Job>>,
     completions: Arc<Completions>,
     threads: Vec<JoinHandle<()>>,
 }
@@ -112,9 +146,17 @@ impl Pool {
         threads.push(spawn("warden-write".into(), move || {
             writer(conn, write_rx, c)
         }));
+        let (io_tx, io_rx) = mpsc::channel::<Job>();
+        let io_rx = Arc::new(Mutex::new(io_rx));
+        for i in 0..IO_THREADS {
+            let rx = Arc::clone(&io_rx);
+            let c = Arc::clone(&completions);
+            threads.push(spawn(format!("warden-io-{i}"), move || io_worker(rx, c)));
+        }
         Ok(Pool {
             reads: Some(read_tx),
             writes: Some(write_tx),
+            io: Some(io_tx),
             completions,
             threads,
         })
@@ -122,7 +164,9 @@ impl Pool {
 
     /// Queues a job; its result arrives through [`Pool::take_done`].
     pub fn submit(&self, job: Job) {
-        let queue = if job.work.is_write() {
+        let queue = if job.work.is_io() {
+            &self.io
+        } else if job.work.is_write() {
             &self.writes
         } else {
             &self.reads
@@ -130,14 +174,14 @@ impl Pool {
         let (token, call) = (job.token, job.call);
         let sent = queue.as_ref().is_some_and(|q| q.send(job).is_ok());
         if !sent {
-            self.completions.push([Done {
+            self.completions.push([Done::plain(
                 token,
                 call,
-                result: Err(CallError::new(
+                Err(CallError::new(
                     ErrorCode::Internal,
                     "worker pool has stopped",
                 )),
-            }]);
+            )]);
         }
     }
 
@@ -157,6 +201,7 @@ impl Drop for Pool {
     fn drop(&mut self) {
         self.reads.take();
         self.writes.take();
+        self.io.take();
         for t in self.threads.drain(..) {
             let _ = t.join();
         }
@@ -212,12 +257,50 @@ fn reader(mut conn: Lazy, rx: Arc<Mutex<Receiver<Job>>>, out: Arc<Completions>) 
                 Ok(c) => read(c, &job),
                 Err(e) => Err(e.clone()),
             };
-            Done {
-                token: job.token,
-                call: job.call,
-                result,
-            }
+            Done::plain(job.token, job.call, result)
         }));
+    }
+}
+
+/// Serves dials and file opens, one at a time per thread.
+fn io_worker(rx: Arc<Mutex<Receiver<Job>>>, out: Arc<Completions>) {
+    loop {
+        let job = {
+            let rx = rx.lock().unwrap_or_else(|p| p.into_inner());
+            let Ok(job) = rx.recv() else { return };
+            job
+        };
+        let done = match &job.work {
+            Work::Dial(req) => {
+                let d = egress::dial(req);
+                Done {
+                    token: job.token,
+                    call: job.call,
+                    result: d.result,
+                    fd: d.fd,
+                    audit: Some(d.audit),
+                }
+            }
+            Work::Open { root, req } => {
+                let o = files::open(root, req);
+                Done {
+                    token: job.token,
+                    call: job.call,
+                    result: o.result,
+                    fd: o.fd,
+                    audit: Some(o.audit),
+                }
+            }
+            _ => Done::plain(
+                job.token,
+                job.call,
+                Err(CallError::new(
+                    ErrorCode::Internal,
+                    "a database job was queued to an I/O thread",
+                )),
+            ),
+        };
+        out.push([done]);
     }
 }
 
@@ -239,10 +322,9 @@ fn read(conn: &Connection, job: &Job) -> Result<Value, CallError> {
             Ok((keys, next)) => Ok(json!({ "keys": keys, "cursor": next })),
             Err(e) => Err(internal(e)),
         },
-        Work::Put { .. } | Work::Delete { .. } => Err(CallError::new(
-            ErrorCode::Internal,
-            "a write was queued to a reader",
-        )),
+        Work::Put { .. } | Work::Delete { .. } | Work::Dial(_) | Work::Open { .. } => Err(
+            CallError::new(ErrorCode::Internal, "a write was queued to a reader"),
+        ),
     }
 }
 
@@ -259,11 +341,12 @@ fn writer(mut conn: Lazy, rx: Receiver<Job>, out: Arc<Completions>) {
             Ok(c) => commit_group(c, &batch),
             Err(e) => batch.iter().map(|_| Err(e.clone())).collect(),
         };
-        out.push(batch.into_iter().zip(results).map(|(job, result)| Done {
-            token: job.token,
-            call: job.call,
-            result,
-        }));
+        out.push(
+            batch
+                .into_iter()
+                .zip(results)
+                .map(|(job, result)| Done::plain(job.token, job.call, result)),
+        );
     }
 }
 
@@ -289,10 +372,9 @@ fn commit_group(conn: &mut Connection, batch: &[Job]) -> Vec<Result<Value, CallE
                 Ok(deleted) => Ok(json!({ "deleted": deleted })),
                 Err(e) => return batch.iter().map(|_| Err(internal(&e))).collect(),
             },
-            Work::Get { .. } | Work::List { .. } => Err(CallError::new(
-                ErrorCode::Internal,
-                "a read was queued to the writer",
-            )),
+            Work::Get { .. } | Work::List { .. } | Work::Dial(_) | Work::Open { .. } => Err(
+                CallError::new(ErrorCode::Internal, "a read was queued to the writer"),
+            ),
         };
         results.push(r);
     }

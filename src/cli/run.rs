@@ -14,8 +14,9 @@ use clap::Args;
 
 use super::Failure;
 use crate::audit::{AuditConfig, AuditLog, Event};
+use crate::broker::files::FileRoot;
 use crate::broker::{AuditRecorder, Broker, PluginContext, Recorder};
-use crate::bundle;
+use crate::bundle::{self, Capability};
 use crate::policy::{Policy, Status};
 use crate::sandbox::{Config, ExitStatus, Plan, Sandbox, SandboxError, Stdio};
 use crate::store::kv::Quota;
@@ -144,6 +145,19 @@ pub fn run(a: RunArgs) -> Result<u8, Failure> {
     let audit = AuditLog::open(AuditConfig::new(&audit_path))
         .map_err(|e| refused(format_args!("warden: {e}")))?;
     let rates = &policy.rate_limits;
+    let files = if eff
+        .capabilities
+        .iter()
+        .any(|c| matches!(c, Capability::StaticRead | Capability::StaticWrite))
+    {
+        let ids = plan.ids();
+        let owner = ids.privileged.then_some((ids.host_uid, ids.host_gid));
+        let root = FileRoot::prepare(&state_dir, m.id.as_str(), policy.data_quota_bytes(), owner)
+            .map_err(|e| refused(format_args!("warden: {e}")))?;
+        Some(Arc::new(root))
+    } else {
+        None
+    };
     let ctx = PluginContext {
         id: m.id.to_string(),
         version: m.version.to_string(),
@@ -155,6 +169,8 @@ pub fn run(a: RunArgs) -> Result<u8, Failure> {
         rate_overrides: rates.per_capability.clone(),
         kv_quota: Quota::default(),
         blocked: false,
+        egress: policy.egress.clone().map(Arc::new),
+        files,
     };
 
     // SIGTERM, SIGINT and SIGHUP to warden are forwarded to the sandbox (whose

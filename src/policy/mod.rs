@@ -4,13 +4,15 @@
 //! Decoding is strict (unknown fields and unknown capability names are refused) and
 //! a policy may only narrow what the manifest asks for. The format is documented in
 //! docs/policy.md. Nothing here launches or enforces anything: `crate::sandbox`
-//! enforces limits, the broker enforces grants and rate limits. `egress` will be
-//! added here by its issue.
+//! enforces limits, the broker enforces grants, rate limits, the egress
+//! allow-list (parsed here with `crate::broker::egress::guard`, matched there) and
+//! the data quota.
 
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use crate::broker::egress::guard::{Egress, GuardError};
 use crate::broker::protocol::Rate;
 use crate::bundle::manifest::{Bounded, Resources};
 use crate::bundle::{Capability, Manifest};
@@ -39,6 +41,8 @@ pub enum PolicyError {
     UnknownCapability { path: PathBuf, name: String },
     #[error("{path}: {why}")]
     Invalid { path: PathBuf, why: String },
+    #[error("{path}: {source}")]
+    Egress { path: PathBuf, source: GuardError },
     #[error("{path}: limits.{field} is {value}, which is outside {min}..={max}")]
     OutOfRange {
         path: PathBuf,
@@ -78,6 +82,22 @@ pub struct Limits {
     pub nofile: Option<u64>,
     pub tmp_mb: Option<u64>,
     pub call_timeout_ms: Option<u64>,
+    /// The plugin's data directory quota for `fs.open` (MiB); policy-only.
+    pub data_mb: Option<u64>,
+}
+
+/// The bounds of `limits.data_mb`.
+pub const DATA_MB_RANGE: (u64, u64) = (1, 65536);
+/// The most entries in each egress list.
+pub const MAX_EGRESS_ENTRIES: usize = 256;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawEgress {
+    #[serde(default)]
+    allow: Vec<String>,
+    #[serde(default)]
+    allow_addresses: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -91,6 +111,8 @@ struct RawPolicy {
     limits: Limits,
     #[serde(default)]
     rate_limits: std::collections::BTreeMap<String, Rate>,
+    #[serde(default)]
+    egress: Option<RawEgress>,
 }
 
 /// Token-bucket rates for host calls: a default for every capability and
@@ -113,6 +135,8 @@ pub struct Policy {
     pub grant: Option<Vec<Capability>>,
     pub limits: Limits,
     pub rate_limits: RateLimits,
+    /// The `net.dial` allow-list; `None` refuses every dial.
+    pub egress: Option<Egress>,
 }
 
 /// What a plugin may actually have: manifest ∩ policy.
@@ -180,6 +204,39 @@ impl Policy {
             l.call_timeout_ms,
             d.call_timeout_ms,
         )?;
+        if let Some(v) = l.data_mb {
+            let (min, max) = DATA_MB_RANGE;
+            if !(min..=max).contains(&v) {
+                return Err(PolicyError::OutOfRange {
+                    path: path.to_owned(),
+                    field: "data_mb",
+                    value: v,
+                    min,
+                    max,
+                });
+            }
+        }
+        let egress = match raw.egress {
+            None => None,
+            Some(e) => {
+                if e.allow.len() > MAX_EGRESS_ENTRIES
+                    || e.allow_addresses.len() > MAX_EGRESS_ENTRIES
+                {
+                    return Err(PolicyError::Invalid {
+                        path: path.to_owned(),
+                        why: format!("egress lists hold at most {MAX_EGRESS_ENTRIES} entries"),
+                    });
+                }
+                Some(
+                    Egress::parse(&e.allow, &e.allow_addresses).map_err(|source| {
+                        PolicyError::Egress {
+                            path: path.to_owned(),
+                            source,
+                        }
+                    })?,
+                )
+            }
+        };
         let mut rate_limits = RateLimits::default();
         for (name, rate) in raw.rate_limits {
             if !(1..=MAX_RATE).contains(&rate.per_second) || !(1..=MAX_RATE).contains(&rate.burst) {
@@ -205,7 +262,17 @@ impl Policy {
             grant,
             limits: l,
             rate_limits,
+            egress,
         })
+    }
+
+    /// The plugin's data quota in bytes (`limits.data_mb`, default 64 MiB).
+    pub fn data_quota_bytes(&self) -> u64 {
+        self.limits
+            .data_mb
+            .unwrap_or(crate::broker::files::DEFAULT_QUOTA_MB)
+            * 1024
+            * 1024
     }
 
     /// Combines with a manifest: capabilities = manifest ∩ grant; each limit = the
@@ -279,6 +346,36 @@ mod tests {
         assert_eq!(
             e.to_string(),
             "p.json: limits.pids is 1, which is outside 2..=1024"
+        );
+    }
+
+    #[test]
+    fn egress_is_parsed_strictly() {
+        let ok = p(r#"{"egress":{"allow":["api.example.com:443","*.example.org:443","[::1]:80"],"allow_addresses":["127.0.0.1","10.0.0.0/8"]}}"#).unwrap();
+        let e = ok.egress.unwrap();
+        assert_eq!(e.allow.len(), 3);
+        assert_eq!(e.addresses.len(), 2);
+        assert!(p("{}").unwrap().egress.is_none());
+        let e = p(r#"{"egress":{"allow":["api.example.com"]}}"#).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            r#"p.json: egress pattern "api.example.com": needs a port: host:port"#
+        );
+        let e = p(r#"{"egress":{"allow_addresses":["10.0.0.1/8"]}}"#).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            r#"p.json: egress address allowance "10.0.0.1/8": has bits set beyond the prefix length"#
+        );
+        assert!(p(r#"{"egress":{"hosts":[]}}"#).is_err());
+        assert!(p(r#"{"egress":{"allow":["*.com:443"]}}"#).is_err());
+        let e = p(r#"{"limits":{"data_mb":0}}"#).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "p.json: limits.data_mb is 0, which is outside 1..=65536"
+        );
+        assert_eq!(
+            p(r#"{"limits":{"data_mb":2}}"#).unwrap().data_quota_bytes(),
+            2 << 20
         );
     }
 
