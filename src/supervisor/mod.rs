@@ -686,6 +686,7 @@ impl Supervisor {
             grant: Some(grant),
             limits: self.cfg.limits,
             rate_limits: Default::default(),
+            egress: None,
         };
         let eff = pol.apply(m);
         let ctx = PluginContext {
@@ -699,6 +700,10 @@ impl Supervisor {
             rate_overrides: Vec::new(),
             kv_quota: Default::default(),
             blocked: status == policy::Status::Blocked,
+            // Egress lists are not in the daemon's per-plugin policy yet: net.dial
+            // answers `denied` (no egress list) under `warden serve`.
+            egress: None,
+            files: None,
         };
         (ctx, eff)
     }
@@ -710,10 +715,23 @@ impl Supervisor {
         now: Instant,
     ) -> Result<Instance, String> {
         let p = &self.plugins[id];
-        let (ctx, eff) = self.context(p, &b);
+        let (mut ctx, eff) = self.context(p, &b);
         let m = b.manifest();
         let plan =
             Plan::new(&b, eff.resources, &m.args, &self.sandbox_cfg).map_err(|e| e.to_string())?;
+        if eff
+            .capabilities
+            .iter()
+            .any(|c| matches!(c, Capability::StaticRead | Capability::StaticWrite))
+        {
+            let ids = plan.ids();
+            let owner = ids.privileged.then_some((ids.host_uid, ids.host_gid));
+            let quota = Policy::default().data_quota_bytes();
+            let root =
+                crate::broker::files::FileRoot::prepare(&self.cfg.state_dir, id, quota, owner)
+                    .map_err(|e| e.to_string())?;
+            ctx.files = Some(std::sync::Arc::new(root));
+        }
         let (out_r, out_w) = sys::socket::pipe(0).map_err(|e| format!("pipe: {e}"))?;
         let (err_r, err_w) = sys::socket::pipe(0).map_err(|e| format!("pipe: {e}"))?;
         for fd in [&out_r, &err_r] {
