@@ -580,8 +580,17 @@ fn control_socket_refuses_a_non_admin_uid() {
                 .any(|e| e["kind"] == "admin.refused" && e["extra"]["uid"] == 65534)
         },
     );
-    // A member of the admin group is served.
+    // A member of the admin group is served: as primary group ...
     let out = as_user(4242);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).starts_with("ID"));
+    // ... and as a supplementary group (SO_PEERGROUPS).
+    let out = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--groups=4242", WARDEN])
+        .args(["ctl", "--socket", sock.to_str().unwrap(), "list"])
+        .stdin(Stdio::null())
+        .output()
+        .expect("setpriv (util-linux)");
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(stdout(&out).starts_with("ID"));
     assert!(s.stop().success());
@@ -658,4 +667,101 @@ fn a_hundred_plugins_supervised_at_once() {
     let t0 = Instant::now();
     assert!(s.stop().success());
     eprintln!("stopped {n} plugins in {} ms", t0.elapsed().as_millis());
+}
+
+#[test]
+fn egress_policy_set_with_ctl_governs_net_dial() {
+    if !require_sandbox() {
+        return;
+    }
+    // A loopback web server that counts the requests it answers.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let served = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = std::sync::Arc::clone(&served);
+    std::thread::spawn(move || {
+        use std::io::{Read, Write};
+        for mut c in listener.incoming().flatten() {
+            let mut buf = [0u8; 1024];
+            let _ = c.read(&mut buf);
+            let _ = c.write_all(b"HTTP/1.0 200 OK\r\ncontent-length: 2\r\n\r\nhi");
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+    });
+    let mut s = Serve::new("");
+    // The `fetch` example, fetching through net.dial every 200 ms.
+    let m = s.path().join("fetch.json");
+    std::fs::write(
+        &m,
+        format!(
+            r#"{{"id":"fetch","version":"0.1.0","publisher":"acme","min_core":"0.1.0",
+            "capabilities":["http:egress"],"args":["--every","0.2","127.0.0.1","{port}","/"]}}"#
+        ),
+    )
+    .unwrap();
+    let fetch = common::example("fetch");
+    let out = warden(&[
+        "pack",
+        "--manifest",
+        m.to_str().unwrap(),
+        "--artifact",
+        fetch.to_str().unwrap(),
+        "--key",
+        s.path().join("acme.key").to_str().unwrap(),
+        "--out",
+        s.path().join("plugins/fetch").to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "pack: {}", stderr(&out));
+    s.start();
+    s.bring_up("fetch"); // approved with http:egress, but no egress list
+    let dial_events = |s: &Serve, decision: &str| {
+        s.audit()
+            .iter()
+            .filter(|e| {
+                e["plugin"] == "fetch" && e["op"] == "net.dial" && e["decision"] == decision
+            })
+            .count()
+    };
+    s.wait("a denied net.dial", Duration::from_secs(10), || {
+        dial_events(&s, "deny") > 0
+    });
+    assert_eq!(served.load(std::sync::atomic::Ordering::SeqCst), 0);
+
+    // A malformed pattern is refused when the operator sets it, naming the problem.
+    let out = s.ctl(&[
+        "policy",
+        "approve",
+        "fetch",
+        "--egress",
+        "evil.com?x.example.com:443",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("cannot approve plugin fetch: egress:"),
+        "{}",
+        stderr(&out)
+    );
+
+    // The pattern alone is not enough for loopback: the address must be allowed too.
+    let target = format!("127.0.0.1:{port}");
+    s.ok(&["policy", "approve", "fetch", "--egress", &target]);
+    let shown = s.ok(&["policy", "show", "fetch"]);
+    assert_eq!(shown["egress"], serde_json::json!([target]));
+    s.ok(&["policy", "approve", "fetch", "--allow-address", "127.0.0.1"]);
+    let shown = s.ok(&["policy", "show", "fetch"]);
+    assert_eq!(
+        shown["egress"],
+        serde_json::json!([target]),
+        "the pattern is kept"
+    );
+    assert_eq!(shown["allow_addresses"], serde_json::json!(["127.0.0.1"]));
+    s.wait("the server to be reached", Duration::from_secs(10), || {
+        served.load(std::sync::atomic::Ordering::SeqCst) > 0
+    });
+    s.wait(
+        "an allowed net.dial in the audit log",
+        Duration::from_secs(5),
+        || dial_events(&s, "allow") > 0,
+    );
+    assert!(s.stop().success());
 }

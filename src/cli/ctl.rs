@@ -60,10 +60,19 @@ pub enum PolicyCommand {
         id: String,
     },
     /// Approve; grants what the manifest declares unless --grant narrows it.
+    /// --egress and --allow-address set the plugin's egress policy for net.dial
+    /// (docs/policy.md): which host:port patterns it may dial, and which otherwise
+    /// forbidden addresses (loopback, private ranges, ...) it may reach anyway.
     Approve {
         id: String,
         #[arg(long, value_delimiter = ',', value_name = "CAP,...")]
         grant: Option<Vec<String>>,
+        /// host:port patterns, e.g. api.example.com:443,*.example.org:443 ("" clears).
+        #[arg(long, value_delimiter = ',', value_name = "HOST:PORT,...")]
+        egress: Option<Vec<String>>,
+        /// Addresses or ranges allowed despite the guard, e.g. 127.0.0.1,10.0.0.0/8.
+        #[arg(long, value_delimiter = ',', value_name = "ADDR,...")]
+        allow_address: Option<Vec<String>>,
     },
     /// Block: every host call of the plugin is denied at once.
     Block {
@@ -89,7 +98,22 @@ pub fn run(a: CtlArgs) -> Result<(), Failure> {
         CtlCommand::Restart { id } => Request::Restart { id },
         CtlCommand::Policy { command } => match command {
             PolicyCommand::Show { id } => Request::PolicyShow { id },
-            PolicyCommand::Approve { id, grant } => Request::PolicyApprove { id, grant },
+            PolicyCommand::Approve {
+                id,
+                grant,
+                egress,
+                allow_address,
+            } => {
+                let clean = |v: Option<Vec<String>>| {
+                    v.map(|v| v.into_iter().filter(|s| !s.is_empty()).collect())
+                };
+                Request::PolicyApprove {
+                    id,
+                    grant,
+                    egress: clean(egress),
+                    allow_addresses: clean(allow_address),
+                }
+            }
             PolicyCommand::Block { id } => Request::PolicyBlock { id },
         },
         CtlCommand::AllowDowngrade { id, version } => Request::AllowDowngrade { id, version },

@@ -64,6 +64,12 @@ pub enum Request {
     PolicyApprove {
         id: String,
         grant: Option<Vec<String>>,
+        /// Replaces the egress allow-list (`host:port` patterns) when given.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        egress: Option<Vec<String>>,
+        /// Replaces the explicitly allowed addresses when given.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        allow_addresses: Option<Vec<String>>,
     },
     PolicyBlock {
         id: String,
@@ -132,20 +138,6 @@ pub fn authorized(
     uid == 0 || uid == own_uid || admin_gid.is_some_and(|g| gid == g || groups.contains(&g))
 }
 
-/// The supplementary groups of process `pid` (from /proc; empty if it is gone).
-pub fn groups_of(pid: i32) -> Vec<u32> {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines().find_map(|l| l.strip_prefix("Groups:")).map(|g| {
-                g.split_whitespace()
-                    .filter_map(|n| n.parse().ok())
-                    .collect()
-            })
-        })
-        .unwrap_or_default()
-}
-
 /// Sends `req` to the warden listening on `path` and returns its `ok` value.
 pub fn request(path: &Path, req: &Request) -> Result<Value, ControlError> {
     let io = |what| {
@@ -204,9 +196,23 @@ mod tests {
         let r = Request::PolicyApprove {
             id: "a".into(),
             grant: Some(vec!["kv:read".into()]),
+            egress: None,
+            allow_addresses: None,
         };
         let s = serde_json::to_string(&r).unwrap();
         assert_eq!(s, r#"{"op":"policy_approve","id":"a","grant":["kv:read"]}"#);
+        assert_eq!(serde_json::from_str::<Request>(&s).unwrap(), r);
+        let r = Request::PolicyApprove {
+            id: "a".into(),
+            grant: None,
+            egress: Some(vec!["api.example.com:443".into()]),
+            allow_addresses: Some(vec![]),
+        };
+        let s = serde_json::to_string(&r).unwrap();
+        assert_eq!(
+            s,
+            r#"{"op":"policy_approve","id":"a","grant":null,"egress":["api.example.com:443"],"allow_addresses":[]}"#
+        );
         assert_eq!(serde_json::from_str::<Request>(&s).unwrap(), r);
         assert!(serde_json::from_str::<Request>(r#"{"op":"format_disk"}"#).is_err());
     }

@@ -36,7 +36,7 @@ pub enum StoreError {
 }
 
 /// The schema this warden writes; older databases are migrated forward in order.
-pub const SCHEMA_VERSION: i64 = 2;
+pub const SCHEMA_VERSION: i64 = 3;
 
 const SCHEMA_V1: &str = "
 CREATE TABLE IF NOT EXISTS kv (
@@ -64,6 +64,12 @@ CREATE TABLE IF NOT EXISTS plugins (
     grants          TEXT NOT NULL DEFAULT '[]',
     updated_us      INTEGER NOT NULL
 ) WITHOUT ROWID;
+";
+
+/// v3: a plugin's egress allow-list and explicitly allowed addresses (JSON lists).
+const SCHEMA_V3: &str = "
+ALTER TABLE plugins ADD COLUMN egress TEXT NOT NULL DEFAULT '[]';
+ALTER TABLE plugins ADD COLUMN allow_addresses TEXT NOT NULL DEFAULT '[]';
 ";
 
 /// The database file inside a state directory.
@@ -111,6 +117,9 @@ impl Store {
         }
         if found < 2 {
             conn.execute_batch(SCHEMA_V2).map_err(err)?;
+        }
+        if found < 3 {
+            conn.execute_batch(SCHEMA_V3).map_err(err)?;
         }
         if found < SCHEMA_VERSION {
             conn.pragma_update(None, "user_version", SCHEMA_VERSION)

@@ -1,7 +1,8 @@
 //! The supervisor's per-plugin records (schema v2 table `plugins`): lifecycle
 //! status, the version last verified, the highest version ever accepted (rollback
 //! protection), a one-off downgrade the operator allowed, and the review policy
-//! (status and granted capability names). Plain strings in, plain strings out:
+//! (status, granted capability names, and since v3 the egress allow-list and the
+//! explicitly allowed addresses). Plain strings in, plain strings out:
 //! meaning and validation belong to `crate::supervisor`.
 
 use rusqlite::{params, Connection, OptionalExtension, Row};
@@ -19,12 +20,19 @@ pub struct Record {
     /// `pending_review`, `approved` or `blocked`.
     pub policy_status: String,
     pub grants: Vec<String>,
+    /// `host:port` patterns `net.dial` may reach (docs/policy.md `egress.allow`).
+    pub egress: Vec<String>,
+    /// Otherwise forbidden addresses or ranges allowed anyway (`egress.allow_addresses`).
+    pub allow_addresses: Vec<String>,
 }
 
-const COLUMNS: &str = "id, status, version, highest, allow_downgrade, policy_status, grants";
+const COLUMNS: &str =
+    "id, status, version, highest, allow_downgrade, policy_status, grants, egress, allow_addresses";
 
 fn from_row(r: &Row<'_>) -> rusqlite::Result<Record> {
     let grants: String = r.get(6)?;
+    let egress: String = r.get(7)?;
+    let allow_addresses: String = r.get(8)?;
     Ok(Record {
         id: r.get(0)?,
         status: r.get(1)?,
@@ -33,6 +41,8 @@ fn from_row(r: &Row<'_>) -> rusqlite::Result<Record> {
         allow_downgrade: r.get(4)?,
         policy_status: r.get(5)?,
         grants: serde_json::from_str(&grants).unwrap_or_default(),
+        egress: serde_json::from_str(&egress).unwrap_or_default(),
+        allow_addresses: serde_json::from_str(&allow_addresses).unwrap_or_default(),
     })
 }
 
@@ -58,11 +68,13 @@ pub fn put(conn: &Connection, r: &Record) -> rusqlite::Result<()> {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_micros() as i64);
-    let grants = serde_json::to_string(&r.grants).unwrap_or_else(|_| "[]".into());
+    let list = |v: &Vec<String>| serde_json::to_string(v).unwrap_or_else(|_| "[]".into());
+    let (grants, egress, addresses) = (list(&r.grants), list(&r.egress), list(&r.allow_addresses));
     conn.execute(
         "INSERT OR REPLACE INTO plugins
-           (id, status, version, highest, allow_downgrade, policy_status, grants, updated_us)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+           (id, status, version, highest, allow_downgrade, policy_status, grants, updated_us,
+            egress, allow_addresses)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
         params![
             r.id,
             r.status,
@@ -71,7 +83,9 @@ pub fn put(conn: &Connection, r: &Record) -> rusqlite::Result<()> {
             r.allow_downgrade,
             r.policy_status,
             grants,
-            now
+            now,
+            egress,
+            addresses
         ],
     )?;
     Ok(())
@@ -117,6 +131,8 @@ mod tests {
             allow_downgrade: None,
             policy_status: "pending_review".into(),
             grants: vec!["kv:read".into()],
+            egress: vec!["api.example.com:443".into()],
+            allow_addresses: vec![],
         };
         put(&c, &r).unwrap();
         assert_eq!(get(&c, "a").unwrap(), Some(r.clone()));

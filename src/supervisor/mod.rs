@@ -32,6 +32,7 @@ use mio::{Events, Interest, Poll, Token, Waker};
 use serde_json::{json, Value};
 
 use crate::audit::{AuditConfig, AuditLog, Event};
+use crate::broker::egress::guard::Egress;
 use crate::broker::{AuditRecorder, Broker, PluginContext, Recorder};
 use crate::bundle::{self, Capability, TrustStore, VerifiedBundle};
 use crate::config::Config;
@@ -544,6 +545,8 @@ impl Supervisor {
                 allow_downgrade: None,
                 policy_status: policy::Status::PendingReview.as_str().into(),
                 grants: Vec::new(),
+                egress: Vec::new(),
+                allow_addresses: Vec::new(),
             };
             if let Err(e) = store::plugins::put(&self.db, &rec) {
                 self.log(format_args!("plugin={id} state database: {e}"));
@@ -700,9 +703,11 @@ impl Supervisor {
             rate_overrides: Vec::new(),
             kv_quota: Default::default(),
             blocked: status == policy::Status::Blocked,
-            // Egress lists are not in the daemon's per-plugin policy yet: net.dial
-            // answers `denied` (no egress list) under `warden serve`.
-            egress: None,
+            // Validated when the operator approved it; an empty list means none.
+            egress: (!p.rec.egress.is_empty())
+                .then(|| Egress::parse(&p.rec.egress, &p.rec.allow_addresses).ok())
+                .flatten()
+                .map(std::sync::Arc::new),
             files: None,
         };
         (ctx, eff)
@@ -1410,7 +1415,13 @@ impl Supervisor {
                     continue;
                 }
             };
-            let groups = control::groups_of(pid);
+            let groups = match sys::socket::peer_groups(stream.as_fd()) {
+                Ok(g) => g,
+                Err(e) => {
+                    self.log(format_args!("control socket SO_PEERGROUPS: {e}"));
+                    continue;
+                }
+            };
             if !control::authorized(uid, gid, &groups, self.own_uid, self.cfg.admin_gid) {
                 self.log(format_args!(
                     "control socket: refused uid {uid} (pid {pid}): not root or in the admin group"
@@ -1531,7 +1542,12 @@ impl Supervisor {
             Request::Disable { id } => self.lifecycle(&id, Action::Disable, uid),
             Request::Restart { id } => self.restart(&id, uid),
             Request::PolicyShow { id } => Ok(self.policy_info(&id)),
-            Request::PolicyApprove { id, grant } => self.approve(&id, grant, uid),
+            Request::PolicyApprove {
+                id,
+                grant,
+                egress,
+                allow_addresses,
+            } => self.approve(&id, grant, egress, allow_addresses, uid),
             Request::PolicyBlock { id } => self.block(&id, uid),
             Request::AllowDowngrade { id, version } => self.allow_downgrade(&id, &version, uid),
             Request::Stats { id } => Ok(self.stats(id.as_deref())),
@@ -1623,8 +1639,26 @@ impl Supervisor {
         Ok(self.info(id))
     }
 
-    fn approve(&mut self, id: &str, grant: Option<Vec<String>>, uid: u32) -> Result<Value, String> {
+    fn approve(
+        &mut self,
+        id: &str,
+        grant: Option<Vec<String>>,
+        egress: Option<Vec<String>>,
+        allow_addresses: Option<Vec<String>>,
+        uid: u32,
+    ) -> Result<Value, String> {
         let p = &self.plugins[id];
+        // An egress change replaces both lists; either flag alone keeps the other.
+        let egress = match (egress, allow_addresses) {
+            (None, None) => None,
+            (e, a) => {
+                let e = e.unwrap_or_else(|| p.rec.egress.clone());
+                let a = a.unwrap_or_else(|| p.rec.allow_addresses.clone());
+                Egress::parse(&e, &a)
+                    .map_err(|err| format!("cannot approve plugin {id}: egress: {err}"))?;
+                Some((e, a))
+            }
+        };
         let declared: Vec<Capability> = p
             .bundle
             .as_ref()
@@ -1655,6 +1689,11 @@ impl Supervisor {
                 out
             }
         };
+        if let Some((e, a)) = egress {
+            let p = self.plugins.get_mut(id).expect("present");
+            p.rec.egress = e;
+            p.rec.allow_addresses = a;
+        }
         self.set_policy(id, policy::Status::Approved, Some(grants), uid)
     }
 
@@ -1784,6 +1823,8 @@ impl Supervisor {
             "id": id,
             "status": p.rec.policy_status,
             "grants": p.rec.grants,
+            "egress": p.rec.egress,
+            "allow_addresses": p.rec.allow_addresses,
             "declared": declared,
             "effective": effective,
             "limits": {

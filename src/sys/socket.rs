@@ -69,6 +69,38 @@ pub fn peer_cred(fd: BorrowedFd<'_>) -> io::Result<(libc::pid_t, libc::uid_t, li
     Ok((cred.pid, cred.uid, cred.gid))
 }
 
+/// The peer's supplementary groups as the kernel recorded them at connect time
+/// (`SO_PEERGROUPS`), translated into our user namespace. No /proc lookup, so no
+/// race with pid reuse and no need to see the peer's /proc entry.
+pub fn peer_groups(fd: BorrowedFd<'_>) -> io::Result<Vec<libc::gid_t>> {
+    let mut groups: Vec<libc::gid_t> = vec![0; 64];
+    loop {
+        let mut len = (groups.len() * std::mem::size_of::<libc::gid_t>()) as libc::socklen_t;
+        // SAFETY: `groups` is a writable buffer of exactly `len` bytes; the kernel
+        // writes at most `len` bytes and sets `len` to the size it needs or wrote.
+        let r = unsafe {
+            libc::getsockopt(
+                fd.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_PEERGROUPS,
+                groups.as_mut_ptr().cast(),
+                &mut len,
+            )
+        };
+        let need = len as usize / std::mem::size_of::<libc::gid_t>();
+        if r == 0 {
+            groups.truncate(need);
+            return Ok(groups);
+        }
+        let e = io::Error::last_os_error();
+        if e.raw_os_error() == Some(libc::ERANGE) && need > groups.len() {
+            groups.resize(need, 0);
+            continue;
+        }
+        return Err(e);
+    }
+}
+
 /// The effective uid of this process (`geteuid`, which cannot fail).
 pub fn euid() -> libc::uid_t {
     // SAFETY: geteuid takes no arguments and always succeeds.
