@@ -13,16 +13,6 @@ use common::{example, stderr, stdout, Fixture};
 /// The example plugins' version: the SDK says hello with it.
 const V: &str = "0.1.0";
 
-fn ready() -> bool {
-    match common::missing_sandbox_feature() {
-        Some(m) => {
-            common::skip(&m);
-            false
-        }
-        None => true,
-    }
-}
-
 struct Run {
     f: Fixture,
     state: PathBuf,
@@ -75,7 +65,7 @@ fn answers(out: &std::process::Output) -> Vec<String> {
 
 #[test]
 fn every_op_from_a_sandboxed_plugin() {
-    if !ready() {
+    if !common::require_sandbox() {
         return;
     }
     let r = Run::new();
@@ -162,7 +152,7 @@ fn every_op_from_a_sandboxed_plugin() {
 
 #[test]
 fn denials_not_declared_not_granted_and_other_namespaces() {
-    if !ready() {
+    if !common::require_sandbox() {
         return;
     }
     let r = Run::new();
@@ -219,7 +209,7 @@ fn denials_not_declared_not_granted_and_other_namespaces() {
 
 #[test]
 fn policy_rate_limits_apply_per_capability() {
-    if !ready() {
+    if !common::require_sandbox() {
         return;
     }
     let r = Run::new();
@@ -283,7 +273,7 @@ fn blocked_and_malformed_policies_are_refused_before_launch() {
 
 #[test]
 fn an_acknowledged_put_survives_sigkill_of_warden() {
-    if !ready() {
+    if !common::require_sandbox() {
         return;
     }
     let r = Run::new();

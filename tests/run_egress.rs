@@ -18,16 +18,6 @@ use common::{example, stderr, stdout, Fixture};
 const V: &str = "0.1.0";
 const BODY: &str = "hello, warden";
 
-fn ready() -> bool {
-    match common::missing_sandbox_feature() {
-        Some(m) => {
-            common::skip(&m);
-            false
-        }
-        None => true,
-    }
-}
-
 /// An HTTP/1.0 server on 127.0.0.1; returns its port and a count of connections.
 fn server() -> (u16, Arc<AtomicUsize>) {
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -112,7 +102,7 @@ fn dial_events(audit: &str) -> Vec<serde_json::Value> {
 
 #[test]
 fn fetch_from_loopback_only_when_the_policy_names_it() {
-    if !ready() {
+    if !common::require_sandbox() {
         return;
     }
     let (port, hits) = server();
@@ -209,7 +199,7 @@ fn can_unshare_mounts() -> bool {
 
 #[test]
 fn an_allowed_name_that_resolves_to_a_forbidden_address_is_refused() {
-    if !ready() {
+    if !common::require_sandbox() {
         return;
     }
     if !can_unshare_mounts() {

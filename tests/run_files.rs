@@ -15,16 +15,6 @@ use common::{example, stderr, stdout, Fixture};
 
 const V: &str = "0.1.0";
 
-fn ready() -> bool {
-    match common::missing_sandbox_feature() {
-        Some(m) => {
-            common::skip(&m);
-            false
-        }
-        None => true,
-    }
-}
-
 struct Run {
     f: Fixture,
 }
@@ -68,7 +58,7 @@ impl Run {
 
 #[test]
 fn reads_writes_and_refusals() {
-    if !ready() {
+    if !common::require_sandbox() {
         return;
     }
     let r = Run::new();
@@ -171,7 +161,7 @@ fn reads_writes_and_refusals() {
 
 #[test]
 fn a_symlink_swapped_in_during_the_open_is_refused() {
-    if !ready() {
+    if !common::require_sandbox() {
         return;
     }
     let r = Run::new();
@@ -222,7 +212,7 @@ fn a_symlink_swapped_in_during_the_open_is_refused() {
 
 #[test]
 fn quota_overflow_is_refused() {
-    if !ready() {
+    if !common::require_sandbox() {
         return;
     }
     let r = Run::new();

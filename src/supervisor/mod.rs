@@ -166,6 +166,24 @@ struct Plugin {
 }
 
 impl Plugin {
+    /// A plugin known only by its record: nothing running, a fresh restart budget.
+    fn new(rec: Record, problem: Option<String>, limiter: output::Limiter) -> Plugin {
+        Plugin {
+            rec,
+            bundle: None,
+            problem,
+            live: None,
+            candidate: None,
+            retiring: Vec::new(),
+            budget: Budget::default(),
+            backoff_until: None,
+            failed: false,
+            restarts: 0,
+            last_exit: None,
+            limiter,
+        }
+    }
+
     fn status(&self) -> Status {
         Status::parse(&self.rec.status).unwrap_or(Status::Disabled)
     }
@@ -318,20 +336,7 @@ impl Supervisor {
             let limiter = output::Limiter::new(&sup.cfg.output, now);
             sup.plugins.insert(
                 rec.id.clone(),
-                Plugin {
-                    rec,
-                    bundle: None,
-                    problem: Some("bundle not scanned yet".into()),
-                    live: None,
-                    candidate: None,
-                    retiring: Vec::new(),
-                    budget: Budget::default(),
-                    backoff_until: None,
-                    failed: false,
-                    restarts: 0,
-                    last_exit: None,
-                    limiter,
-                },
+                Plugin::new(rec, Some("bundle not scanned yet".into()), limiter),
             );
         }
         Ok(sup)
@@ -554,20 +559,7 @@ impl Supervisor {
             }
             self.plugins.insert(
                 id.clone(),
-                Plugin {
-                    rec,
-                    bundle: None,
-                    problem: None,
-                    live: None,
-                    candidate: None,
-                    retiring: Vec::new(),
-                    budget: Budget::default(),
-                    backoff_until: None,
-                    failed: false,
-                    restarts: 0,
-                    last_exit: None,
-                    limiter: output::Limiter::new(&self.cfg.output, now),
-                },
+                Plugin::new(rec, None, output::Limiter::new(&self.cfg.output, now)),
             );
             self.log(format_args!(
                 "plugin={id} {version} verified (new; policy pending_review)"
