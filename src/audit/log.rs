@@ -158,8 +158,20 @@ impl AuditLog {
     /// Writes the buffered lines and, unless the policy is `Never`, fdatasyncs. A
     /// failed write is cut back so the file never ends in a partial line of ours.
     pub fn flush(&mut self) -> Result<(), AuditError> {
+        if self.write_out()? && self.cfg.fsync != FsyncPolicy::Never {
+            self.file.sync_data().map_err(|source| AuditError::Sync {
+                path: self.cfg.path.clone(),
+                source,
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Writes the buffered lines without syncing; returns whether there were any.
+    /// A failed write is cut back so the file never ends in a partial line of ours.
+    fn write_out(&mut self) -> Result<bool, AuditError> {
         if self.buf.is_empty() {
-            return Ok(());
+            return Ok(false);
         }
         if let Err(source) = self.file.write_all(&self.buf) {
             let _ = self.file.set_len(self.file_bytes);
@@ -171,13 +183,7 @@ impl AuditLog {
         self.file_bytes += self.buf.len() as u64;
         self.buf.clear();
         self.buffered_since = None;
-        if self.cfg.fsync != FsyncPolicy::Never {
-            self.file.sync_data().map_err(|source| AuditError::Sync {
-                path: self.cfg.path.clone(),
-                source,
-            })?;
-        }
-        Ok(())
+        Ok(true)
     }
 
     /// Time until a flush is due (zero when overdue), for an event loop's poll
@@ -194,7 +200,7 @@ impl AuditLog {
 
     /// Flushes and fsyncs (whatever the policy) and closes the log.
     pub fn close(mut self) -> Result<(), AuditError> {
-        self.flush()?;
+        self.write_out()?;
         self.file.sync_all().map_err(|source| AuditError::Sync {
             path: self.cfg.path.clone(),
             source,

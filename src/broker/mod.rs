@@ -184,12 +184,13 @@ impl AuditRecorder {
                             return Err(fail(&e));
                         }
                     }
-                    if let Err(e) = log.flush() {
-                        return Err(fail(&e));
-                    }
                     let empty = s.queue.lock().unwrap_or_else(|p| p.into_inner()).is_empty();
                     if s.stop.load(Ordering::Acquire) && empty {
+                        // One sync for everything at the end.
                         return log.close().map_err(|e| fail(&e));
+                    }
+                    if let Err(e) = log.flush() {
+                        return Err(fail(&e));
                     }
                 }
             })

@@ -113,6 +113,8 @@ impl Completions {
 
 /// The running pool. Dropping it finishes queued work, then joins the threads.
 pub struct Pool {
+    store: Store,
+    readers: usize,
     reads: Option<Sender<Job>>,
     writes: Option<Sender<Job>>,
     io: Option<Sender<Job>>,
@@ -120,60 +122,86 @@ pub struct Pool {
     threads: Vec<JoinHandle<()>>,
 }
 
+/// Which group of threads a job runs on.
+#[derive(Clone, Copy)]
+enum Lane {
+    Read,
+    Write,
+    Io,
+}
+
 impl Pool {
-    /// Starts `readers` reader threads and one writer; each opens its own
-    /// connection on its first job (a plugin that never touches KV costs no
-    /// database work).
+    /// A pool of `readers` reader threads, one writer and the I/O threads. Each
+    /// group is started by its first job, and each database thread opens its own
+    /// connection then: a plugin that never touches KV or files costs no threads
+    /// and no database work (a short `warden run` stays cheap).
     pub fn start(store: &Store, waker: Arc<Waker>, readers: usize) -> Result<Pool, StoreError> {
-        let completions = Arc::new(Completions {
-            done: Mutex::new(Vec::new()),
-            waker,
-        });
-        let (read_tx, read_rx) = mpsc::channel::<Job>();
-        let read_rx = Arc::new(Mutex::new(read_rx));
-        let mut threads = Vec::new();
-        for i in 0..readers.max(1) {
-            let conn = Lazy::new(store);
-            let rx = Arc::clone(&read_rx);
-            let c = Arc::clone(&completions);
-            threads.push(spawn(format!("warden-read-{i}"), move || {
-                reader(conn, rx, c)
-            }));
-        }
-        let (write_tx, write_rx) = mpsc::channel::<Job>();
-        let conn = Lazy::new(store);
-        let c = Arc::clone(&completions);
-        threads.push(spawn("warden-write".into(), move || {
-            writer(conn, write_rx, c)
-        }));
-        let (io_tx, io_rx) = mpsc::channel::<Job>();
-        let io_rx = Arc::new(Mutex::new(io_rx));
-        for i in 0..IO_THREADS {
-            let rx = Arc::clone(&io_rx);
-            let c = Arc::clone(&completions);
-            threads.push(spawn(format!("warden-io-{i}"), move || io_worker(rx, c)));
-        }
         Ok(Pool {
-            reads: Some(read_tx),
-            writes: Some(write_tx),
-            io: Some(io_tx),
-            completions,
-            threads,
+            store: store.clone(),
+            readers: readers.max(1),
+            reads: None,
+            writes: None,
+            io: None,
+            completions: Arc::new(Completions {
+                done: Mutex::new(Vec::new()),
+                waker,
+            }),
+            threads: Vec::new(),
         })
     }
 
+    /// The queue of `lane`, starting its threads on first use.
+    fn queue(&mut self, lane: Lane) -> &Sender<Job> {
+        let slot = match lane {
+            Lane::Read => &mut self.reads,
+            Lane::Write => &mut self.writes,
+            Lane::Io => &mut self.io,
+        };
+        if slot.is_none() {
+            let (tx, rx) = mpsc::channel::<Job>();
+            let c = &self.completions;
+            match lane {
+                Lane::Read => {
+                    let rx = Arc::new(Mutex::new(rx));
+                    for i in 0..self.readers {
+                        let (conn, rx, c) =
+                            (Lazy::new(&self.store), Arc::clone(&rx), Arc::clone(c));
+                        self.threads
+                            .push(spawn(format!("warden-read-{i}"), move || {
+                                reader(conn, rx, c)
+                            }));
+                    }
+                }
+                Lane::Write => {
+                    let (conn, c) = (Lazy::new(&self.store), Arc::clone(c));
+                    self.threads
+                        .push(spawn("warden-write".into(), move || writer(conn, rx, c)));
+                }
+                Lane::Io => {
+                    let rx = Arc::new(Mutex::new(rx));
+                    for i in 0..IO_THREADS {
+                        let (rx, c) = (Arc::clone(&rx), Arc::clone(c));
+                        self.threads
+                            .push(spawn(format!("warden-io-{i}"), move || io_worker(rx, c)));
+                    }
+                }
+            }
+            *slot = Some(tx);
+        }
+        slot.as_ref().expect("just started")
+    }
+
     /// Queues a job; its result arrives through [`Pool::take_done`].
-    pub fn submit(&self, job: Job) {
-        let queue = if job.work.is_io() {
-            &self.io
+    pub fn submit(&mut self, job: Job) {
+        let lane = if job.work.is_io() {
+            Lane::Io
         } else if job.work.is_write() {
-            &self.writes
+            Lane::Write
         } else {
-            &self.reads
+            Lane::Read
         };
         let (token, call) = (job.token, job.call);
-        let sent = queue.as_ref().is_some_and(|q| q.send(job).is_ok());
-        if !sent {
+        if self.queue(lane).send(job).is_err() {
             self.completions.push([Done::plain(
                 token,
                 call,
