@@ -232,6 +232,8 @@ struct Client {
     stream: UnixStream,
     uid: u32,
     buf: Vec<u8>,
+    /// The answer still to be written, once the request was served.
+    out: Option<Vec<u8>>,
 }
 
 /// The running service.
@@ -894,8 +896,12 @@ impl Supervisor {
     // ---- events ---------------------------------------------------------------
 
     fn dynamic(&mut self, t: usize) {
-        if self.clients.contains_key(&t) {
-            return self.client_readable(t);
+        if let Some(c) = self.clients.get(&t) {
+            return if c.out.is_some() {
+                self.client_writable(t)
+            } else {
+                self.client_readable(t)
+            };
         }
         let base = t - (t - FIRST_DYNAMIC) % PER_INSTANCE;
         let kind = match t - base {
@@ -1446,6 +1452,7 @@ impl Supervisor {
                         stream,
                         uid,
                         buf: Vec::new(),
+                        out: None,
                     },
                 );
             }
@@ -1492,14 +1499,47 @@ impl Supervisor {
             Ok(req) => self.handle(req, c.uid),
             Err(e) => Err(format!("bad request: {e}")),
         };
-        let answer = control::answer(&result);
-        // The answer is written blocking with a timeout: admins are trusted not
-        // to stall their own warden; the timeout bounds a client that does.
-        let std_stream: std::os::unix::net::UnixStream =
-            std::os::unix::net::UnixStream::from(OwnedFd::from(c.stream));
-        let _ = std_stream.set_nonblocking(false);
-        let _ = std_stream.set_write_timeout(Some(Duration::from_secs(2)));
-        let _ = (&std_stream).write_all(&answer);
+        // The answer is written without blocking; what does not fit waits for the
+        // socket to become writable, so a client that never reads cannot stall
+        // the loop (its token is never reused, so it can keep it).
+        c.out = Some(control::answer(&result));
+        if self
+            .poll
+            .registry()
+            .register(&mut c.stream, Token(t), Interest::WRITABLE)
+            .is_ok()
+        {
+            self.clients.insert(t, c);
+            self.client_writable(t);
+        }
+    }
+
+    /// Writes as much of a client's answer as the socket takes; the client is
+    /// dropped (closing its connection) once it is all written or on error.
+    fn client_writable(&mut self, t: usize) {
+        let Some(c) = self.clients.get_mut(&t) else {
+            return;
+        };
+        let out = c
+            .out
+            .as_mut()
+            .expect("only clients with an answer are writable");
+        loop {
+            match c.stream.write(out) {
+                Ok(0) => break,
+                Ok(n) => {
+                    out.drain(..n);
+                    if out.is_empty() {
+                        break;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(_) => break,
+            }
+        }
+        let mut c = self.clients.remove(&t).expect("present");
+        let _ = self.poll.registry().deregister(&mut c.stream);
     }
 
     /// Serves one control request from `uid`.
