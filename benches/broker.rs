@@ -157,22 +157,25 @@ fn warden_case(n: usize, secs: f64) -> Result {
     }
     let stop = Arc::new(AtomicBool::new(false));
     let stop2 = Arc::clone(&stop);
-    let server = std::thread::spawn(move || {
-        let mut events = Events::with_capacity(1024);
-        while !stop2.load(Ordering::Relaxed) {
-            broker
-                .turn(
-                    &mut poll,
-                    &mut events,
-                    WAKER,
-                    Some(Duration::from_millis(50)),
-                    |_| {},
-                )
-                .unwrap();
-            assert!(broker.recorder().failure().is_none());
-        }
-        drop(broker);
-    });
+    let server = std::thread::Builder::new()
+        .name("warden-loop".into())
+        .spawn(move || {
+            let mut events = Events::with_capacity(1024);
+            while !stop2.load(Ordering::Relaxed) {
+                broker
+                    .turn(
+                        &mut poll,
+                        &mut events,
+                        WAKER,
+                        Some(Duration::from_millis(50)),
+                        |_| {},
+                    )
+                    .unwrap();
+                assert!(broker.recorder().failure().is_none());
+            }
+            drop(broker);
+        })
+        .expect("spawning the server thread");
     let mut socks = Vec::new();
     let mut buf = vec![0u8; 65536];
     for (s, id) in clients {
@@ -219,23 +222,26 @@ fn ceiling_case(n: usize, secs: f64) -> Result {
     }
     let stop = Arc::new(AtomicBool::new(false));
     let stop2 = Arc::clone(&stop);
-    let server = std::thread::spawn(move || {
-        let mut events = Events::with_capacity(1024);
-        let mut buf = vec![0u8; 65536];
-        while !stop2.load(Ordering::Relaxed) {
-            poll.poll(&mut events, Some(Duration::from_millis(50)))
-                .unwrap();
-            for ev in events.iter() {
-                if ev.token() == WAKER {
-                    continue;
-                }
-                let s = &servers[ev.token().0];
-                while let Ok(len) = s.recv(&mut buf) {
-                    let _ = s.send(&buf[..len]);
+    let server = std::thread::Builder::new()
+        .name("echo-loop".into())
+        .spawn(move || {
+            let mut events = Events::with_capacity(1024);
+            let mut buf = vec![0u8; 65536];
+            while !stop2.load(Ordering::Relaxed) {
+                poll.poll(&mut events, Some(Duration::from_millis(50)))
+                    .unwrap();
+                for ev in events.iter() {
+                    if ev.token() == WAKER {
+                        continue;
+                    }
+                    let s = &servers[ev.token().0];
+                    while let Ok(len) = s.recv(&mut buf) {
+                        let _ = s.send(&buf[..len]);
+                    }
                 }
             }
-        }
-    });
+        })
+        .expect("spawning the server thread");
     let r = drive(&socks, secs);
     stop.store(true, Ordering::Relaxed);
     let _ = waker.wake();

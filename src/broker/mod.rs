@@ -305,6 +305,10 @@ pub struct Broker<R: Recorder> {
     pending: VecDeque<Token>,
     caches: HashMap<Arc<str>, KvCache>,
     deadlines: std::collections::BinaryHeap<std::cmp::Reverse<(Instant, Token, u64)>>,
+    /// Inside a loop turn, replies are queued and sent together at its end: the
+    /// plugin is then woken once per batch rather than once per reply.
+    deferring: bool,
+    dirty: Vec<Token>,
     closed: Vec<(Token, String)>,
     ping_seq: u64,
     buf: Vec<u8>,
@@ -333,6 +337,8 @@ impl<R: Recorder> Broker<R> {
             pending: VecDeque::new(),
             caches: HashMap::new(),
             deadlines: std::collections::BinaryHeap::new(),
+            deferring: false,
+            dirty: Vec::new(),
             closed: Vec::new(),
             ping_seq: 0,
             buf: vec![0u8; MAX_MESSAGE],
@@ -422,6 +428,7 @@ impl<R: Recorder> Broker<R> {
             Err(e) if e.kind() == io::ErrorKind::Interrupted => return Ok(()),
             other => other?,
         }
+        self.deferring = true;
         for ev in events.iter() {
             let token = ev.token();
             if token == waker {
@@ -438,6 +445,10 @@ impl<R: Recorder> Broker<R> {
         }
         self.expire(Instant::now());
         self.run_pending();
+        self.deferring = false;
+        for token in std::mem::take(&mut self.dirty) {
+            self.flush(token);
+        }
         Ok(())
     }
 
@@ -980,6 +991,11 @@ impl<R: Recorder> Broker<R> {
             return;
         };
         conn.counters.bytes_out += msg.len() as u64;
+        if self.deferring && conn.outq.is_empty() && !conn.want_write {
+            conn.outq.push_back((msg.to_vec(), pass));
+            self.dirty.push(token);
+            return;
+        }
         if conn.outq.is_empty() {
             let fds: Vec<std::os::fd::BorrowedFd<'_>> = pass.iter().map(|f| f.as_fd()).collect();
             match seqpacket::send(fd.as_fd(), msg, &fds) {
@@ -1016,7 +1032,18 @@ impl<R: Recorder> Broker<R> {
                 Ok(()) => {
                     conn.outq.pop_front();
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    if !conn.want_write {
+                        conn.want_write = true;
+                        let raw = fd.as_raw_fd();
+                        let _ = self.registry.reregister(
+                            &mut SourceFd(&raw),
+                            token,
+                            Interest::READABLE | Interest::WRITABLE,
+                        );
+                    }
+                    return;
+                }
                 Err(e) => return self.close(token, format!("write failed: {e}")),
             }
         }
