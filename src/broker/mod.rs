@@ -973,6 +973,15 @@ impl<R: Recorder> Broker<R> {
             return;
         }
         if let Some(fd) = conn.fd.take() {
+            // Best effort, without blocking: what is queued (a coalesced reply, or
+            // the error that explains this close) goes out before the channel does.
+            for (msg, pass) in conn.outq.drain(..) {
+                let fds: Vec<std::os::fd::BorrowedFd<'_>> =
+                    pass.iter().map(|f| f.as_fd()).collect();
+                if seqpacket::send(fd.as_fd(), &msg, &fds).is_err() {
+                    break;
+                }
+            }
             let _ = self.registry.deregister(&mut SourceFd(&fd.as_raw_fd()));
         }
         conn.in_flight.clear();
