@@ -301,3 +301,54 @@ fn an_acknowledged_put_survives_sigkill_of_warden() {
     let lines = answers(&r.run(&b, None, &["kv.get", r#"{"key":"k"}"#]));
     assert_eq!(lines[0], r#"kv.get ok {"value":"acked"}"#);
 }
+
+#[test]
+fn a_second_run_on_a_busy_state_dir_is_told_how_to_proceed() {
+    if !common::require_sandbox() {
+        return;
+    }
+    let r = Run::new();
+    let b = r.bundle("busy", &["kv:read", "kv:write"]);
+    let mut first = Command::new(common::WARDEN)
+        .args([
+            "run",
+            b.to_str().unwrap(),
+            "--trust",
+            r.f.trust().to_str().unwrap(),
+        ])
+        .args(["--state-dir", r.state.to_str().unwrap(), "--"])
+        .args(["kv.put", r#"{"key":"k","value":"first"}"#, "sleep", "30"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(first.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert_eq!(line.trim(), "kv.put ok {}");
+    // Same state dir, same audit log: refused before launch, with the way out.
+    let out = r.run(&b, None, &["kv.get", r#"{"key":"k"}"#]);
+    assert_eq!(out.status.code(), Some(125));
+    assert!(
+        stderr(&out).contains(
+            "another process is writing this audit log (lock held); another warden uses this state directory: give this run its own --audit FILE (or --state-dir)"
+        ),
+        "{}",
+        stderr(&out)
+    );
+    // With an audit log of its own it runs, sharing the KV database.
+    let own = r.f.path().join("second-audit.log");
+    let mut args = vec![
+        "--state-dir",
+        r.state.to_str().unwrap(),
+        "--audit",
+        own.to_str().unwrap(),
+        "--",
+    ];
+    args.extend(["kv.get", r#"{"key":"k"}"#]);
+    let lines = answers(&r.f.run(&b, &args));
+    assert_eq!(lines[0], r#"kv.get ok {"value":"first"}"#);
+    first.kill().unwrap();
+    first.wait().unwrap();
+}

@@ -13,7 +13,7 @@ use mio::{Events, Interest, Poll, Token, Waker};
 use clap::Args;
 
 use super::Failure;
-use crate::audit::{AuditConfig, AuditLog, Event};
+use crate::audit::{AuditConfig, AuditError, AuditLog, Event};
 use crate::broker::files::FileRoot;
 use crate::broker::{AuditRecorder, Broker, PluginContext, Recorder};
 use crate::bundle::{self, Capability};
@@ -142,8 +142,13 @@ pub fn run(a: RunArgs) -> Result<u8, Failure> {
         .audit
         .clone()
         .unwrap_or_else(|| state_dir.join("audit.log"));
-    let audit = AuditLog::open(AuditConfig::new(&audit_path))
-        .map_err(|e| refused(format_args!("warden: {e}")))?;
+    let audit = AuditLog::open(AuditConfig::new(&audit_path)).map_err(|e| match e {
+        // One writer per hash chain: say how to run alongside the other writer.
+        AuditError::Locked { .. } => refused(format_args!(
+            "warden: {e}; another warden uses this state directory: give this run its own --audit FILE (or --state-dir)"
+        )),
+        e => refused(format_args!("warden: {e}")),
+    })?;
     let rates = &policy.rate_limits;
     let files = if eff
         .capabilities
