@@ -40,6 +40,31 @@ impl Run {
         self.f.run(bundle, &args)
     }
 
+    /// Starts `warden run BUNDLE -- kv.put {key:k, value} sleep 30` in the
+    /// background and returns it once the put is acknowledged.
+    fn put_and_hold(&self, bundle: &Path, value: &str) -> std::process::Child {
+        let put = format!(r#"{{"key":"k","value":"{value}"}}"#);
+        let mut child = Command::new(common::WARDEN)
+            .args([
+                "run",
+                bundle.to_str().unwrap(),
+                "--trust",
+                self.f.trust().to_str().unwrap(),
+            ])
+            .args(["--state-dir", self.state.to_str().unwrap(), "--"])
+            .args(["kv.put", &put, "sleep", "30"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert_eq!(line.trim(), "kv.put ok {}");
+        child
+    }
+
     fn policy(&self, name: &str, json: &str) -> PathBuf {
         let p = self.f.path().join(name);
         std::fs::write(&p, json).unwrap();
@@ -278,24 +303,7 @@ fn an_acknowledged_put_survives_sigkill_of_warden() {
     }
     let r = Run::new();
     let b = r.bundle("durable", &["kv:read", "kv:write"]);
-    let mut child = Command::new(common::WARDEN)
-        .args([
-            "run",
-            b.to_str().unwrap(),
-            "--trust",
-            r.f.trust().to_str().unwrap(),
-        ])
-        .args(["--state-dir", r.state.to_str().unwrap(), "--"])
-        .args(["kv.put", r#"{"key":"k","value":"acked"}"#, "sleep", "30"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    assert_eq!(line.trim(), "kv.put ok {}");
+    let mut child = r.put_and_hold(&b, "acked");
     child.kill().unwrap(); // SIGKILL, right after the acknowledgement
     child.wait().unwrap();
     let lines = answers(&r.run(&b, None, &["kv.get", r#"{"key":"k"}"#]));
@@ -309,24 +317,7 @@ fn a_second_run_on_a_busy_state_dir_is_told_how_to_proceed() {
     }
     let r = Run::new();
     let b = r.bundle("busy", &["kv:read", "kv:write"]);
-    let mut first = Command::new(common::WARDEN)
-        .args([
-            "run",
-            b.to_str().unwrap(),
-            "--trust",
-            r.f.trust().to_str().unwrap(),
-        ])
-        .args(["--state-dir", r.state.to_str().unwrap(), "--"])
-        .args(["kv.put", r#"{"key":"k","value":"first"}"#, "sleep", "30"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(first.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    assert_eq!(line.trim(), "kv.put ok {}");
+    let mut first = r.put_and_hold(&b, "first");
     // Same state dir, same audit log: refused before launch, with the way out.
     let out = r.run(&b, None, &["kv.get", r#"{"key":"k"}"#]);
     assert_eq!(out.status.code(), Some(125));
