@@ -13,7 +13,8 @@
 //! caller with one call in flight through the SDK (`warden-plugin`).
 //!
 //! Run: `cargo bench --bench broker` (WARDEN_BENCH_SECS sets the seconds per case;
-//! WARDEN_BENCH_FD_OPS the operations per descriptor case, default 4000).
+//! WARDEN_BENCH_FD_OPS the operations per descriptor case, default 4000;
+//! WARDEN_BENCH_PLUGINS a comma-separated subset of the plugin counts).
 
 use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixDatagram;
@@ -380,7 +381,12 @@ fn main() {
         "p99 ratio"
     );
     let mut verdicts = Vec::new();
-    for n in [1usize, 16, 128] {
+    // WARDEN_BENCH_PLUGINS=16,128 runs only those cases (for profiling).
+    let cases: Vec<usize> = std::env::var("WARDEN_BENCH_PLUGINS")
+        .ok()
+        .map(|s| s.split(',').filter_map(|n| n.trim().parse().ok()).collect())
+        .unwrap_or_else(|| vec![1, 16, 128]);
+    for n in cases {
         let w = warden_case(n, secs);
         let c = ceiling_case(n, secs);
         let thr = w.calls_per_sec / c.calls_per_sec;

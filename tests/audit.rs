@@ -340,7 +340,7 @@ fn torn_final_line_after_a_crash_is_moved_aside_and_audited() {
     // SIGKILL in the middle of writing line 11: half a line on disk. (Every event
     // is already written, so dropping here writes nothing more.)
     drop(log);
-    let full = line::encode(11, 0, &event(11), line::ZERO_HASH).unwrap();
+    let full = line::encode(11, 0, &event(11).fields(), line::ZERO_HASH).unwrap();
     let torn = &full[..full.len() / 2];
     let mut bytes = fs::read(&path).unwrap();
     bytes.extend_from_slice(torn);
@@ -389,7 +389,7 @@ fn write_aged_log(dir: &Path) -> PathBuf {
     for (i, age) in ages.into_iter().enumerate() {
         let seq = i as u64 + 1;
         let t = now - Duration::from_secs(age).as_micros() as i64;
-        let l = line::encode(seq, t, &event(seq), &prev).unwrap();
+        let l = line::encode(seq, t, &event(seq).fields(), &prev).unwrap();
         prev = line::hash(&l);
         text.extend_from_slice(&l);
         text.push(b'\n');

@@ -32,7 +32,7 @@ impl Recorder for Log {
     fn record(&mut self, r: &Record<'_>) {
         self.0.lock().unwrap().push((
             r.plugin.id.clone(),
-            r.op.to_owned(),
+            r.op.to_string(),
             r.decision,
             r.reason.to_owned(),
         ));

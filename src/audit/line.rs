@@ -8,7 +8,7 @@
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
-use super::{time, Decision, Event};
+use super::{time, Decision, Fields};
 
 /// The `prev` of the very first line of a log: 64 zeros.
 pub const ZERO_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
@@ -74,15 +74,26 @@ pub fn hash(bytes: &[u8]) -> String {
     hex(&Sha256::digest(bytes))
 }
 
+/// Replaces `out` with the lowercase hex sha256 of `bytes`, reusing its buffer.
+pub fn hash_into(out: &mut String, bytes: &[u8]) {
+    out.clear();
+    push_hex(out, &Sha256::digest(bytes));
+}
+
 /// Lowercase hex of `bytes`.
 pub fn hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut s = String::with_capacity(bytes.len() * 2);
+    push_hex(&mut s, bytes);
+    s
+}
+
+fn push_hex(s: &mut String, bytes: &[u8]) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    s.reserve(bytes.len() * 2);
     for b in bytes {
         s.push(DIGITS[usize::from(b >> 4)] as char);
         s.push(DIGITS[usize::from(b & 0xf)] as char);
     }
-    s
 }
 
 /// True for exactly 64 lowercase hex digits.
@@ -93,53 +104,64 @@ pub fn is_hash(s: &str) -> bool {
 }
 
 /// Encodes `e` as one line (without the newline) in the documented field order.
-pub fn encode(seq: u64, time_us: i64, e: &Event, prev: &str) -> Result<Vec<u8>, serde_json::Error> {
-    /// The line's fields in their fixed order, borrowed: serialising this writes
-    /// the same bytes as an ordered map of them, without building one.
-    #[derive(serde::Serialize)]
-    struct Out<'a> {
-        seq: u64,
-        time: &'a str,
-        kind: &'a str,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        plugin: Option<&'a str>,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        version: Option<&'a str>,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        sha256: Option<&'a str>,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        op: Option<&'a str>,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        capability: Option<&'a str>,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        decision: Option<&'static str>,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        reason: Option<&'a str>,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        duration_us: Option<u64>,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        extra: Option<&'a Map<String, Value>>,
-        prev: &'a str,
+pub fn encode(
+    seq: u64,
+    time_us: i64,
+    e: &Fields<'_>,
+    prev: &str,
+) -> Result<Vec<u8>, serde_json::Error> {
+    let mut out = Vec::with_capacity(384);
+    encode_into(&mut out, seq, time_us, e, prev)?;
+    Ok(out)
+}
+
+/// Appends the line for `e` (without the newline) to `out`: `seq`, `time`, `kind`,
+/// the optional fields in [`OPTIONAL`] order (absent ones omitted, `extra` only
+/// when not empty), `prev`. Strings are escaped as serde_json escapes them, so the
+/// bytes are exactly what serialising an ordered map of these fields gives.
+pub fn encode_into(
+    out: &mut Vec<u8>,
+    seq: u64,
+    time_us: i64,
+    e: &Fields<'_>,
+    prev: &str,
+) -> Result<(), serde_json::Error> {
+    let mut n = itoa::Buffer::new();
+    out.extend_from_slice(b"{\"seq\":");
+    out.extend_from_slice(n.format(seq).as_bytes());
+    out.extend_from_slice(b",\"time\":\"");
+    time::write(out, time_us);
+    out.extend_from_slice(b"\",\"kind\":");
+    serde_json::to_writer(&mut *out, e.kind)?;
+    let strings = [
+        ("plugin", e.plugin),
+        ("version", e.version),
+        ("sha256", e.sha256),
+        ("op", e.op),
+        ("capability", e.capability),
+        ("decision", e.decision.map(Decision::as_str)),
+        ("reason", e.reason),
+    ];
+    for (key, value) in strings {
+        if let Some(v) = value {
+            out.extend_from_slice(b",\"");
+            out.extend_from_slice(key.as_bytes());
+            out.extend_from_slice(b"\":");
+            serde_json::to_writer(&mut *out, v)?;
+        }
     }
-    let time = time::format(time_us);
-    let out = Out {
-        seq,
-        time: &time,
-        kind: e.kind,
-        plugin: e.plugin.as_deref(),
-        version: e.version.as_deref(),
-        sha256: e.sha256.as_deref(),
-        op: e.op.as_deref(),
-        capability: e.capability.as_deref(),
-        decision: e.decision.map(|d| d.as_str()),
-        reason: e.reason.as_deref(),
-        duration_us: e.duration_us,
-        extra: (!e.extra.is_empty()).then_some(&e.extra),
-        prev,
-    };
-    let mut buf = Vec::with_capacity(384);
-    serde_json::to_writer(&mut buf, &out)?;
-    Ok(buf)
+    if let Some(d) = e.duration_us {
+        out.extend_from_slice(b",\"duration_us\":");
+        out.extend_from_slice(n.format(d).as_bytes());
+    }
+    if let Some(x) = e.extra.filter(|x| !x.is_empty()) {
+        out.extend_from_slice(b",\"extra\":");
+        serde_json::to_writer(&mut *out, x)?;
+    }
+    out.extend_from_slice(b",\"prev\":");
+    serde_json::to_writer(&mut *out, prev)?;
+    out.push(b'}');
+    Ok(())
 }
 
 /// Parses one line (without its newline) strictly: a JSON object with `seq`, `time`,
@@ -274,6 +296,7 @@ mod tests {
     }
 
     use super::*;
+    use crate::audit::Event;
 
     fn event() -> Event {
         let mut extra = Map::new();
@@ -294,16 +317,75 @@ mod tests {
 
     #[test]
     fn encodes_in_documented_order() {
-        let line = encode(3, 1_709_210_096_123_456, &event(), ZERO_HASH).unwrap();
+        let line = encode(3, 1_709_210_096_123_456, &event().fields(), ZERO_HASH).unwrap();
         let want = format!(
             r#"{{"seq":3,"time":"2024-02-29T12:34:56.123456Z","kind":"host_call","plugin":"echo","version":"1.0.0","op":"kv.get","capability":"kv:read","decision":"deny","reason":"not granted","duration_us":17,"extra":{{"uid":0}},"prev":"{ZERO_HASH}"}}"#
         );
         assert_eq!(String::from_utf8(line).unwrap(), want);
     }
 
+    /// The hand-written encoder gives the same bytes as serialising an ordered map
+    /// of the same fields, for strings that need escaping too.
+    #[test]
+    fn encoder_matches_serde_for_awkward_strings() {
+        let awkward = [
+            "plain",
+            "",
+            "quote \" backslash \\ slash /",
+            "control \u{0} \u{1f} \n \r \t \u{8} \u{c} \u{7f}",
+            "unicode é ✓ 😀 \u{2028}",
+        ];
+        for (i, s) in awkward.iter().enumerate() {
+            let mut extra = Map::new();
+            extra.insert((*s).into(), Value::from(*s));
+            let e = Event {
+                kind: "host_call",
+                plugin: Some((*s).into()),
+                version: (i % 2 == 0).then(|| (*s).into()),
+                sha256: Some("ab".repeat(32)),
+                op: Some((*s).into()),
+                capability: (i % 2 == 1).then(|| (*s).into()),
+                decision: Some(Decision::RateLimited),
+                reason: Some((*s).into()),
+                duration_us: (i != 2).then_some(u64::MAX - i as u64),
+                extra: if i == 3 { Map::new() } else { extra },
+            };
+            let mut m = Map::new();
+            m.insert("seq".into(), Value::from(u64::MAX));
+            m.insert("time".into(), time::format(-1).into());
+            m.insert("kind".into(), e.kind.into());
+            let f = e.fields();
+            for (k, v) in [
+                ("plugin", f.plugin),
+                ("version", f.version),
+                ("sha256", f.sha256),
+                ("op", f.op),
+                ("capability", f.capability),
+                ("decision", f.decision.map(Decision::as_str)),
+                ("reason", f.reason),
+            ] {
+                if let Some(v) = v {
+                    m.insert(k.into(), v.into());
+                }
+            }
+            if let Some(d) = f.duration_us {
+                m.insert("duration_us".into(), d.into());
+            }
+            if !e.extra.is_empty() {
+                m.insert("extra".into(), Value::Object(e.extra.clone()));
+            }
+            m.insert("prev".into(), ZERO_HASH.into());
+            let want = serde_json::to_vec(&m).unwrap();
+            assert_eq!(
+                String::from_utf8(encode(u64::MAX, -1, &f, ZERO_HASH).unwrap()).unwrap(),
+                String::from_utf8(want).unwrap()
+            );
+        }
+    }
+
     #[test]
     fn parse_round_trips() {
-        let line = encode(3, 1_709_210_096_123_456, &event(), ZERO_HASH).unwrap();
+        let line = encode(3, 1_709_210_096_123_456, &event().fields(), ZERO_HASH).unwrap();
         let r = parse(&line).unwrap();
         assert_eq!(r.seq, 3);
         assert_eq!(r.kind, "host_call");

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use super::line::{self, ZERO_HASH};
 use super::query::{self, Filter, Hit};
-use super::{time, AuditConfig, AuditError, Event, FsyncPolicy};
+use super::{time, AuditConfig, AuditError, Event, Fields, FsyncPolicy};
 
 /// Buffered bytes that force a flush even before the interval is up.
 pub const MAX_BUFFER: usize = 64 * 1024;
@@ -41,6 +41,8 @@ pub struct AuditLog {
     buffered_since: Option<Instant>,
     next_seq: u64,
     last_hash: String,
+    /// The line being encoded, reused between appends.
+    scratch: Vec<u8>,
     next_rotation: u64,
 }
 
@@ -96,6 +98,7 @@ impl AuditLog {
             buffered_since: None,
             next_seq,
             last_hash,
+            scratch: Vec::new(),
             next_rotation: rotated.last().map_or(1, |(n, _)| n + 1),
         };
         if let Some((saved_to, bytes)) = torn {
@@ -122,35 +125,49 @@ impl AuditLog {
     /// [`FsyncPolicy::EveryEvent`]. If that write fails the event stays buffered,
     /// the error is returned, and the next flush retries it.
     pub fn append(&mut self, e: &Event) -> Result<u64, AuditError> {
+        self.append_fields(&e.fields())
+    }
+
+    /// [`AuditLog::append`] for a borrowed view of the fields.
+    pub fn append_fields(&mut self, e: &Fields<'_>) -> Result<u64, AuditError> {
         if e.kind.is_empty() {
             return Err(AuditError::EmptyKind);
         }
         let seq = self.next_seq;
         let now = time::micros(SystemTime::now());
-        let mut text =
-            line::encode(seq, now, e, &self.last_hash).map_err(|source| AuditError::Encode {
-                kind: e.kind,
+        let mut text = std::mem::take(&mut self.scratch);
+        text.clear();
+        let encoded = line::encode_into(&mut text, seq, now, e, &self.last_hash);
+        if let Err(source) = encoded {
+            self.scratch = text;
+            return Err(AuditError::Encode {
+                kind: e.kind.to_owned(),
                 source,
-            })?;
+            });
+        }
         if let Some(max) = self.cfg.rotate_bytes {
             let pending = self.file_bytes + self.buf.len() as u64;
             if pending > 0 && pending + text.len() as u64 + 1 > max {
-                self.rotate()?;
+                if let Err(err) = self.rotate() {
+                    self.scratch = text;
+                    return Err(err);
+                }
             }
         }
-        let hash = line::hash(&text);
-        text.push(b'\n');
+        line::hash_into(&mut self.last_hash, &text);
         if self.buf.is_empty() {
             self.buffered_since = Some(Instant::now());
         }
         self.buf.extend_from_slice(&text);
+        self.buf.push(b'\n');
+        self.scratch = text;
         self.next_seq += 1;
-        self.last_hash = hash;
-        if self.cfg.fsync == FsyncPolicy::EveryEvent
-            || self.buf.len() >= MAX_BUFFER
-            || self.flush_due() == Some(Duration::ZERO)
-        {
+        if self.cfg.fsync == FsyncPolicy::EveryEvent || self.flush_due() == Some(Duration::ZERO) {
             self.flush()?;
+        } else if self.buf.len() >= MAX_BUFFER {
+            // Written now; synced with the next interval flush, so that a busy log
+            // syncs a few times a second rather than once per 64 KiB.
+            self.write_out()?;
         }
         Ok(seq)
     }

@@ -93,6 +93,42 @@ pub struct Event {
     pub extra: serde_json::Map<String, serde_json::Value>,
 }
 
+/// A borrowed view of an event's fields: what [`AuditLog::append_fields`] writes.
+/// Writers that keep the strings elsewhere (the broker's per-plugin identity, a
+/// static op name) record without copying them into an [`Event`].
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Fields<'a> {
+    pub kind: &'a str,
+    pub plugin: Option<&'a str>,
+    pub version: Option<&'a str>,
+    pub sha256: Option<&'a str>,
+    pub op: Option<&'a str>,
+    pub capability: Option<&'a str>,
+    pub decision: Option<Decision>,
+    pub reason: Option<&'a str>,
+    pub duration_us: Option<u64>,
+    /// Written under `"extra"` when present and not empty.
+    pub extra: Option<&'a serde_json::Map<String, serde_json::Value>>,
+}
+
+impl Event {
+    /// The event's fields, borrowed.
+    pub fn fields(&self) -> Fields<'_> {
+        Fields {
+            kind: self.kind,
+            plugin: self.plugin.as_deref(),
+            version: self.version.as_deref(),
+            sha256: self.sha256.as_deref(),
+            op: self.op.as_deref(),
+            capability: self.capability.as_deref(),
+            decision: self.decision,
+            reason: self.reason.as_deref(),
+            duration_us: self.duration_us,
+            extra: Some(&self.extra),
+        }
+    }
+}
+
 /// When written lines are forced to stable storage.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum FsyncPolicy {
@@ -186,7 +222,7 @@ pub enum AuditError {
     EmptyKind,
     #[error("cannot encode event {kind}: {source}")]
     Encode {
-        kind: &'static str,
+        kind: String,
         source: serde_json::Error,
     },
     #[error("{path} line {line}: not a valid audit record ({why}); run `warden audit verify`")]

@@ -17,17 +17,46 @@ pub fn micros(t: SystemTime) -> i64 {
 
 /// Formats microseconds since the epoch as `YYYY-MM-DDTHH:MM:SS.ffffffZ`.
 pub fn format(us: i64) -> String {
+    let mut out = Vec::with_capacity(27);
+    write(&mut out, us);
+    String::from_utf8(out).expect("the formatter writes ASCII")
+}
+
+/// Appends [`format`]'s text for `us` to `out` without allocating (for years
+/// 0..=9999; others go through `format!`, with the same text).
+pub fn write(out: &mut Vec<u8>, us: i64) {
     let secs = us.div_euclid(1_000_000);
     let frac = us.rem_euclid(1_000_000);
     let days = secs.div_euclid(86_400);
     let sod = secs.rem_euclid(86_400);
     let (y, m, d) = civil_from_days(days);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{frac:06}Z",
-        sod / 3600,
-        sod / 60 % 60,
-        sod % 60
-    )
+    if !(0..=9999).contains(&y) {
+        out.extend_from_slice(
+            format!(
+                "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{frac:06}Z",
+                sod / 3600,
+                sod / 60 % 60,
+                sod % 60
+            )
+            .as_bytes(),
+        );
+        return;
+    }
+    let mut b = *b"0000-00-00T00:00:00.000000Z";
+    let mut digits = |at: usize, width: usize, mut v: i64| {
+        for i in (at..at + width).rev() {
+            b[i] = b'0' + (v % 10) as u8;
+            v /= 10;
+        }
+    };
+    digits(0, 4, y);
+    digits(5, 2, m);
+    digits(8, 2, d);
+    digits(11, 2, sod / 3600);
+    digits(14, 2, sod / 60 % 60);
+    digits(17, 2, sod % 60);
+    digits(20, 6, frac);
+    out.extend_from_slice(&b);
 }
 
 /// Parses exactly the shape [`format`] writes; `None` for anything else.
@@ -114,6 +143,27 @@ mod tests {
         assert_eq!(format(0), "1970-01-01T00:00:00.000000Z");
         assert_eq!(format(1_709_210_096_123_456), "2024-02-29T12:34:56.123456Z");
         assert_eq!(format(951_782_400_000_001), "2000-02-29T00:00:00.000001Z");
+    }
+
+    #[test]
+    fn the_buffer_writer_matches_the_reference_text() {
+        let reference = |us: i64| {
+            let secs = us.div_euclid(1_000_000);
+            let (y, m, d) = civil_from_days(secs.div_euclid(86_400));
+            let sod = secs.rem_euclid(86_400);
+            format!(
+                "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:06}Z",
+                sod / 3600,
+                sod / 60 % 60,
+                sod % 60,
+                us.rem_euclid(1_000_000)
+            )
+        };
+        let mut us: i64 = -62_167_219_200_000_000 - 86_400_000_000; // year -1
+        while us < 253_402_300_800_000_000 + 86_400_000_000 {
+            assert_eq!(format(us), reference(us));
+            us += 7_777_777_777_777;
+        }
     }
 
     #[test]

@@ -155,7 +155,7 @@ mod tests {
                 kind: "admin",
                 ..Event::default()
             };
-            text.extend(line::encode(seq, 0, &e, prev).unwrap());
+            text.extend(line::encode(seq, 0, &e.fields(), prev).unwrap());
             text.push(b'\n');
         }
         let p = dir.join("a.log");
@@ -198,7 +198,8 @@ mod tests {
                         &Event {
                             kind: "admin",
                             ..Event::default()
-                        },
+                        }
+                        .fields(),
                         &other
                     )
                     .unwrap()

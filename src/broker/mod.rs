@@ -18,7 +18,9 @@ pub mod ratelimit;
 mod record;
 pub mod workers;
 
+use std::borrow::Cow;
 use std::collections::{HashMap, VecDeque};
+use std::hash::{BuildHasherDefault, Hasher};
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::sync::Arc;
@@ -27,7 +29,7 @@ use std::time::{Duration, Instant, SystemTime};
 use mio::event::Event as MioEvent;
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Registry, Token, Waker};
-use serde_json::{json, Value};
+use serde_json::Value;
 
 pub use crate::audit::Decision;
 use crate::bundle::Capability;
@@ -50,6 +52,42 @@ const READ_BUDGET: usize = 2;
 const MAX_QUEUED: usize = 1024;
 /// Recent events kept per plugin for `audit.query`.
 const RECENT: usize = handlers::MAX_AUDIT_QUERY;
+
+/// The broker's maps are keyed by its own tokens, call ids (at most
+/// [`MAX_IN_FLIGHT`] per plugin, so a plugin choosing colliding ids only slows its
+/// own tiny table), capabilities and namespaces: a multiply-rotate hash (the
+/// "Fx" hash) is enough, and much cheaper per call than SipHash.
+#[derive(Default, Clone, Copy)]
+struct FastHasher(u64);
+
+impl Hasher for FastHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8) {
+            let mut word = [0u8; 8];
+            word[..chunk.len()].copy_from_slice(chunk);
+            self.write_u64(u64::from_le_bytes(word));
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0.rotate_left(5) ^ n).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+    fn write_usize(&mut self, n: usize) {
+        self.write_u64(n as u64);
+    }
+}
+
+type FastMap<K, V> = HashMap<K, V, BuildHasherDefault<FastHasher>>;
+
+/// The name an op is audited under: the op table's own string when it is known.
+fn op_name(name: &str) -> Cow<'static, str> {
+    match ops::find(name) {
+        Some(op) => Cow::Borrowed(op.name),
+        None => Cow::Owned(name.to_owned()),
+    }
+}
 
 /// Why the broker could not start.
 #[derive(Debug, thiserror::Error)]
@@ -117,14 +155,15 @@ struct InFlight {
 
 struct Conn {
     fd: Option<OwnedFd>,
-    ctx: PluginContext,
+    /// Shared with the audit queue, which records without copying its strings.
+    ctx: Arc<PluginContext>,
     ns: Arc<str>,
     ready: bool,
-    in_flight: HashMap<u64, InFlight>,
+    in_flight: FastMap<u64, InFlight>,
     /// Messages waiting for the socket to drain, each with the descriptor it carries.
     outq: VecDeque<(Vec<u8>, Option<OwnedFd>)>,
     want_write: bool,
-    buckets: HashMap<Capability, TokenBucket>,
+    buckets: FastMap<Capability, TokenBucket>,
     counters: Counters,
     recent: VecDeque<handlers::Recent>,
     ping: Option<(u64, Instant)>,
@@ -135,11 +174,11 @@ struct Conn {
 /// The broker for every attached plugin.
 pub struct Broker<R: Recorder> {
     registry: Registry,
-    conns: HashMap<Token, Conn>,
+    conns: FastMap<Token, Conn>,
     pool: Pool,
     recorder: R,
     pending: VecDeque<Token>,
-    caches: HashMap<Arc<str>, KvCache>,
+    caches: FastMap<Arc<str>, KvCache>,
     deadlines: std::collections::BinaryHeap<std::cmp::Reverse<(Instant, Token, u64)>>,
     /// Inside a loop turn, replies are queued and sent together at its end: the
     /// plugin is then woken once per batch rather than once per reply.
@@ -167,11 +206,11 @@ impl<R: Recorder> Broker<R> {
                     plugin: "(registry)".into(),
                     source,
                 })?,
-            conns: HashMap::new(),
+            conns: FastMap::default(),
             pool: Pool::start(store, waker, readers)?,
             recorder,
             pending: VecDeque::new(),
-            caches: HashMap::new(),
+            caches: FastMap::default(),
             deadlines: std::collections::BinaryHeap::new(),
             deferring: false,
             dirty: Vec::new(),
@@ -213,13 +252,13 @@ impl<R: Recorder> Broker<R> {
             token,
             Conn {
                 fd: Some(fd),
-                ctx,
+                ctx: Arc::new(ctx),
                 ns,
                 ready: false,
-                in_flight: HashMap::new(),
+                in_flight: FastMap::default(),
                 outq: VecDeque::new(),
                 want_write: false,
-                buckets: HashMap::new(),
+                buckets: FastMap::default(),
                 counters: Counters::default(),
                 recent: VecDeque::new(),
                 ping: None,
@@ -391,7 +430,7 @@ impl<R: Recorder> Broker<R> {
             return None;
         }
         conn.ping = Some((seq, Instant::now()));
-        self.send(token, &Outgoing::Ping { seq }.encode(), None);
+        self.send(token, Outgoing::Ping { seq }.encode(), None);
         Some(seq)
     }
 
@@ -408,7 +447,7 @@ impl<R: Recorder> Broker<R> {
             deadline_ms: deadline.as_millis() as u64,
         }
         .encode();
-        self.send(token, &msg, None);
+        self.send(token, msg, None);
     }
 
     /// Whether the plugin has completed its handshake.
@@ -421,7 +460,7 @@ impl<R: Recorder> Broker<R> {
     /// Sets or clears policy status `blocked` for a plugin.
     pub fn set_blocked(&mut self, token: Token, blocked: bool) {
         if let Some(c) = self.conns.get_mut(&token) {
-            c.ctx.blocked = blocked;
+            Arc::make_mut(&mut c.ctx).blocked = blocked;
         }
     }
 
@@ -474,7 +513,7 @@ impl<R: Recorder> Broker<R> {
                                 r.full_len
                             ),
                         );
-                        self.send(token, &Outgoing::Error { error: &e }.encode(), None);
+                        self.send(token, Outgoing::Error { error: &e }.encode(), None);
                         self.audit(token, "host_call", "?", None, Instant::now(), &Err(e), None);
                         continue;
                     }
@@ -558,7 +597,7 @@ impl<R: Recorder> Broker<R> {
         }
         .encode();
         self.conns.get_mut(&token).expect("live").ready = true;
-        self.send(token, &msg, None);
+        self.send(token, msg, None);
         self.audit(
             token,
             "hello",
@@ -585,18 +624,18 @@ impl<R: Recorder> Broker<R> {
                 ErrorCode::BadRequest,
                 format!("call id {id} is already in flight"),
             );
-            return self.reply(token, id, name, None, started, Err(e));
+            return self.reply(token, id, op_name(name), None, started, Err(e));
         }
         if conn.in_flight.len() >= MAX_IN_FLIGHT {
             let e = CallError::new(
                 ErrorCode::RateLimited,
                 format!("more than {MAX_IN_FLIGHT} calls in flight"),
             );
-            return self.reply(token, id, name, None, started, Err(e));
+            return self.reply(token, id, op_name(name), None, started, Err(e));
         }
         let Some(op) = ops::find(name) else {
             let e = CallError::new(ErrorCode::UnknownOp, format!("no op named {name:?}"));
-            return self.reply(token, id, name, None, started, Err(e));
+            return self.reply(token, id, name.to_owned(), None, started, Err(e));
         };
         let cap = Some(op.capability);
         if let Some(why) = denial(&conn.ctx, op) {
@@ -645,18 +684,31 @@ impl<R: Recorder> Broker<R> {
                 self.reply_full(token, id, op.name, cap, started, Err(e), None, Some(&extra))
             }
             Outcome::Queued(work) => {
-                let cache = self.caches.entry(Arc::clone(&conn.ns)).or_default();
+                if !self.caches.contains_key(&*conn.ns) {
+                    self.caches.insert(Arc::clone(&conn.ns), KvCache::default());
+                }
+                let cache = self.caches.get_mut(&*conn.ns).expect("inserted above");
                 let fill = match &work {
                     Work::Get { key } => match cache.get(key) {
-                        Some(hit) => {
-                            let result = match hit {
-                                Some(v) => Ok(json!({ "value": v })),
-                                None => Err(CallError::new(
-                                    ErrorCode::NotFound,
-                                    format!("no key {key:?}"),
-                                )),
-                            };
-                            return self.reply(token, id, op.name, cap, started, result);
+                        // A hit is answered here, its reply written straight from
+                        // the cached string.
+                        Some(Some(v)) => {
+                            let msg = protocol::value_reply(id, v);
+                            self.send(token, msg, None);
+                            let allowed = Ok(Value::Null);
+                            return self.audit(
+                                token,
+                                "host_call",
+                                op.name,
+                                cap,
+                                started,
+                                &allowed,
+                                None,
+                            );
+                        }
+                        Some(None) => {
+                            let e = CallError::new(ErrorCode::NotFound, format!("no key {key:?}"));
+                            return self.reply(token, id, op.name, cap, started, Err(e));
                         }
                         None => Some((key.clone(), cache.generation())),
                     },
@@ -685,7 +737,7 @@ impl<R: Recorder> Broker<R> {
         &mut self,
         token: Token,
         id: u64,
-        op: &str,
+        op: impl Into<Cow<'static, str>>,
         cap: Option<Capability>,
         started: Instant,
         result: Result<Value, CallError>,
@@ -700,7 +752,7 @@ impl<R: Recorder> Broker<R> {
         &mut self,
         token: Token,
         id: u64,
-        op: &str,
+        op: impl Into<Cow<'static, str>>,
         cap: Option<Capability>,
         started: Instant,
         result: Result<Value, CallError>,
@@ -721,7 +773,7 @@ impl<R: Recorder> Broker<R> {
             },
         }
         .encode();
-        self.send(token, &msg, fd);
+        self.send(token, msg, fd);
         self.audit(token, "host_call", op, cap, started, &result, extra);
     }
 
@@ -730,7 +782,7 @@ impl<R: Recorder> Broker<R> {
         &mut self,
         token: Token,
         kind: &'static str,
-        op: &str,
+        op: impl Into<Cow<'static, str>>,
         capability: Option<Capability>,
         started: Instant,
         result: &Result<Value, CallError>,
@@ -754,10 +806,11 @@ impl<R: Recorder> Broker<R> {
             Err(e) => format!("{}: {}", e.code, e.message),
         };
         let duration = started.elapsed();
+        let op = op.into();
         self.recorder.record(&Record {
             plugin: &conn.ctx,
             kind,
-            op,
+            op: op.clone(),
             capability,
             decision,
             reason: &reason,
@@ -770,10 +823,6 @@ impl<R: Recorder> Broker<R> {
         let time_us = SystemTime::now()
             .duration_since(SystemTime::UNIX_EPOCH)
             .map_or(0, |d| d.as_micros() as u64);
-        let op = match ops::find(op) {
-            Some(known) => std::borrow::Cow::Borrowed(known.name),
-            None => std::borrow::Cow::Owned(op.to_owned()),
-        };
         conn.recent.push_back(handlers::Recent {
             time_us,
             kind,
@@ -788,7 +837,7 @@ impl<R: Recorder> Broker<R> {
     /// A framing violation: tell the plugin once, audit, close the channel.
     fn violation(&mut self, token: Token, why: String) {
         let e = CallError::new(ErrorCode::BadRequest, format!("protocol violation: {why}"));
-        self.send(token, &Outgoing::Error { error: &e }.encode(), None);
+        self.send(token, Outgoing::Error { error: &e }.encode(), None);
         self.audit(
             token,
             "channel",
@@ -828,7 +877,7 @@ impl<R: Recorder> Broker<R> {
 
     /// Sends one message, with `pass` attached as SCM_RIGHTS when given; the
     /// descriptor is closed on our side once sent (or when the channel closes).
-    fn send(&mut self, token: Token, msg: &[u8], pass: Option<OwnedFd>) {
+    fn send(&mut self, token: Token, msg: Vec<u8>, pass: Option<OwnedFd>) {
         let Some(conn) = self.conns.get_mut(&token) else {
             return;
         };
@@ -837,13 +886,13 @@ impl<R: Recorder> Broker<R> {
         };
         conn.counters.bytes_out += msg.len() as u64;
         if self.deferring && conn.outq.is_empty() && !conn.want_write {
-            conn.outq.push_back((msg.to_vec(), pass));
+            conn.outq.push_back((msg, pass));
             self.dirty.push(token);
             return;
         }
         if conn.outq.is_empty() {
             let fds: Vec<std::os::fd::BorrowedFd<'_>> = pass.iter().map(|f| f.as_fd()).collect();
-            match seqpacket::send(fd.as_fd(), msg, &fds) {
+            match seqpacket::send(fd.as_fd(), &msg, &fds) {
                 Ok(()) => return,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                 Err(e) => return self.close(token, format!("write failed: {e}")),
@@ -852,7 +901,7 @@ impl<R: Recorder> Broker<R> {
         if conn.outq.len() >= MAX_QUEUED {
             return self.close(token, format!("plugin left {MAX_QUEUED} replies unread"));
         }
-        conn.outq.push_back((msg.to_vec(), pass));
+        conn.outq.push_back((msg, pass));
         if !conn.want_write {
             conn.want_write = true;
             let raw = fd.as_raw_fd();

@@ -266,6 +266,19 @@ impl Outgoing<'_> {
     }
 }
 
+/// The reply to a `kv.get` that found its value, `{"type":"reply","id":ID,
+/// "ok":{"value":VALUE}}`: the bytes [`Outgoing::Reply`] gives for that value,
+/// written without building a JSON value first (the cache-hit path).
+pub fn value_reply(id: u64, value: &str) -> Vec<u8> {
+    let mut out = Vec::with_capacity(48 + value.len());
+    out.extend_from_slice(b"{\"type\":\"reply\",\"id\":");
+    out.extend_from_slice(itoa::Buffer::new().format(id).as_bytes());
+    out.extend_from_slice(b",\"ok\":{\"value\":");
+    serde_json::to_writer(&mut out, value).expect("writing to a Vec cannot fail");
+    out.extend_from_slice(b"}}");
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -303,6 +316,20 @@ mod tests {
             decode(br#"{"type":"pong","seq":3}"#),
             Ok(Incoming::Pong { seq: 3 })
         ));
+    }
+
+    #[test]
+    fn value_reply_is_the_reply_encoding() {
+        for (id, v) in [(0, ""), (7, "plain"), (u64::MAX, "q\"\\\n\u{1}é😀")] {
+            let value = serde_json::json!({ "value": v });
+            let want = Outgoing::Reply {
+                id,
+                ok: Some(&value),
+                error: None,
+            }
+            .encode();
+            assert_eq!(value_reply(id, v), want);
+        }
     }
 
     #[test]

@@ -2,23 +2,25 @@
 //! decision, and [`AuditRecorder`], which writes them to the tamper-evident audit
 //! log from a thread of its own. Nothing here decides anything; it only records.
 
+use std::borrow::Cow;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
 use super::{Decision, PluginContext};
-use serde_json::Value;
+use serde_json::{Map, Value};
 
-use crate::audit::{AuditLog, Event};
+use crate::audit::{AuditLog, Event, Fields};
 use crate::bundle::Capability;
 
 /// One thing the broker decided, for the audit log.
 #[derive(Debug)]
 pub struct Record<'a> {
-    pub plugin: &'a PluginContext,
+    pub plugin: &'a Arc<PluginContext>,
     /// `host_call`, `hello` or `channel`.
     pub kind: &'static str,
-    pub op: &'a str,
+    /// The op's name: borrowed from the op table when the op is known.
+    pub op: Cow<'static, str>,
     pub capability: Option<Capability>,
     pub decision: Decision,
     pub reason: &'a str,
@@ -51,64 +53,82 @@ pub struct AuditRecorder {
 }
 
 /// Queued events that wake the audit thread before its interval is up.
-pub const AUDIT_BATCH: usize = 512;
+pub const AUDIT_BATCH: usize = 64;
+
+/// Queued events at which the loop stops and waits for the audit thread, so that
+/// a loop producing decisions faster than they can be hashed and written cannot
+/// grow the queue without limit (back-pressure, never a drop).
+pub const AUDIT_QUEUE_MAX: usize = 8192;
+
+/// What waits for the audit thread: an event the loop owner built, or one broker
+/// decision, which shares the plugin's identity instead of copying its strings.
+enum Queued {
+    Event(Event),
+    Decision(Decided),
+}
+
+struct Decided {
+    plugin: Arc<PluginContext>,
+    kind: &'static str,
+    op: Cow<'static, str>,
+    capability: Option<Capability>,
+    decision: Decision,
+    reason: Option<String>,
+    duration_us: u64,
+    extra: Option<Box<Map<String, Value>>>,
+}
+
+impl Queued {
+    fn fields(&self) -> Fields<'_> {
+        match self {
+            Queued::Event(e) => e.fields(),
+            Queued::Decision(d) => Fields {
+                kind: d.kind,
+                plugin: Some(&d.plugin.id),
+                version: Some(&d.plugin.version),
+                sha256: Some(&d.plugin.sha256),
+                op: Some(&d.op),
+                capability: d.capability.map(Capability::as_str),
+                decision: Some(d.decision),
+                reason: d.reason.as_deref(),
+                duration_us: Some(d.duration_us),
+                extra: d.extra.as_deref(),
+            },
+        }
+    }
+}
 
 struct AuditShared {
-    queue: Mutex<Vec<Event>>,
+    queue: Mutex<Vec<Queued>>,
     wake: Condvar,
+    /// Signalled when a full queue was taken (the loop may be waiting for room).
+    room: Condvar,
     stop: AtomicBool,
+    /// Set when the audit thread has ended (stopped or failed): nobody drains.
+    ended: AtomicBool,
     failed: Mutex<Option<String>>,
 }
 
 impl AuditRecorder {
     /// Starts the audit thread, which owns `log` from now on.
-    pub fn start(mut log: AuditLog) -> AuditRecorder {
+    pub fn start(log: AuditLog) -> AuditRecorder {
         let shared = Arc::new(AuditShared {
             queue: Mutex::new(Vec::new()),
             wake: Condvar::new(),
+            room: Condvar::new(),
             stop: AtomicBool::new(false),
+            ended: AtomicBool::new(false),
             failed: Mutex::new(None),
         });
         let s = Arc::clone(&shared);
-        let interval = log.flush_interval();
         let thread = std::thread::Builder::new()
             .name("warden-audit".into())
             .spawn(move || {
-                let path = log.path().display().to_string();
-                let fail = |e: &dyn std::fmt::Display| {
-                    let msg = format!("audit log {path}: {e}");
-                    s.failed
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .get_or_insert(msg.clone());
-                    msg
-                };
-                loop {
-                    let batch = {
-                        let mut q = s.queue.lock().unwrap_or_else(|p| p.into_inner());
-                        if q.len() < AUDIT_BATCH && !s.stop.load(Ordering::Acquire) {
-                            q = s
-                                .wake
-                                .wait_timeout(q, interval)
-                                .unwrap_or_else(|p| p.into_inner())
-                                .0;
-                        }
-                        std::mem::take(&mut *q)
-                    };
-                    for e in &batch {
-                        if let Err(e) = log.append(e) {
-                            return Err(fail(&e));
-                        }
-                    }
-                    let empty = s.queue.lock().unwrap_or_else(|p| p.into_inner()).is_empty();
-                    if s.stop.load(Ordering::Acquire) && empty {
-                        // One sync for everything at the end.
-                        return log.close().map_err(|e| fail(&e));
-                    }
-                    if let Err(e) = log.flush() {
-                        return Err(fail(&e));
-                    }
-                }
+                let r = drain(&s, log);
+                let _q = s.queue.lock().unwrap_or_else(|p| p.into_inner());
+                s.ended.store(true, Ordering::Release);
+                s.room.notify_all();
+                r
             })
             .expect("spawning the audit thread");
         AuditRecorder {
@@ -119,10 +139,19 @@ impl AuditRecorder {
 
     /// Queues an event (launch, exit, ...) for the log.
     pub fn append(&self, e: Event) {
-        let mut q = self.shared.queue.lock().unwrap_or_else(|p| p.into_inner());
-        q.push(e);
+        self.push(Queued::Event(e));
+    }
+
+    fn push(&self, item: Queued) {
+        let s = &*self.shared;
+        let mut q = s.queue.lock().unwrap_or_else(|p| p.into_inner());
+        while q.len() >= AUDIT_QUEUE_MAX && !s.ended.load(Ordering::Acquire) {
+            s.wake.notify_one();
+            q = s.room.wait(q).unwrap_or_else(|p| p.into_inner());
+        }
+        q.push(item);
         if q.len() == AUDIT_BATCH {
-            self.shared.wake.notify_one();
+            s.wake.notify_one();
         }
     }
 
@@ -143,28 +172,69 @@ impl AuditRecorder {
     }
 }
 
-impl Drop for AuditRecorder {
-    fn drop(&mut self) {
-        if let Err(e) = self.stop() {
-            eprintln!("warden: {e}");
+/// The audit thread's work: writes what is queued, at least every flush interval
+/// (sooner when [`AUDIT_BATCH`] events wait), until stopped or failed.
+fn drain(s: &AuditShared, mut log: AuditLog) -> Result<(), String> {
+    let interval = log.flush_interval();
+    let path = log.path().display().to_string();
+    let fail = |e: &dyn std::fmt::Display| {
+        let msg = format!("audit log {path}: {e}");
+        s.failed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get_or_insert(msg.clone());
+        msg
+    };
+    loop {
+        let batch = {
+            let mut q = s.queue.lock().unwrap_or_else(|p| p.into_inner());
+            if q.len() < AUDIT_BATCH && !s.stop.load(Ordering::Acquire) {
+                // Sleep until a batch is waiting, or until what is buffered is due.
+                let due = log.flush_due().unwrap_or(interval);
+                q = s
+                    .wake
+                    .wait_timeout(q, due)
+                    .unwrap_or_else(|p| p.into_inner())
+                    .0;
+            }
+            let batch = std::mem::take(&mut *q);
+            if batch.len() >= AUDIT_QUEUE_MAX {
+                s.room.notify_all();
+            }
+            batch
+        };
+        for q in &batch {
+            if let Err(e) = log.append_fields(&q.fields()) {
+                return Err(fail(&e));
+            }
+        }
+        let empty = s.queue.lock().unwrap_or_else(|p| p.into_inner()).is_empty();
+        if s.stop.load(Ordering::Acquire) && empty {
+            // One sync for everything at the end.
+            return log.close().map_err(|e| fail(&e));
+        }
+        // Written and synced per the log's flush interval and buffer size, not per
+        // batch: a busy loop must not turn into one fdatasync per few events.
+        if log.flush_due() == Some(Duration::ZERO) {
+            if let Err(e) = log.flush() {
+                return Err(fail(&e));
+            }
         }
     }
 }
 
 impl Recorder for AuditRecorder {
     fn record(&mut self, r: &Record<'_>) {
-        self.append(Event {
+        self.push(Queued::Decision(Decided {
+            plugin: Arc::clone(r.plugin),
             kind: r.kind,
-            plugin: Some(r.plugin.id.clone()),
-            version: Some(r.plugin.version.clone()),
-            sha256: Some(r.plugin.sha256.clone()),
-            op: Some(r.op.to_owned()),
-            capability: r.capability.map(|c| c.as_str().to_owned()),
-            decision: Some(r.decision),
+            op: r.op.clone(),
+            capability: r.capability,
+            decision: r.decision,
             reason: (!r.reason.is_empty()).then(|| r.reason.to_owned()),
-            duration_us: Some(r.duration.as_micros() as u64),
-            extra: r.extra.cloned().unwrap_or_default(),
-        });
+            duration_us: r.duration.as_micros() as u64,
+            extra: r.extra.filter(|x| !x.is_empty()).cloned().map(Box::new),
+        }));
     }
 
     fn failure(&self) -> Option<String> {
@@ -173,5 +243,53 @@ impl Recorder for AuditRecorder {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::audit::{verify_files, AuditConfig, VerifyReport};
+
+    /// More decisions than the queue holds, as fast as the loop can make them: the
+    /// loop waits for room rather than dropping, and every one is in the log.
+    #[test]
+    fn a_full_queue_holds_the_loop_back_and_loses_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.log");
+        let mut rec = AuditRecorder::start(AuditLog::open(AuditConfig::new(&path)).unwrap());
+        let ctx = Arc::new(PluginContext {
+            id: "p".into(),
+            version: "1.0.0".into(),
+            sha256: "ab".repeat(32),
+            declared: vec![],
+            granted: vec![],
+            call_timeout: Duration::from_secs(1),
+            rate: crate::broker::Rate::default(),
+            rate_overrides: vec![],
+            kv_quota: crate::store::kv::Quota::default(),
+            blocked: false,
+            egress: None,
+            files: None,
+        });
+        let n = AUDIT_QUEUE_MAX * 3 + 7;
+        for i in 0..n {
+            rec.record(&Record {
+                plugin: &ctx,
+                kind: "host_call",
+                op: Cow::Borrowed("kv.get"),
+                capability: Some(Capability::KvRead),
+                decision: Decision::Allow,
+                reason: if i % 2 == 0 { "" } else { "why" },
+                duration: Duration::from_micros(i as u64),
+                extra: None,
+            });
+        }
+        assert!(rec.shared.queue.lock().unwrap().len() <= AUDIT_QUEUE_MAX);
+        rec.close().unwrap();
+        match verify_files(&[path]).unwrap() {
+            VerifyReport::Intact { events, .. } => assert_eq!(events, n as u64),
+            other => panic!("{other:?}"),
+        }
     }
 }
