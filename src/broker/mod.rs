@@ -48,6 +48,8 @@ use workers::{Job, Pool, Work};
 /// Messages read from one plugin before the loop moves on to others; the rest is
 /// read on the next turn, so a flooding plugin cannot starve the others.
 const READ_BUDGET: usize = 2;
+// `read` receives one batch of two buffers: the budget is that batch.
+const _: () = assert!(READ_BUDGET == 2);
 /// Replies queued for a plugin that does not read them before its channel closes.
 const MAX_QUEUED: usize = 1024;
 /// Recent events kept per plugin for `audit.query`.
@@ -186,7 +188,9 @@ pub struct Broker<R: Recorder> {
     dirty: Vec<Token>,
     closed: Vec<(Token, String)>,
     ping_seq: u64,
+    /// Receive buffers, one per message of a batch ([`READ_BUDGET`]).
     buf: Vec<u8>,
+    buf2: Vec<u8>,
 }
 
 impl<R: Recorder> Broker<R> {
@@ -217,6 +221,7 @@ impl<R: Recorder> Broker<R> {
             closed: Vec::new(),
             ping_seq: 0,
             buf: vec![0u8; MAX_MESSAGE],
+            buf2: vec![0u8; MAX_MESSAGE],
         })
     }
 
@@ -485,45 +490,65 @@ impl<R: Recorder> Broker<R> {
         Some(conn.counters)
     }
 
+    /// Reads up to [`READ_BUDGET`] messages with one recvmmsg. Fewer than the
+    /// budget means the channel was drained; a full batch puts it on the pending
+    /// list, to be read again on the next turn after the others.
     fn read(&mut self, token: Token) {
-        for _ in 0..READ_BUDGET {
-            let Some(conn) = self.conns.get_mut(&token) else {
-                return;
-            };
-            let Some(fd) = conn.fd.as_ref() else {
-                return;
-            };
-            let got = seqpacket::recv(fd.as_fd(), &mut self.buf);
-            match got {
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return self.close(token, format!("read failed: {e}")),
-                Ok(None) => return self.close(token, "plugin closed its end".into()),
-                Ok(Some(r)) => {
-                    conn.counters.bytes_in += r.full_len as u64;
-                    if r.had_fds {
-                        return self.violation(token, "the plugin sent a file descriptor".into());
+        let Some(fd) = self.conns.get(&token).and_then(|c| c.fd.as_ref()) else {
+            return;
+        };
+        let (mut first, mut second) = (
+            std::mem::take(&mut self.buf),
+            std::mem::take(&mut self.buf2),
+        );
+        let got = seqpacket::recv_batch(fd.as_fd(), [&mut first[..], &mut second[..]]);
+        match got {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => self.pending.push_back(token),
+            Err(e) => self.close(token, format!("read failed: {e}")),
+            Ok((count, received)) => {
+                for (r, bytes) in received.iter().take(count).zip([&first, &second]) {
+                    if self.conns.get(&token).is_none_or(|c| c.fd.is_none()) {
+                        break;
                     }
-                    if r.truncated {
-                        conn.counters.calls += 1;
-                        let e = CallError::new(
-                            ErrorCode::TooLarge,
-                            format!(
-                                "message is {} bytes, the limit is {MAX_MESSAGE}",
-                                r.full_len
-                            ),
-                        );
-                        self.send(token, Outgoing::Error { error: &e }.encode(), None);
-                        self.audit(token, "host_call", "?", None, Instant::now(), &Err(e), None);
-                        continue;
+                    match r {
+                        None => self.close(token, "plugin closed its end".into()),
+                        Some(r) => self.received(token, r, &bytes[..r.len]),
                     }
-                    let bytes = std::mem::take(&mut self.buf);
-                    self.message(token, &bytes[..r.len]);
-                    self.buf = bytes;
+                }
+                if count == READ_BUDGET {
+                    self.pending.push_back(token);
                 }
             }
         }
-        self.pending.push_back(token);
+        self.buf = first;
+        self.buf2 = second;
+    }
+
+    /// One datagram from the plugin: counted, checked for descriptors and size,
+    /// then handled.
+    fn received(&mut self, token: Token, r: &seqpacket::Received, bytes: &[u8]) {
+        let Some(conn) = self.conns.get_mut(&token) else {
+            return;
+        };
+        conn.counters.bytes_in += r.full_len as u64;
+        if r.had_fds {
+            return self.violation(token, "the plugin sent a file descriptor".into());
+        }
+        if r.truncated {
+            conn.counters.calls += 1;
+            let e = CallError::new(
+                ErrorCode::TooLarge,
+                format!(
+                    "message is {} bytes, the limit is {MAX_MESSAGE}",
+                    r.full_len
+                ),
+            );
+            self.send(token, Outgoing::Error { error: &e }.encode(), None);
+            self.audit(token, "host_call", "?", None, Instant::now(), &Err(e), None);
+            return;
+        }
+        self.message(token, bytes);
     }
 
     fn message(&mut self, token: Token, bytes: &[u8]) {

@@ -88,6 +88,65 @@ pub fn recv(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<Option<Received>> 
     }))
 }
 
+/// Receives up to `N` datagrams in one call (recvmmsg), without blocking: the
+/// first `count` entries of the answer are filled (`None` is end of stream, which
+/// ends the batch). A count below `N` means the socket had no more at that moment,
+/// so the caller knows it drained the socket without another call that fails with
+/// `EAGAIN`. Truncation and passed descriptors are handled as by [`recv`].
+pub fn recv_batch<const N: usize>(
+    fd: BorrowedFd<'_>,
+    bufs: [&mut [u8]; N],
+) -> io::Result<(usize, [Option<Received>; N])> {
+    const CMSG_SPACE: usize = 256;
+    let mut cmsgs = [[0u64; CMSG_SPACE / 8]; N];
+    let lens = bufs.each_ref().map(|b| b.len());
+    let mut iovs = bufs.map(|b| libc::iovec {
+        iov_base: b.as_mut_ptr().cast(),
+        iov_len: b.len(),
+    });
+    // SAFETY: mmsghdr is a plain C struct; all-zero is a valid empty value.
+    let mut msgs: [libc::mmsghdr; N] = unsafe { std::mem::zeroed() };
+    for ((m, iov), cmsg) in msgs.iter_mut().zip(iovs.iter_mut()).zip(cmsgs.iter_mut()) {
+        m.msg_hdr.msg_iov = iov;
+        m.msg_hdr.msg_iovlen = 1;
+        m.msg_hdr.msg_control = cmsg.as_mut_ptr().cast();
+        m.msg_hdr.msg_controllen = CMSG_SPACE;
+    }
+    // SAFETY: each of the N headers points at its own iovec (covering one caller
+    // buffer) and its own control buffer, all live and writable for the call, with
+    // their true lengths; a null timeout is allowed.
+    let n = unsafe {
+        libc::recvmmsg(
+            fd.as_raw_fd(),
+            msgs.as_mut_ptr(),
+            N as libc::c_uint,
+            libc::MSG_DONTWAIT | libc::MSG_TRUNC | libc::MSG_CMSG_CLOEXEC,
+            std::ptr::null_mut(),
+        )
+    };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let mut out = [None; N];
+    let mut count = 0;
+    for (i, m) in msgs.iter().enumerate().take(n as usize) {
+        count += 1;
+        let full_len = m.msg_len as usize;
+        let had_fds = close_passed_fds(&m.msg_hdr);
+        if full_len == 0 && !had_fds {
+            break;
+        }
+        let flags = m.msg_hdr.msg_flags;
+        out[i] = Some(Received {
+            len: full_len.min(lens[i]),
+            truncated: full_len > lens[i] || flags & libc::MSG_TRUNC != 0,
+            full_len,
+            had_fds: had_fds || flags & libc::MSG_CTRUNC != 0,
+        });
+    }
+    Ok((count, out))
+}
+
 /// Closes every descriptor carried in `msg`'s control data; returns whether any was.
 fn close_passed_fds(msg: &libc::msghdr) -> bool {
     let mut any = false;
@@ -192,5 +251,32 @@ mod tests {
         assert_eq!(e.kind(), io::ErrorKind::WouldBlock);
         drop(a);
         assert_eq!(recv(b.as_fd(), &mut buf).unwrap(), None);
+    }
+
+    #[test]
+    fn batches_say_when_the_socket_was_drained() {
+        let (a, b) = pair().unwrap();
+        let (mut x, mut y) = ([0u8; 4], [0u8; 16]);
+        let e = recv_batch(b.as_fd(), [&mut x[..], &mut y[..]]).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::WouldBlock);
+        send(a.as_fd(), b"one", &[]).unwrap();
+        let (n, got) = recv_batch(b.as_fd(), [&mut x[..], &mut y[..]]).unwrap();
+        assert_eq!(n, 1, "one waiting: the batch stops short");
+        assert_eq!(got[0].map(|r| r.len), Some(3));
+        assert_eq!(&x[..3], b"one");
+        let (p, _q) = pair().unwrap();
+        send(a.as_fd(), b"hello", &[]).unwrap();
+        send(a.as_fd(), b"fd", &[p.as_fd()]).unwrap();
+        send(a.as_fd(), b"third", &[]).unwrap();
+        let (n, got) = recv_batch(b.as_fd(), [&mut x[..], &mut y[..]]).unwrap();
+        assert_eq!(n, 2);
+        let first = got[0].unwrap();
+        assert_eq!((first.len, first.truncated, first.full_len), (4, true, 5));
+        let second = got[1].unwrap();
+        assert!(second.had_fds && second.len == 2 && &y[..2] == b"fd");
+        drop(a);
+        let (n, got) = recv_batch(b.as_fd(), [&mut x[..], &mut y[..]]).unwrap();
+        assert_eq!((n, got[0].map(|r| r.len)), (2, Some(4)));
+        assert_eq!(got[1], None, "end of stream after the last datagram");
     }
 }
