@@ -326,9 +326,7 @@ impl<R: Recorder> Broker<R> {
         self.expire(Instant::now());
         self.run_pending();
         self.deferring = false;
-        for token in std::mem::take(&mut self.dirty) {
-            self.flush(token);
-        }
+        self.flush_dirty();
         Ok(())
     }
 
@@ -935,6 +933,13 @@ impl<R: Recorder> Broker<R> {
                 token,
                 Interest::READABLE | Interest::WRITABLE,
             );
+        }
+    }
+
+    /// Sends the replies held back in this turn.
+    fn flush_dirty(&mut self) {
+        for token in std::mem::take(&mut self.dirty) {
+            self.flush(token);
         }
     }
 

@@ -43,17 +43,24 @@ pub trait Recorder {
 
 /// Records into the tamper-evident audit log from a thread of its own, so that
 /// encoding, hashing, writing and fsync never stall the event loop. The loop only
-/// appends to a queue; the audit thread drains it at least every flush interval
-/// (sooner when [`AUDIT_BATCH`] events wait) and flushes the log per its fsync
-/// policy. [`AuditRecorder::close`] drains and flushes everything: nothing accepted
+/// appends to a queue; the audit thread drains it every millisecond while events
+/// arrive (at once when [`AUDIT_BATCH`] wait), at least every flush interval, and
+/// flushes the log per its fsync policy. [`AuditRecorder::close`] drains and flushes everything: nothing accepted
 /// is lost on a clean stop.
 pub struct AuditRecorder {
     shared: Arc<AuditShared>,
     thread: Option<std::thread::JoinHandle<Result<(), String>>>,
 }
 
-/// Queued events that wake the audit thread before its interval is up.
-pub const AUDIT_BATCH: usize = 64;
+/// Queued events at which the loop wakes the audit thread. Below it, the audit
+/// thread wakes itself: every [`AUDIT_TICK`] while events keep coming, every
+/// flush interval when idle. Self-timed wake-ups matter on a small machine: a
+/// thread woken by the loop tends to be run on the loop's CPU, taking it from the
+/// loop, while a timer wake-up lands on whichever CPU is idle.
+pub const AUDIT_BATCH: usize = 2048;
+
+/// How often the audit thread looks at the queue while events keep arriving.
+const AUDIT_TICK: Duration = Duration::from_millis(1);
 
 /// Queued events at which the loop stops and waits for the audit thread, so that
 /// a loop producing decisions faster than they can be hashed and written cannot
@@ -173,7 +180,8 @@ impl AuditRecorder {
 }
 
 /// The audit thread's work: writes what is queued, at least every flush interval
-/// (sooner when [`AUDIT_BATCH`] events wait), until stopped or failed.
+/// (every tick while events arrive, at once when [`AUDIT_BATCH`] wait), until
+/// stopped or failed.
 fn drain(s: &AuditShared, mut log: AuditLog) -> Result<(), String> {
     let interval = log.flush_interval();
     let path = log.path().display().to_string();
@@ -185,12 +193,14 @@ fn drain(s: &AuditShared, mut log: AuditLog) -> Result<(), String> {
             .get_or_insert(msg.clone());
         msg
     };
+    let mut busy = false;
     loop {
         let batch = {
             let mut q = s.queue.lock().unwrap_or_else(|p| p.into_inner());
             if q.len() < AUDIT_BATCH && !s.stop.load(Ordering::Acquire) {
-                // Sleep until a batch is waiting, or until what is buffered is due.
+                // Sleep for a tick while busy, else until what is buffered is due.
                 let due = log.flush_due().unwrap_or(interval);
+                let due = if busy { due.min(AUDIT_TICK) } else { due };
                 q = s
                     .wake
                     .wait_timeout(q, due)
@@ -203,6 +213,7 @@ fn drain(s: &AuditShared, mut log: AuditLog) -> Result<(), String> {
             }
             batch
         };
+        busy = !batch.is_empty();
         for q in &batch {
             if let Err(e) = log.append_fields(&q.fields()) {
                 return Err(fail(&e));
