@@ -35,6 +35,8 @@ pub(crate) struct ChildArgs<'a> {
     /// (source, destination, close-on-exec) in order.
     pub moves: [(RawFd, RawFd, bool); 7],
     pub moves_len: usize,
+    /// `tasks` files of the cgroups to join (cgroup v1 memory, pids), or -1.
+    pub cgroup_tasks: [RawFd; 2],
     pub argv: *const *const libc::c_char,
     pub envp: *const *const libc::c_char,
     pub signals: libc::sigset_t,
@@ -291,16 +293,21 @@ pub(crate) fn init(a: &ChildArgs<'_>) -> ! {
         )
     );
 
-    // 4. rlimits and hostname (the cgroup was joined by the parent before "go").
+    // 4. rlimits, hostname, and the cgroups the parent made and limited: we move
+    //    ourselves in (this one thread, "0" = the caller, by `tasks`; see
+    //    `CgroupDirs::prepare`), then make the cgroup namespace, rooted there.
     for (res, value, _, _) in &p.rlimits {
         step!(Step::Setrlimit, proc::setrlimit(*res, *value));
     }
     step!(Step::Sethostname, sys::ns::sethostname(HOSTNAME.as_bytes()));
-    // The parent has set up our cgroup meanwhile; wait for it, then make the
-    // cgroup namespace, rooted there.
-    match proc::read(a.sync_read, &mut go) {
-        Ok(1) => {}
-        _ => proc::exit_now(125),
+    for fd in a.cgroup_tasks {
+        if fd >= 0 {
+            match proc::write(fd, b"0") {
+                Ok(1) => {}
+                Ok(_) => fail(rep, Step::Cgroup, io::Error::from_raw_os_error(libc::EIO)),
+                Err(e) => fail(rep, Step::Cgroup, e),
+            }
+        }
     }
     let _ = proc::close(a.sync_read);
     step!(Step::UnshareCgroup, sys::ns::unshare(libc::CLONE_NEWCGROUP));

@@ -323,6 +323,14 @@ impl Sandbox {
         push(report_high, child::REPORT_FD, true, &mut keep);
         push(high(ruleset.as_fd())?, 6, true, &mut keep);
         drop((report_w, plug));
+        // The cgroups are made and limited now; the init joins them itself (step 4).
+        let mut cgroups = CgroupDirs::default();
+        let mut cgroup_tasks = [-1; 2];
+        for (i, tasks) in cgroups.prepare(plan)?.into_iter().enumerate() {
+            let fd = high(tasks.as_fd())?;
+            cgroup_tasks[i] = fd.as_raw_fd();
+            keep.push(fd);
+        }
 
         let mut argv: Vec<*const libc::c_char> = plan.argv.iter().map(|a| a.as_ptr()).collect();
         argv.push(std::ptr::null());
@@ -338,6 +346,7 @@ impl Sandbox {
             moves_len: n,
             argv: argv.as_ptr(),
             envp: envp.as_ptr(),
+            cgroup_tasks,
             signals: sys::proc::sigset(&[libc::SIGCHLD, libc::SIGTERM, libc::SIGINT, libc::SIGHUP]),
             empty_mask: sys::proc::sigset(&[]),
         };
@@ -360,26 +369,19 @@ impl Sandbox {
             pidfd,
             socket: Some(sup),
             report: report_r,
-            cgroups: Vec::new(),
+            cgroups: std::mem::take(&mut cgroups.0),
             status: None,
             stale_cgroups: 0,
             _alive: sync_w,
         };
-        // Id maps, then "go"; the cgroup is set up while the child builds its
-        // mounts, and a second byte lets it continue past step 4.
-        // A child that already failed a step has closed its end: EPIPE then means
-        // "see the report", which `wait` reads.
-        let go = |sb: &Sandbox, byte: &[u8]| match sys::socket::send(sb._alive.as_fd(), byte) {
-            Err(e) if e.raw_os_error() == Some(libc::EPIPE) => Ok(false),
-            Err(e) => Err(SandboxError::setup(Step::Sync, e)),
-            Ok(_) => Ok(true),
-        };
+        // Id maps, then "go". A child that already failed a step has closed its
+        // end: EPIPE then means "see the report", which `wait` reads.
         let r = sb.write_id_maps(plan).and_then(|()| {
-            if go(&sb, b"1")? {
-                sb.join_cgroup(plan)?;
-                go(&sb, b"2")?;
+            match sys::socket::send(sb._alive.as_fd(), b"1") {
+                Err(e) if e.raw_os_error() == Some(libc::EPIPE) => Ok(()),
+                Err(e) => Err(SandboxError::setup(Step::Sync, e)),
+                Ok(_) => Ok(()),
             }
-            Ok(())
         });
         if let Err(e) = r {
             // The child may have failed a step first (and our step failed because
@@ -411,32 +413,6 @@ impl Sandbox {
             format!("{} {} 1\n", ids.inside_gid, ids.host_gid),
         )
         .map_err(|e| SandboxError::setup(Step::GidMap, e))?;
-        Ok(())
-    }
-
-    /// Parent-side part of step 4: a cgroup v1 memory+pids placement.
-    fn join_cgroup(&mut self, plan: &Plan) -> Result<(), SandboxError> {
-        if let CgroupPlan::V1 {
-            memory,
-            pids,
-            memory_bytes,
-            pids_max,
-        } = &plan.cgroup
-        {
-            let name = format!("{}-{}", plan.id, self.pid);
-            for (base, file, value) in [
-                (memory, "memory.limit_in_bytes", *memory_bytes),
-                (pids, "pids.max", *pids_max),
-            ] {
-                let dir = base.join(&name);
-                let r = std::fs::create_dir_all(&dir).and_then(|()| {
-                    self.cgroups.push(dir.clone());
-                    std::fs::write(dir.join(file), value.to_string())?;
-                    std::fs::write(dir.join("cgroup.procs"), self.pid.to_string())
-                });
-                r.map_err(|e| SandboxError::setup(Step::Cgroup, e))?;
-            }
-        }
         Ok(())
     }
 
@@ -565,6 +541,82 @@ impl Drop for Sandbox {
             let _ = self.wait();
         }
         self.remove_cgroups();
+    }
+}
+
+/// The per-sandbox cgroup directories made before clone; removed on drop unless
+/// taken over by the [`Sandbox`] (which removes them after the sandbox exits).
+#[derive(Default)]
+struct CgroupDirs(Vec<PathBuf>);
+
+/// Makes every per-launch cgroup name unique within this process.
+static CGROUP_SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+impl CgroupDirs {
+    /// Parent-side part of step 4 (cgroup v1 memory+pids): makes
+    /// `<base>/<id>-<our pid>-<n>` in each hierarchy, writes its limit, and opens
+    /// its `tasks` file for the init, which writes "0" there to move itself in.
+    ///
+    /// Moving oneself (one thread, by `tasks`) is the one cgroup v1 migration that
+    /// does not take the global threadgroup lock, so it does not wait for an RCU
+    /// grace period (milliseconds; more under load) as writing another process's
+    /// pid to `cgroup.procs` does. The write is permitted by the credentials the
+    /// file was opened with (ours), not the init's. The init is single-threaded,
+    /// so moving its one thread moves the whole process, and it does so before it
+    /// forks the plugin.
+    fn prepare(&mut self, plan: &Plan) -> Result<Vec<OwnedFd>, SandboxError> {
+        let CgroupPlan::V1 {
+            memory,
+            pids,
+            memory_bytes,
+            pids_max,
+        } = &plan.cgroup
+        else {
+            return Ok(Vec::new());
+        };
+        let err = |e| SandboxError::setup(Step::Cgroup, e);
+        let hierarchies = [
+            (memory, "memory.limit_in_bytes", *memory_bytes),
+            (pids, "pids.max", *pids_max),
+        ];
+        'name: loop {
+            let n = CGROUP_SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let name = format!("{}-{}-{n}", plan.id, std::process::id());
+            for (base, _, _) in &hierarchies {
+                std::fs::create_dir_all(base).map_err(err)?;
+                let dir = base.join(&name);
+                match std::fs::create_dir(&dir) {
+                    // Left behind by a killed warden that had our pid: another name.
+                    Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                        for made in self.0.drain(..) {
+                            let _ = std::fs::remove_dir(made);
+                        }
+                        continue 'name;
+                    }
+                    r => r.map_err(err)?,
+                }
+                self.0.push(dir);
+            }
+            break;
+        }
+        let mut tasks = Vec::with_capacity(2);
+        for (dir, (_, file, value)) in self.0.iter().zip(&hierarchies) {
+            std::fs::write(dir.join(file), value.to_string()).map_err(err)?;
+            let f = std::fs::OpenOptions::new()
+                .write(true)
+                .open(dir.join("tasks"))
+                .map_err(err)?;
+            tasks.push(OwnedFd::from(f));
+        }
+        Ok(tasks)
+    }
+}
+
+impl Drop for CgroupDirs {
+    fn drop(&mut self) {
+        for dir in self.0.drain(..) {
+            let _ = std::fs::remove_dir(dir);
+        }
     }
 }
 
