@@ -63,7 +63,8 @@ pub struct RunArgs {
     /// Do not put the sandbox in its own cgroup (the rlimits still apply).
     #[arg(long)]
     pub no_cgroup: bool,
-    /// Where the state database (the plugins' KV namespaces) lives. Default:
+    /// Where the state database (the plugins' KV namespaces; opened only for a
+    /// plugin granted kv:read or kv:write) and the default audit log live. Default:
     /// /var/lib/warden as root, else $XDG_STATE_HOME/warden or ~/.local/state/warden.
     #[arg(long, value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
@@ -137,7 +138,18 @@ pub fn run(a: RunArgs) -> Result<u8, Failure> {
         return Ok(0);
     }
     let state_dir = a.state_dir.clone().unwrap_or_else(default_state_dir);
-    let store = Store::open(&state_dir).map_err(|e| refused(format_args!("warden: {e}")))?;
+    // The database is opened (and its schema checked) only for a plugin that may
+    // use it: the broker refuses KV calls without a KV grant before any handler runs.
+    let uses_kv = eff
+        .capabilities
+        .iter()
+        .any(|c| matches!(c, Capability::KvRead | Capability::KvWrite));
+    let store = if uses_kv {
+        Store::open(&state_dir)
+    } else {
+        Store::unopened(&state_dir)
+    }
+    .map_err(|e| refused(format_args!("warden: {e}")))?;
     let audit_path = a
         .audit
         .clone()
