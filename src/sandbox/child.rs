@@ -388,13 +388,23 @@ pub(crate) fn init(a: &ChildArgs<'_>) -> ! {
         Step::Sigmask,
         proc::sigprocmask(libc::SIG_BLOCK, &a.signals).map(drop)
     );
-    // SAFETY: this process is single-threaded (a clone child), and the plugin
-    // child below only makes raw syscalls and then execs or _exits.
-    let forked = unsafe { sys::ns::clone_fork(libc::SIGCHLD as libc::c_ulong) };
+    // vfork-style: the plugin borrows our memory until its exec (nothing to copy,
+    // and nothing for its exec to tear down) while we wait; after that it shares
+    // nothing with us.
+    let mut stack = [std::mem::MaybeUninit::<u8>::uninit(); PLUGIN_STACK];
+    // SAFETY: `plugin_entry` only makes raw syscalls, reads `a` (which lives in our
+    // frame's caller and is not changed while we are suspended), writes only its
+    // stack, and leaves by exec or _exit; `stack` is this frame's and unused by us.
+    let forked = unsafe {
+        sys::ns::clone_vfork(
+            &mut stack,
+            plugin_entry,
+            a as *const ChildArgs<'_> as *mut libc::c_void,
+        )
+    };
     let plugin = match forked {
         Err(e) => fail(rep, Step::Fork, e),
-        Ok(sys::ns::Forked::Child) => plugin(a),
-        Ok(sys::ns::Forked::Parent { pid, .. }) => pid,
+        Ok(pid) => pid,
     };
     // The init keeps only the report pipe.
     let _ = proc::close_range(0, REPORT_FD as u32 - 1);
@@ -402,7 +412,18 @@ pub(crate) fn init(a: &ChildArgs<'_>) -> ! {
     reap_loop(a, plugin)
 }
 
-/// The plugin process: restore signal state, then 10. execveat the memfd.
+/// The plugin's stack until its exec (it runs a few syscalls, then execveat).
+const PLUGIN_STACK: usize = 64 * 1024;
+
+extern "C" fn plugin_entry(arg: *mut libc::c_void) -> libc::c_int {
+    // SAFETY: `arg` is the `&ChildArgs` that `init` passed to `clone_vfork`; init
+    // is suspended (CLONE_VFORK) until we exec or exit, so it is alive and unchanged.
+    let a = unsafe { &*(arg as *const ChildArgs<'_>) };
+    plugin(a)
+}
+
+/// The plugin process: restore signal state, then 10. execveat the memfd. It runs
+/// in the init's memory until the exec (see `clone_vfork`): raw syscalls only.
 fn plugin(a: &ChildArgs<'_>) -> ! {
     if let Err(e) = proc::signal_default(libc::SIGPIPE) {
         fail(REPORT_FD, Step::Sigmask, e)
@@ -420,7 +441,8 @@ fn plugin(a: &ChildArgs<'_>) -> ! {
         let _ = proc::close(RULESET_FD);
     }
     // SAFETY: argv and envp are NULL-terminated pointer arrays into CStrings the
-    // parent prepared before clone; this address space is a copy that nobody frees.
+    // parent prepared before clone; this address space (the init's, which is
+    // suspended until we exec) is a copy of the parent's that nobody frees.
     let e = unsafe { proc::execveat_empty_path(MEMFD_FD as RawFd, a.argv, a.envp) };
     fail(REPORT_FD, Step::Execveat, e)
 }
