@@ -201,22 +201,32 @@ pub fn run(a: RunArgs) -> Result<u8, Failure> {
     let loop_err = |e: std::io::Error| refused(format_args!("warden: event loop: {e}"));
     let mut poll = Poll::new().map_err(loop_err)?;
     let waker = Arc::new(Waker::new(poll.registry(), WAKER).map_err(loop_err)?);
-    let recorder = AuditRecorder::start(audit);
-    let mut broker = Broker::new(poll.registry(), &store, waker, recorder, 2)
-        .map_err(|e| refused(format_args!("warden: {e}")))?;
 
-    let mut sb = Sandbox::spawn(&plan, &b, Stdio::inherit()).map_err(|e| {
-        broker
-            .recorder()
-            .append(event(&ctx, "launch_failed", Some(e.to_string())));
-        sandbox_failure(e)
-    })?;
+    // Launch first: the audit thread and the broker are set up while the sandbox
+    // builds itself (it waits for nothing from us after its id maps), and the
+    // plugin's first message waits in its socket until the loop runs.
+    let mut sb = match Sandbox::spawn(&plan, &b, Stdio::inherit()) {
+        Ok(sb) => sb,
+        Err(e) => {
+            let mut audit = audit;
+            let failed = event(&ctx, "launch_failed", Some(e.to_string()));
+            if let Err(ae) = audit.append(&failed).and_then(|_| audit.close()) {
+                eprintln!("warden: {ae}");
+            }
+            return Err(sandbox_failure(e));
+        }
+    };
+    let recorder = AuditRecorder::start(audit);
     let mut launch = event(&ctx, "launch", None);
     launch
         .extra
         .insert("landlock_abi".into(), plan.landlock_abi().into());
     launch.extra.insert("pid".into(), sb.pid().into());
-    broker.recorder().append(launch);
+    recorder.append(launch);
+    // (Should this fail, the sandbox is killed as `sb` drops, and the recorder,
+    // dropped inside, still writes the launch event.)
+    let mut broker = Broker::new(poll.registry(), &store, waker, recorder, 2)
+        .map_err(|e| refused(format_args!("warden: {e}")))?;
     if let Some(sock) = sb.take_socket() {
         broker.attach(PLUGIN, sock, ctx.clone()).map_err(|e| {
             let _ = sb.kill();
