@@ -12,7 +12,8 @@
 //! has a static archive) is measured too and labelled "static plugin": the difference
 //! is the dynamic loader's work inside the sandbox.
 //!
-//! N is 200 unless WARDEN_BENCH_N says otherwise. Targets: launch-to-first-message
+//! N is 200 unless WARDEN_BENCH_N says otherwise; WARDEN_BENCH_ONLY=library stops
+//! after the library measurements (for quick A/B runs). Targets: launch-to-first-message
 //! median <= 1 ms; whole-process `warden run` median <= 0.7x the bwrap median.
 
 use std::path::{Path, PathBuf};
@@ -229,6 +230,9 @@ fn main() {
         show("library, static plugin: spawn -> first msg", &first);
         first
     });
+    if std::env::var("WARDEN_BENCH_ONLY").is_ok_and(|v| v == "library") {
+        return;
+    }
 
     // 2. Whole process `warden run`.
     let run = stats(time_process(n, || {
