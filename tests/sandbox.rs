@@ -208,6 +208,9 @@ fn init_and_plugin_are_in_the_limited_cgroups() {
     };
     let mut buf = [0u8; 64];
     let mut sb = Sandbox::spawn(&plan, &v, warden::sandbox::Stdio::inherit()).unwrap();
+    // The cgroups are empty until the init moves in: a sweep meanwhile (another
+    // sandbox of this process exiting, say) must leave them alone.
+    warden::sandbox::sweep_stale_cgroups();
     warden::sys::socket::recv(sb.socket().unwrap(), &mut buf, 0).unwrap();
     let init = sb.pid() as u32;
     let ppid = |pid: &str| {
@@ -230,7 +233,7 @@ fn init_and_plugin_are_in_the_limited_cgroups() {
         want,
         "the plugin shares the init's cgroups"
     );
-    let prefix = format!("/warden/probe-{}-", std::process::id());
+    let prefix = format!("/warden/probe.{}.", std::process::id());
     let mut dirs = Vec::new();
     for (line, base, file, value) in [
         (&want[0], memory, "memory.limit_in_bytes", "67108864"),

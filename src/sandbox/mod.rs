@@ -15,7 +15,7 @@ pub mod seccomp;
 
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 pub use plan::{CgroupPlan, Config, IdMap, Plan, BUNDLE_PATH};
 pub use seccomp::SeccompError;
@@ -529,6 +529,10 @@ impl Sandbox {
             // `sweep_stale_cgroups`.
             if std::fs::remove_dir(&dir).is_err() {
                 self.stale_cgroups += 1;
+                STALE_CGROUPS
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push(dir);
             }
         }
     }
@@ -554,7 +558,7 @@ static CGROUP_SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::
 
 impl CgroupDirs {
     /// Parent-side part of step 4 (cgroup v1 memory+pids): makes
-    /// `<base>/<id>-<our pid>-<n>` in each hierarchy, writes its limit, and opens
+    /// `<base>/<id>.<our pid>.<n>` in each hierarchy, writes its limit, and opens
     /// its `tasks` file for the init, which writes "0" there to move itself in.
     ///
     /// Moving oneself (one thread, by `tasks`) is the one cgroup v1 migration that
@@ -581,7 +585,8 @@ impl CgroupDirs {
         ];
         'name: loop {
             let n = CGROUP_SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            let name = format!("{}-{}-{n}", plan.id, std::process::id());
+            // Plugin ids have no '.': see `cgroup_owner`.
+            let name = format!("{}.{}.{n}", plan.id, std::process::id());
             for (base, _, _) in &hierarchies {
                 std::fs::create_dir_all(base).map_err(err)?;
                 let dir = base.join(&name);
@@ -628,18 +633,62 @@ fn errno_display(errno: i32) -> String {
     }
 }
 
-/// Removes leftover per-plugin cgroups (of warden processes that were killed
-/// before they could clean up). Only empty cgroups can be removed, so live
+/// This process's per-sandbox cgroups that could not be removed when their
+/// sandbox exited (the kernel still listed an exiting task), for the next sweep.
+static STALE_CGROUPS: std::sync::Mutex<Vec<PathBuf>> = std::sync::Mutex::new(Vec::new());
+
+/// The pid of the warden that made the per-sandbox cgroup `name`
+/// (`<id>.<warden pid>.<n>`), or None for another name.
+fn cgroup_owner(name: &str) -> Option<u32> {
+    let mut parts = name.split('.');
+    let (_id, pid, n) = (parts.next()?, parts.next()?, parts.next()?);
+    if parts.next().is_some() || n.parse::<u64>().is_err() {
+        return None;
+    }
+    pid.parse().ok()
+}
+
+/// Removes leftover per-plugin cgroups: this process's that could not be removed
+/// at exit, and those of warden processes that are gone (killed before they could
+/// clean up). A live warden's are left alone: it makes each cgroup, empty, before
+/// the sandbox init moves itself in. Only empty cgroups can be removed, so live
 /// sandboxes are never touched. Best effort.
 pub fn sweep_stale_cgroups() {
+    STALE_CGROUPS
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .retain(|dir| std::fs::remove_dir(dir).is_err() && dir.exists());
+    let me = std::process::id();
     for base in ["/sys/fs/cgroup/memory/warden", "/sys/fs/cgroup/pids/warden"] {
         let Ok(entries) = std::fs::read_dir(base) else {
             continue;
         };
         for e in entries.flatten() {
-            if e.file_type().is_ok_and(|t| t.is_dir()) {
-                let _ = std::fs::remove_dir(e.path());
+            if !e.file_type().is_ok_and(|t| t.is_dir()) {
+                continue;
             }
+            let owner = e.file_name().to_str().and_then(cgroup_owner);
+            let alive = |pid: u32| pid == me || Path::new(&format!("/proc/{pid}")).exists();
+            if owner.is_some_and(alive) {
+                continue;
+            }
+            let _ = std::fs::remove_dir(e.path());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::cgroup_owner;
+
+    #[test]
+    fn cgroup_names_say_which_warden_made_them() {
+        assert_eq!(cgroup_owner("probe.1234.0"), Some(1234));
+        assert_eq!(cgroup_owner("my-plugin.77.12"), Some(77));
+        // Older names (`<id>-<init pid>`) and anything else have no owner.
+        assert_eq!(cgroup_owner("probe-1234"), None);
+        assert_eq!(cgroup_owner("probe.1234"), None);
+        assert_eq!(cgroup_owner("probe.x.1"), None);
+        assert_eq!(cgroup_owner("probe.1.2.3"), None);
     }
 }
