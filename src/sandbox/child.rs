@@ -10,7 +10,7 @@
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
 
-use super::plan::{MountOp, Plan, HOSTNAME, STAGING};
+use super::plan::{CgroupPlan, MountOp, Plan, HOSTNAME, STAGING};
 use super::seccomp::MEMFD_FD;
 use super::Step;
 use crate::sys::{self, caps, landlock as ll, mount, proc};
@@ -35,8 +35,6 @@ pub(crate) struct ChildArgs<'a> {
     /// (source, destination, close-on-exec) in order.
     pub moves: [(RawFd, RawFd, bool); 7],
     pub moves_len: usize,
-    /// `tasks` files of the cgroups to join (cgroup v1 memory, pids), or -1.
-    pub cgroup_tasks: [RawFd; 2],
     pub argv: *const *const libc::c_char,
     pub envp: *const *const libc::c_char,
     pub signals: libc::sigset_t,
@@ -293,23 +291,39 @@ pub(crate) fn init(a: &ChildArgs<'_>) -> ! {
         )
     );
 
-    // 4. rlimits, hostname, and the cgroups the parent made and limited: we move
-    //    ourselves in (this one thread, "0" = the caller, by `tasks`; see
-    //    `CgroupDirs::prepare`), then make the cgroup namespace, rooted there.
-    for (res, value, _, _) in &p.rlimits {
-        step!(Step::Setrlimit, proc::setrlimit(*res, *value));
-    }
-    step!(Step::Sethostname, sys::ns::sethostname(HOSTNAME.as_bytes()));
-    for fd in a.cgroup_tasks {
-        if fd >= 0 {
+    // 4. The cgroups the parent made and limited meanwhile: it sends their `tasks`
+    //    files, and we move ourselves in (this one thread, "0" = the caller; see
+    //    `CgroupDirs::prepare`). Before the rlimits: RLIMIT_NOFILE must not stop the
+    //    descriptors from arriving (we still hold copies of all of the parent's).
+    //    Then rlimits, hostname, and the cgroup namespace, rooted in our cgroup.
+    if matches!(p.cgroup, CgroupPlan::V1 { .. }) {
+        let mut tasks = [-1; 2];
+        match sys::seqpacket::recv_fds_blocking(a.sync_read, &mut go, &mut tasks) {
+            Ok((1, 2)) if go[0] == b'2' => {}
+            // The parent is gone or failed (it reports its own error).
+            Ok((0, _)) => proc::exit_now(125),
+            Err(e) if e.raw_os_error() != Some(libc::EMSGSIZE) => proc::exit_now(125),
+            Err(e) => fail(rep, Step::Cgroup, e),
+            Ok(_) => fail(
+                rep,
+                Step::Cgroup,
+                io::Error::from_raw_os_error(libc::EPROTO),
+            ),
+        }
+        for fd in tasks {
             match proc::write(fd, b"0") {
                 Ok(1) => {}
                 Ok(_) => fail(rep, Step::Cgroup, io::Error::from_raw_os_error(libc::EIO)),
                 Err(e) => fail(rep, Step::Cgroup, e),
             }
+            let _ = proc::close(fd);
         }
     }
     let _ = proc::close(a.sync_read);
+    for (res, value, _, _) in &p.rlimits {
+        step!(Step::Setrlimit, proc::setrlimit(*res, *value));
+    }
+    step!(Step::Sethostname, sys::ns::sethostname(HOSTNAME.as_bytes()));
     step!(Step::UnshareCgroup, sys::ns::unshare(libc::CLONE_NEWCGROUP));
 
     // 5. fds: 0 /dev/null, 1 and 2 stdout/stderr, 3 the broker socket, 4 the memfd,

@@ -323,14 +323,6 @@ impl Sandbox {
         push(report_high, child::REPORT_FD, true, &mut keep);
         push(high(ruleset.as_fd())?, 6, true, &mut keep);
         drop((report_w, plug));
-        // The cgroups are made and limited now; the init joins them itself (step 4).
-        let mut cgroups = CgroupDirs::default();
-        let mut cgroup_tasks = [-1; 2];
-        for (i, tasks) in cgroups.prepare(plan)?.into_iter().enumerate() {
-            let fd = high(tasks.as_fd())?;
-            cgroup_tasks[i] = fd.as_raw_fd();
-            keep.push(fd);
-        }
 
         let mut argv: Vec<*const libc::c_char> = plan.argv.iter().map(|a| a.as_ptr()).collect();
         argv.push(std::ptr::null());
@@ -346,7 +338,6 @@ impl Sandbox {
             moves_len: n,
             argv: argv.as_ptr(),
             envp: envp.as_ptr(),
-            cgroup_tasks,
             signals: sys::proc::sigset(&[libc::SIGCHLD, libc::SIGTERM, libc::SIGINT, libc::SIGHUP]),
             empty_mask: sys::proc::sigset(&[]),
         };
@@ -369,19 +360,34 @@ impl Sandbox {
             pidfd,
             socket: Some(sup),
             report: report_r,
-            cgroups: std::mem::take(&mut cgroups.0),
+            cgroups: Vec::new(),
             status: None,
             stale_cgroups: 0,
             _alive: sync_w,
         };
-        // Id maps, then "go". A child that already failed a step has closed its
-        // end: EPIPE then means "see the report", which `wait` reads.
+        // Id maps, then "go"; the cgroups are made while the child builds its
+        // mounts, and their `tasks` files follow with a second message, which the
+        // child waits for at step 4. A child that already failed a step has closed
+        // its end: EPIPE then means "see the report", which `wait` reads.
+        let go = |sb: &Sandbox, byte: &[u8], fds: &[BorrowedFd<'_>]| match sys::seqpacket::send(
+            sb._alive.as_fd(),
+            byte,
+            fds,
+        ) {
+            Err(e) if e.raw_os_error() == Some(libc::EPIPE) => Ok(false),
+            Err(e) => Err(SandboxError::setup(Step::Sync, e)),
+            Ok(()) => Ok(true),
+        };
         let r = sb.write_id_maps(plan).and_then(|()| {
-            match sys::socket::send(sb._alive.as_fd(), b"1") {
-                Err(e) if e.raw_os_error() == Some(libc::EPIPE) => Ok(()),
-                Err(e) => Err(SandboxError::setup(Step::Sync, e)),
-                Ok(_) => Ok(()),
+            if go(&sb, b"1", &[])? && matches!(plan.cgroup, CgroupPlan::V1 { .. }) {
+                let mut dirs = CgroupDirs::default();
+                let prepared = dirs.prepare(plan);
+                sb.cgroups = std::mem::take(&mut dirs.0);
+                let tasks = prepared?;
+                let fds: Vec<BorrowedFd<'_>> = tasks.iter().map(AsFd::as_fd).collect();
+                go(&sb, b"2", &fds)?;
             }
+            Ok(())
         });
         if let Err(e) = r {
             // The child may have failed a step first (and our step failed because
@@ -559,7 +565,8 @@ static CGROUP_SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::
 impl CgroupDirs {
     /// Parent-side part of step 4 (cgroup v1 memory+pids): makes
     /// `<base>/<id>.<our pid>.<n>` in each hierarchy, writes its limit, and opens
-    /// its `tasks` file for the init, which writes "0" there to move itself in.
+    /// its `tasks` file for the init (sent over the sync socket), which writes "0"
+    /// there to move itself in.
     ///
     /// Moving oneself (one thread, by `tasks`) is the one cgroup v1 migration that
     /// does not take the global threadgroup lock, so it does not wait for an RCU
