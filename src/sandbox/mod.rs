@@ -554,8 +554,8 @@ impl Drop for Sandbox {
     }
 }
 
-/// The per-sandbox cgroup directories made before clone; removed on drop unless
-/// taken over by the [`Sandbox`] (which removes them after the sandbox exits).
+/// The per-sandbox cgroup directories being made; removed on drop unless taken
+/// over by the [`Sandbox`] (which removes them after the sandbox exits).
 #[derive(Default)]
 struct CgroupDirs(Vec<PathBuf>);
 
@@ -574,7 +574,7 @@ impl CgroupDirs {
     /// pid to `cgroup.procs` does. The write is permitted by the credentials the
     /// file was opened with (ours), not the init's. The init is single-threaded,
     /// so moving its one thread moves the whole process, and it does so before it
-    /// forks the plugin.
+    /// starts the plugin.
     fn prepare(&mut self, plan: &Plan) -> Result<Vec<OwnedFd>, SandboxError> {
         let CgroupPlan::V1 {
             memory,
