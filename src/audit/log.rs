@@ -205,10 +205,12 @@ impl AuditLog {
         self.cfg.flush_interval
     }
 
-    /// Flushes and fsyncs (whatever the policy) and closes the log.
+    /// Flushes and syncs (whatever the policy) and closes the log. `fdatasync`, as
+    /// after a flush: it makes the appended lines and the file size durable, all
+    /// that reading them back needs, and costs about half of an `fsync` here.
     pub fn close(mut self) -> Result<(), AuditError> {
         self.write_out()?;
-        self.file.sync_all().map_err(|source| AuditError::Sync {
+        self.file.sync_data().map_err(|source| AuditError::Sync {
             path: self.cfg.path.clone(),
             source,
         })
