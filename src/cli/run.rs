@@ -102,6 +102,8 @@ fn sandbox_failure(e: SandboxError) -> Failure {
 
 /// Runs the command; returns the process exit code.
 pub fn run(a: RunArgs) -> Result<u8, Failure> {
+    // The seccomp program depends on nothing below: compile it meanwhile.
+    crate::sandbox::seccomp::precompile_default();
     // Parse and validate everything before the first side effect.
     let trust = super::verify::load_trust(&a.trust).map_err(|f| refused(f.line))?;
     let policy = match &a.policy {

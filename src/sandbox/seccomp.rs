@@ -170,9 +170,27 @@ pub struct Filter {
     pub default_errno: i32,
 }
 
-/// Compiles the shipped default policy.
+/// The shipped default policy, compiled once per process.
+static DEFAULT: std::sync::OnceLock<Option<Filter>> = std::sync::OnceLock::new();
+
+/// Compiles the shipped default policy (once per process; later calls copy it).
 pub fn compile_default() -> Result<Filter, SeccompError> {
-    compile(DEFAULT_POLICY)
+    match DEFAULT.get_or_init(|| compile(DEFAULT_POLICY).ok()) {
+        Some(f) => Ok(f.clone()),
+        // Only a broken build gets here: compile again for the error itself.
+        None => compile(DEFAULT_POLICY),
+    }
+}
+
+/// Starts compiling the default policy on a thread of its own, so that a later
+/// [`compile_default`] (in `Plan::new`) finds it done: `warden run` overlaps it
+/// with loading the trust store and verifying the bundle.
+pub fn precompile_default() {
+    let spawned = std::thread::Builder::new()
+        .name("warden-seccomp".into())
+        .spawn(|| drop(compile_default()));
+    // Without the thread, `Plan::new` compiles it itself.
+    drop(spawned);
 }
 
 /// Parses and compiles a policy in the `policies/seccomp/*.json` format.
