@@ -7,7 +7,13 @@
 //! 3. Reference: `bwrap --unshare-all --die-with-parent --clearenv` with read-only
 //!    /usr running /bin/true, N times.
 //!
-//! N is 200 unless WARDEN_BENCH_N says otherwise. Targets: launch-to-first-message
+//! The plugin is dynamically linked (like /bin/true under bwrap), and the targets are
+//! judged on it. The same plugin linked statically (`cc -static`, when the C library
+//! has a static archive) is measured too and labelled "static plugin": the difference
+//! is the dynamic loader's work inside the sandbox.
+//!
+//! N is 200 unless WARDEN_BENCH_N says otherwise; WARDEN_BENCH_ONLY=library stops
+//! after the library measurements (for quick A/B runs). Targets: launch-to-first-message
 //! median <= 1 ms; whole-process `warden run` median <= 0.7x the bwrap median.
 
 use std::path::{Path, PathBuf};
@@ -34,6 +40,36 @@ fn must(c: &mut Command) {
     );
 }
 
+/// Packs `artifact` as plugin `hello` into `dir/<out>`.
+fn pack(dir: &Path, artifact: &Path, out: &str) -> PathBuf {
+    let b = dir.join(out);
+    must(
+        Command::new(WARDEN)
+            .arg("pack")
+            .arg("--manifest")
+            .arg(dir.join("m.json"))
+            .arg("--artifact")
+            .arg(artifact)
+            .arg("--key")
+            .arg(dir.join("k.key"))
+            .arg("--out")
+            .arg(&b),
+    );
+    b
+}
+
+/// The bundle of the statically linked plugin, if the C library can link one.
+fn setup_static(dir: &Path) -> Option<PathBuf> {
+    let ok = Command::new("cc")
+        .args(["-O2", "-static", "-o"])
+        .arg(dir.join("hello-static"))
+        .arg(dir.join("hello.c"))
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    ok.then(|| pack(dir, &dir.join("hello-static"), "bundle-static"))
+}
+
 fn setup(dir: &Path) -> (PathBuf, PathBuf) {
     std::fs::write(dir.join("hello.c"), PLUGIN).unwrap();
     must(
@@ -56,20 +92,7 @@ fn setup(dir: &Path) -> (PathBuf, PathBuf) {
         r#"{"id":"hello","version":"1.0.0","publisher":"acme","min_core":"0.1.0","capabilities":[]}"#,
     )
     .unwrap();
-    let b = dir.join("bundle");
-    must(
-        Command::new(WARDEN)
-            .arg("pack")
-            .arg("--manifest")
-            .arg(dir.join("m.json"))
-            .arg("--artifact")
-            .arg(dir.join("hello"))
-            .arg("--key")
-            .arg(dir.join("k.key"))
-            .arg("--out")
-            .arg(&b),
-    );
-    (b, trust)
+    (pack(dir, &dir.join("hello"), "bundle"), trust)
 }
 
 struct Stats {
@@ -151,6 +174,7 @@ fn main() {
         .tempdir()
         .unwrap();
     let (bundle_dir, trust_dir) = setup(dir.path());
+    let static_dir = setup_static(dir.path());
     let trust = TrustStore::load(&trust_dir).unwrap();
     let v = bundle::verify(&bundle_dir, &trust).unwrap();
     let plan = Plan::new(&v, v.manifest().resources, &[], &Config::default()).unwrap();
@@ -175,13 +199,13 @@ fn main() {
         warden::sys::socket::recv(sb.socket().unwrap(), &mut buf, 0).unwrap();
         sb.wait().unwrap();
     }
-    let launch = |plan: &Plan| {
+    let launch = |plan: &Plan, v: &warden::bundle::VerifiedBundle| {
         let mut first = Vec::with_capacity(n);
         let mut whole = Vec::with_capacity(n);
         let mut buf = [0u8; 256];
         for _ in 0..n {
             let t = Instant::now();
-            let mut sb = Sandbox::spawn(plan, &v, warden::sandbox::Stdio::inherit()).unwrap();
+            let mut sb = Sandbox::spawn(plan, v, warden::sandbox::Stdio::inherit()).unwrap();
             let k = warden::sys::socket::recv(sb.socket().unwrap(), &mut buf, 0).unwrap();
             first.push(t.elapsed());
             assert_eq!(&buf[..k], br#"{"op":"hello"}"#);
@@ -191,12 +215,24 @@ fn main() {
         }
         (stats(first), stats(whole))
     };
-    let (first, whole) = launch(&plan);
+    let (first, whole) = launch(&plan, &v);
     show("library: spawn -> first message on fd 3", &first);
     show("library: spawn -> exit reaped", &whole);
-    let (first_nc, whole_nc) = launch(&plan_no_cg);
+    let (first_nc, whole_nc) = launch(&plan_no_cg, &v);
     show("library, no cgroup: spawn -> first message", &first_nc);
     show("library, no cgroup: spawn -> exit reaped", &whole_nc);
+    let static_v = static_dir
+        .as_ref()
+        .map(|d| bundle::verify(d, &trust).unwrap());
+    let static_first = static_v.as_ref().map(|sv| {
+        let sp = Plan::new(sv, sv.manifest().resources, &[], &Config::default()).unwrap();
+        let (first, _) = launch(&sp, sv);
+        show("library, static plugin: spawn -> first msg", &first);
+        first
+    });
+    if std::env::var("WARDEN_BENCH_ONLY").is_ok_and(|v| v == "library") {
+        return;
+    }
 
     // 2. Whole process `warden run`.
     let run = stats(time_process(n, || {
@@ -215,6 +251,17 @@ fn main() {
         c
     }));
     show("process: warden run --no-cgroup", &run_nc);
+    let run_static = static_dir.as_ref().map(|d| {
+        let run = stats(time_process(n, || {
+            let mut c = Command::new(WARDEN);
+            c.arg("run").arg(d).arg("--trust").arg(&trust_dir);
+            c
+        }));
+        // Its artifact is ~50x the dynamic one's, and `warden run` hashes every
+        // byte: this line is not comparable with the dynamic plugin's.
+        show("process: warden run, static plugin (big)", &run);
+        run
+    });
     // Where the whole-process time goes: the same binary doing less.
     let verify = stats(time_process(n, || {
         let mut c = Command::new(WARDEN);
@@ -258,6 +305,25 @@ fn main() {
         "target: warden run / bwrap median <= 0.70: {ratio:.2}  {}",
         ok(ratio <= 0.7)
     );
+    if let (Some(first), Some(run)) = (&static_first, &run_static) {
+        println!(
+            "        (static plugin, not the target: first message {:.3} ms {}, warden run / bwrap {:.2} {})",
+            first.median.as_secs_f64() * 1e3,
+            ok(first.median <= Duration::from_millis(1)),
+            run.median.as_secs_f64() / bw.median.as_secs_f64(),
+            ok(run.median.as_secs_f64() / bw.median.as_secs_f64() <= 0.7)
+        );
+        let size = |d: &Path| std::fs::metadata(d.join("artifact")).map_or(0, |m| m.len());
+        if let Some(d) = &static_dir {
+            println!(
+                "        (the static artifact is {} KiB against {} KiB: `warden run` verifies every byte)",
+                size(d) / 1024,
+                size(&bundle_dir) / 1024
+            );
+        }
+    } else {
+        println!("        (static plugin not measured: `cc -static` failed; install the C library's static archive)");
+    }
     let ratio_nc = run_nc.median.as_secs_f64() / bw.median.as_secs_f64();
     println!(
         "        (without cgroup: first message {:.3} ms {}, warden run / bwrap {ratio_nc:.2} {})",

@@ -343,3 +343,23 @@ fn a_second_run_on_a_busy_state_dir_is_told_how_to_proceed() {
     first.kill().unwrap();
     first.wait().unwrap();
 }
+
+#[test]
+fn the_database_is_opened_only_for_a_kv_grant() {
+    if !common::require_sandbox() {
+        return;
+    }
+    let r = Run::new();
+    let db = r.state.join("warden.db");
+    // Declared but not granted: refused by the broker, and no database work.
+    let b = r.bundle("nokv", &["kv:read", "log:write"]);
+    let policy = r.policy("p.json", r#"{"status":"approved","grant":["log:write"]}"#);
+    let lines = answers(&r.run(&b, Some(&policy), &["kv.get", r#"{"key":"a"}"#]));
+    assert!(lines[0].starts_with("kv.get err denied"), "{}", lines[0]);
+    assert!(r.audit().contains(r#""kind":"launch""#));
+    assert!(!db.exists(), "no kv grant, no database");
+    // Granted: the database is made (and its schema checked) as before.
+    let lines = answers(&r.run(&b, None, &["kv.get", r#"{"key":"a"}"#]));
+    assert!(lines[0].starts_with("kv.get err not_found"), "{}", lines[0]);
+    assert!(db.exists());
+}

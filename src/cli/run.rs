@@ -63,7 +63,8 @@ pub struct RunArgs {
     /// Do not put the sandbox in its own cgroup (the rlimits still apply).
     #[arg(long)]
     pub no_cgroup: bool,
-    /// Where the state database (the plugins' KV namespaces) lives. Default:
+    /// Where the state database (the plugins' KV namespaces; opened only for a
+    /// plugin granted kv:read or kv:write) and the default audit log live. Default:
     /// /var/lib/warden as root, else $XDG_STATE_HOME/warden or ~/.local/state/warden.
     #[arg(long, value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
@@ -101,6 +102,8 @@ fn sandbox_failure(e: SandboxError) -> Failure {
 
 /// Runs the command; returns the process exit code.
 pub fn run(a: RunArgs) -> Result<u8, Failure> {
+    // The seccomp program depends on nothing below: compile it meanwhile.
+    crate::sandbox::seccomp::precompile_default();
     // Parse and validate everything before the first side effect.
     let trust = super::verify::load_trust(&a.trust).map_err(|f| refused(f.line))?;
     let policy = match &a.policy {
@@ -137,7 +140,18 @@ pub fn run(a: RunArgs) -> Result<u8, Failure> {
         return Ok(0);
     }
     let state_dir = a.state_dir.clone().unwrap_or_else(default_state_dir);
-    let store = Store::open(&state_dir).map_err(|e| refused(format_args!("warden: {e}")))?;
+    // The database is opened (and its schema checked) only for a plugin that may
+    // use it: the broker refuses KV calls without a KV grant before any handler runs.
+    let uses_kv = eff
+        .capabilities
+        .iter()
+        .any(|c| matches!(c, Capability::KvRead | Capability::KvWrite));
+    let store = if uses_kv {
+        Store::open(&state_dir)
+    } else {
+        Store::unopened(&state_dir)
+    }
+    .map_err(|e| refused(format_args!("warden: {e}")))?;
     let audit_path = a
         .audit
         .clone()
@@ -189,22 +203,32 @@ pub fn run(a: RunArgs) -> Result<u8, Failure> {
     let loop_err = |e: std::io::Error| refused(format_args!("warden: event loop: {e}"));
     let mut poll = Poll::new().map_err(loop_err)?;
     let waker = Arc::new(Waker::new(poll.registry(), WAKER).map_err(loop_err)?);
-    let recorder = AuditRecorder::start(audit);
-    let mut broker = Broker::new(poll.registry(), &store, waker, recorder, 2)
-        .map_err(|e| refused(format_args!("warden: {e}")))?;
 
-    let mut sb = Sandbox::spawn(&plan, &b, Stdio::inherit()).map_err(|e| {
-        broker
-            .recorder()
-            .append(event(&ctx, "launch_failed", Some(e.to_string())));
-        sandbox_failure(e)
-    })?;
+    // Launch first: the audit thread and the broker are set up while the sandbox
+    // builds itself (it waits for nothing from us after its id maps), and the
+    // plugin's first message waits in its socket until the loop runs.
+    let mut sb = match Sandbox::spawn(&plan, &b, Stdio::inherit()) {
+        Ok(sb) => sb,
+        Err(e) => {
+            let mut audit = audit;
+            let failed = event(&ctx, "launch_failed", Some(e.to_string()));
+            if let Err(ae) = audit.append(&failed).and_then(|_| audit.close()) {
+                eprintln!("warden: {ae}");
+            }
+            return Err(sandbox_failure(e));
+        }
+    };
+    let recorder = AuditRecorder::start(audit);
     let mut launch = event(&ctx, "launch", None);
     launch
         .extra
         .insert("landlock_abi".into(), plan.landlock_abi().into());
     launch.extra.insert("pid".into(), sb.pid().into());
-    broker.recorder().append(launch);
+    recorder.append(launch);
+    // (Should this fail, the sandbox is killed as `sb` drops, and the recorder,
+    // dropped inside, still writes the launch event.)
+    let mut broker = Broker::new(poll.registry(), &store, waker, recorder, 2)
+        .map_err(|e| refused(format_args!("warden: {e}")))?;
     if let Some(sock) = sb.take_socket() {
         broker.attach(PLUGIN, sock, ctx.clone()).map_err(|e| {
             let _ = sb.kill();

@@ -10,7 +10,7 @@
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
 
-use super::plan::{MountOp, Plan, HOSTNAME, STAGING};
+use super::plan::{CgroupPlan, MountOp, Plan, HOSTNAME, STAGING};
 use super::seccomp::MEMFD_FD;
 use super::Step;
 use crate::sys::{self, caps, landlock as ll, mount, proc};
@@ -291,18 +291,39 @@ pub(crate) fn init(a: &ChildArgs<'_>) -> ! {
         )
     );
 
-    // 4. rlimits and hostname (the cgroup was joined by the parent before "go").
+    // 4. The cgroups the parent made and limited meanwhile: it sends their `tasks`
+    //    files, and we move ourselves in (this one thread, "0" = the caller; see
+    //    `CgroupDirs::prepare`). Before the rlimits: RLIMIT_NOFILE must not stop the
+    //    descriptors from arriving (we still hold copies of all of the parent's).
+    //    Then rlimits, hostname, and the cgroup namespace, rooted in our cgroup.
+    if matches!(p.cgroup, CgroupPlan::V1 { .. }) {
+        let mut tasks = [-1; 2];
+        match sys::seqpacket::recv_fds_blocking(a.sync_read, &mut go, &mut tasks) {
+            Ok((1, 2)) if go[0] == b'2' => {}
+            // The parent is gone or failed (it reports its own error).
+            Ok((0, _)) => proc::exit_now(125),
+            Err(e) if e.raw_os_error() != Some(libc::EMSGSIZE) => proc::exit_now(125),
+            Err(e) => fail(rep, Step::Cgroup, e),
+            Ok(_) => fail(
+                rep,
+                Step::Cgroup,
+                io::Error::from_raw_os_error(libc::EPROTO),
+            ),
+        }
+        for fd in tasks {
+            match proc::write(fd, b"0") {
+                Ok(1) => {}
+                Ok(_) => fail(rep, Step::Cgroup, io::Error::from_raw_os_error(libc::EIO)),
+                Err(e) => fail(rep, Step::Cgroup, e),
+            }
+            let _ = proc::close(fd);
+        }
+    }
+    let _ = proc::close(a.sync_read);
     for (res, value, _, _) in &p.rlimits {
         step!(Step::Setrlimit, proc::setrlimit(*res, *value));
     }
     step!(Step::Sethostname, sys::ns::sethostname(HOSTNAME.as_bytes()));
-    // The parent has set up our cgroup meanwhile; wait for it, then make the
-    // cgroup namespace, rooted there.
-    match proc::read(a.sync_read, &mut go) {
-        Ok(1) => {}
-        _ => proc::exit_now(125),
-    }
-    let _ = proc::close(a.sync_read);
     step!(Step::UnshareCgroup, sys::ns::unshare(libc::CLONE_NEWCGROUP));
 
     // 5. fds: 0 /dev/null, 1 and 2 stdout/stderr, 3 the broker socket, 4 the memfd,
@@ -381,13 +402,23 @@ pub(crate) fn init(a: &ChildArgs<'_>) -> ! {
         Step::Sigmask,
         proc::sigprocmask(libc::SIG_BLOCK, &a.signals).map(drop)
     );
-    // SAFETY: this process is single-threaded (a clone child), and the plugin
-    // child below only makes raw syscalls and then execs or _exits.
-    let forked = unsafe { sys::ns::clone_fork(libc::SIGCHLD as libc::c_ulong) };
+    // vfork-style: the plugin borrows our memory until its exec (nothing to copy,
+    // and nothing for its exec to tear down) while we wait; after that it shares
+    // nothing with us.
+    let mut stack = [std::mem::MaybeUninit::<u8>::uninit(); PLUGIN_STACK];
+    // SAFETY: `plugin_entry` only makes raw syscalls, reads `a` (which lives in our
+    // frame's caller and is not changed while we are suspended), writes only its
+    // stack, and leaves by exec or _exit; `stack` is this frame's and unused by us.
+    let forked = unsafe {
+        sys::ns::clone_vfork(
+            &mut stack,
+            plugin_entry,
+            a as *const ChildArgs<'_> as *mut libc::c_void,
+        )
+    };
     let plugin = match forked {
         Err(e) => fail(rep, Step::Fork, e),
-        Ok(sys::ns::Forked::Child) => plugin(a),
-        Ok(sys::ns::Forked::Parent { pid, .. }) => pid,
+        Ok(pid) => pid,
     };
     // The init keeps only the report pipe.
     let _ = proc::close_range(0, REPORT_FD as u32 - 1);
@@ -395,7 +426,18 @@ pub(crate) fn init(a: &ChildArgs<'_>) -> ! {
     reap_loop(a, plugin)
 }
 
-/// The plugin process: restore signal state, then 10. execveat the memfd.
+/// The plugin's stack until its exec (it runs a few syscalls, then execveat).
+const PLUGIN_STACK: usize = 64 * 1024;
+
+extern "C" fn plugin_entry(arg: *mut libc::c_void) -> libc::c_int {
+    // SAFETY: `arg` is the `&ChildArgs` that `init` passed to `clone_vfork`; init
+    // is suspended (CLONE_VFORK) until we exec or exit, so it is alive and unchanged.
+    let a = unsafe { &*(arg as *const ChildArgs<'_>) };
+    plugin(a)
+}
+
+/// The plugin process: restore signal state, then 10. execveat the memfd. It runs
+/// in the init's memory until the exec (see `clone_vfork`): raw syscalls only.
 fn plugin(a: &ChildArgs<'_>) -> ! {
     if let Err(e) = proc::signal_default(libc::SIGPIPE) {
         fail(REPORT_FD, Step::Sigmask, e)
@@ -413,7 +455,8 @@ fn plugin(a: &ChildArgs<'_>) -> ! {
         let _ = proc::close(RULESET_FD);
     }
     // SAFETY: argv and envp are NULL-terminated pointer arrays into CStrings the
-    // parent prepared before clone; this address space is a copy that nobody frees.
+    // parent prepared before clone; this address space (the init's, which is
+    // suspended until we exec) is a copy of the parent's that nobody frees.
     let e = unsafe { proc::execveat_empty_path(MEMFD_FD as RawFd, a.argv, a.envp) };
     fail(REPORT_FD, Step::Execveat, e)
 }

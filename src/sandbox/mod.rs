@@ -15,7 +15,7 @@ pub mod seccomp;
 
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 pub use plan::{CgroupPlan, Config, IdMap, Plan, BUNDLE_PATH};
 pub use seccomp::SeccompError;
@@ -365,19 +365,27 @@ impl Sandbox {
             stale_cgroups: 0,
             _alive: sync_w,
         };
-        // Id maps, then "go"; the cgroup is set up while the child builds its
-        // mounts, and a second byte lets it continue past step 4.
-        // A child that already failed a step has closed its end: EPIPE then means
-        // "see the report", which `wait` reads.
-        let go = |sb: &Sandbox, byte: &[u8]| match sys::socket::send(sb._alive.as_fd(), byte) {
+        // Id maps, then "go"; the cgroups are made while the child builds its
+        // mounts, and their `tasks` files follow with a second message, which the
+        // child waits for at step 4. A child that already failed a step has closed
+        // its end: EPIPE then means "see the report", which `wait` reads.
+        let go = |sb: &Sandbox, byte: &[u8], fds: &[BorrowedFd<'_>]| match sys::seqpacket::send(
+            sb._alive.as_fd(),
+            byte,
+            fds,
+        ) {
             Err(e) if e.raw_os_error() == Some(libc::EPIPE) => Ok(false),
             Err(e) => Err(SandboxError::setup(Step::Sync, e)),
-            Ok(_) => Ok(true),
+            Ok(()) => Ok(true),
         };
         let r = sb.write_id_maps(plan).and_then(|()| {
-            if go(&sb, b"1")? {
-                sb.join_cgroup(plan)?;
-                go(&sb, b"2")?;
+            if go(&sb, b"1", &[])? && matches!(plan.cgroup, CgroupPlan::V1 { .. }) {
+                let mut dirs = CgroupDirs::default();
+                let prepared = dirs.prepare(plan);
+                sb.cgroups = std::mem::take(&mut dirs.0);
+                let tasks = prepared?;
+                let fds: Vec<BorrowedFd<'_>> = tasks.iter().map(AsFd::as_fd).collect();
+                go(&sb, b"2", &fds)?;
             }
             Ok(())
         });
@@ -411,32 +419,6 @@ impl Sandbox {
             format!("{} {} 1\n", ids.inside_gid, ids.host_gid),
         )
         .map_err(|e| SandboxError::setup(Step::GidMap, e))?;
-        Ok(())
-    }
-
-    /// Parent-side part of step 4: a cgroup v1 memory+pids placement.
-    fn join_cgroup(&mut self, plan: &Plan) -> Result<(), SandboxError> {
-        if let CgroupPlan::V1 {
-            memory,
-            pids,
-            memory_bytes,
-            pids_max,
-        } = &plan.cgroup
-        {
-            let name = format!("{}-{}", plan.id, self.pid);
-            for (base, file, value) in [
-                (memory, "memory.limit_in_bytes", *memory_bytes),
-                (pids, "pids.max", *pids_max),
-            ] {
-                let dir = base.join(&name);
-                let r = std::fs::create_dir_all(&dir).and_then(|()| {
-                    self.cgroups.push(dir.clone());
-                    std::fs::write(dir.join(file), value.to_string())?;
-                    std::fs::write(dir.join("cgroup.procs"), self.pid.to_string())
-                });
-                r.map_err(|e| SandboxError::setup(Step::Cgroup, e))?;
-            }
-        }
         Ok(())
     }
 
@@ -553,6 +535,10 @@ impl Sandbox {
             // `sweep_stale_cgroups`.
             if std::fs::remove_dir(&dir).is_err() {
                 self.stale_cgroups += 1;
+                STALE_CGROUPS
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push(dir);
             }
         }
     }
@@ -568,6 +554,84 @@ impl Drop for Sandbox {
     }
 }
 
+/// The per-sandbox cgroup directories being made; removed on drop unless taken
+/// over by the [`Sandbox`] (which removes them after the sandbox exits).
+#[derive(Default)]
+struct CgroupDirs(Vec<PathBuf>);
+
+/// Makes every per-launch cgroup name unique within this process.
+static CGROUP_SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+impl CgroupDirs {
+    /// Parent-side part of step 4 (cgroup v1 memory+pids): makes
+    /// `<base>/<id>.<our pid>.<n>` in each hierarchy, writes its limit, and opens
+    /// its `tasks` file for the init (sent over the sync socket), which writes "0"
+    /// there to move itself in.
+    ///
+    /// Moving oneself (one thread, by `tasks`) is the one cgroup v1 migration that
+    /// does not take the global threadgroup lock, so it does not wait for an RCU
+    /// grace period (milliseconds; more under load) as writing another process's
+    /// pid to `cgroup.procs` does. The write is permitted by the credentials the
+    /// file was opened with (ours), not the init's. The init is single-threaded,
+    /// so moving its one thread moves the whole process, and it does so before it
+    /// starts the plugin.
+    fn prepare(&mut self, plan: &Plan) -> Result<Vec<OwnedFd>, SandboxError> {
+        let CgroupPlan::V1 {
+            memory,
+            pids,
+            memory_bytes,
+            pids_max,
+        } = &plan.cgroup
+        else {
+            return Ok(Vec::new());
+        };
+        let err = |e| SandboxError::setup(Step::Cgroup, e);
+        let hierarchies = [
+            (memory, "memory.limit_in_bytes", *memory_bytes),
+            (pids, "pids.max", *pids_max),
+        ];
+        'name: loop {
+            let n = CGROUP_SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            // Plugin ids have no '.': see `cgroup_owner`.
+            let name = format!("{}.{}.{n}", plan.id, std::process::id());
+            for (base, _, _) in &hierarchies {
+                std::fs::create_dir_all(base).map_err(err)?;
+                let dir = base.join(&name);
+                match std::fs::create_dir(&dir) {
+                    // Left behind by a killed warden that had our pid: another name.
+                    Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                        for made in self.0.drain(..) {
+                            let _ = std::fs::remove_dir(made);
+                        }
+                        continue 'name;
+                    }
+                    r => r.map_err(err)?,
+                }
+                self.0.push(dir);
+            }
+            break;
+        }
+        let mut tasks = Vec::with_capacity(2);
+        for (dir, (_, file, value)) in self.0.iter().zip(&hierarchies) {
+            std::fs::write(dir.join(file), value.to_string()).map_err(err)?;
+            let f = std::fs::OpenOptions::new()
+                .write(true)
+                .open(dir.join("tasks"))
+                .map_err(err)?;
+            tasks.push(OwnedFd::from(f));
+        }
+        Ok(tasks)
+    }
+}
+
+impl Drop for CgroupDirs {
+    fn drop(&mut self) {
+        for dir in self.0.drain(..) {
+            let _ = std::fs::remove_dir(dir);
+        }
+    }
+}
+
 /// The errno's symbolic name, or `errno <n>` when `sys::errno_name` does not know it.
 fn errno_display(errno: i32) -> String {
     match errno_name(errno) {
@@ -576,18 +640,62 @@ fn errno_display(errno: i32) -> String {
     }
 }
 
-/// Removes leftover per-plugin cgroups (of warden processes that were killed
-/// before they could clean up). Only empty cgroups can be removed, so live
+/// This process's per-sandbox cgroups that could not be removed when their
+/// sandbox exited (the kernel still listed an exiting task), for the next sweep.
+static STALE_CGROUPS: std::sync::Mutex<Vec<PathBuf>> = std::sync::Mutex::new(Vec::new());
+
+/// The pid of the warden that made the per-sandbox cgroup `name`
+/// (`<id>.<warden pid>.<n>`), or None for another name.
+fn cgroup_owner(name: &str) -> Option<u32> {
+    let mut parts = name.split('.');
+    let (_id, pid, n) = (parts.next()?, parts.next()?, parts.next()?);
+    if parts.next().is_some() || n.parse::<u64>().is_err() {
+        return None;
+    }
+    pid.parse().ok()
+}
+
+/// Removes leftover per-plugin cgroups: this process's that could not be removed
+/// at exit, and those of warden processes that are gone (killed before they could
+/// clean up). A live warden's are left alone: it makes each cgroup, empty, before
+/// the sandbox init moves itself in. Only empty cgroups can be removed, so live
 /// sandboxes are never touched. Best effort.
 pub fn sweep_stale_cgroups() {
+    STALE_CGROUPS
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .retain(|dir| std::fs::remove_dir(dir).is_err() && dir.exists());
+    let me = std::process::id();
     for base in ["/sys/fs/cgroup/memory/warden", "/sys/fs/cgroup/pids/warden"] {
         let Ok(entries) = std::fs::read_dir(base) else {
             continue;
         };
         for e in entries.flatten() {
-            if e.file_type().is_ok_and(|t| t.is_dir()) {
-                let _ = std::fs::remove_dir(e.path());
+            if !e.file_type().is_ok_and(|t| t.is_dir()) {
+                continue;
             }
+            let owner = e.file_name().to_str().and_then(cgroup_owner);
+            let alive = |pid: u32| pid == me || Path::new(&format!("/proc/{pid}")).exists();
+            if owner.is_some_and(alive) {
+                continue;
+            }
+            let _ = std::fs::remove_dir(e.path());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::cgroup_owner;
+
+    #[test]
+    fn cgroup_names_say_which_warden_made_them() {
+        assert_eq!(cgroup_owner("probe.1234.0"), Some(1234));
+        assert_eq!(cgroup_owner("my-plugin.77.12"), Some(77));
+        // Older names (`<id>-<init pid>`) and anything else have no owner.
+        assert_eq!(cgroup_owner("probe-1234"), None);
+        assert_eq!(cgroup_owner("probe.1234"), None);
+        assert_eq!(cgroup_owner("probe.x.1"), None);
+        assert_eq!(cgroup_owner("probe.1.2.3"), None);
     }
 }

@@ -59,9 +59,9 @@ pub struct Config {
     pub uid_range: (u32, u32),
     /// The lowest landlock ABI warden accepts.
     pub landlock_min_abi: u32,
-    /// Place each sandbox in its own cgroup (v1 memory+pids) when warden may. On
-    /// cgroup v1, joining a cgroup waits for an RCU grace period (milliseconds
-    /// under load); the rlimits apply either way.
+    /// Place each sandbox in its own cgroup (v1 memory+pids) when warden may (the
+    /// init moves itself in, which costs no RCU grace period); the rlimits apply
+    /// either way.
     pub cgroup: bool,
 }
 

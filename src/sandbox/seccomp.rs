@@ -7,6 +7,7 @@
 //! errno; everything else returns `default_errno`. Installing the program is
 //! `crate::sys::seccomp`'s job; nothing here runs in the child.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use serde::Deserialize;
@@ -54,32 +55,41 @@ pub enum SeccompError {
     TooLong,
 }
 
+// Strings borrow from the policy text (copied only when they hold escapes): a
+// launch compiles the policy, and this saves hundreds of allocations.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct PolicyFile {
+struct PolicyFile<'a> {
     #[allow(dead_code)]
-    comment: String,
-    default_errno: String,
-    allow: Vec<AllowEntry>,
-    deny: Vec<DenyEntry>,
+    comment: serde::de::IgnoredAny,
+    #[serde(borrow)]
+    default_errno: Cow<'a, str>,
+    #[serde(borrow)]
+    allow: Vec<AllowEntry<'a>>,
+    #[serde(borrow)]
+    deny: Vec<DenyEntry<'a>>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct AllowEntry {
-    syscall: String,
-    comment: String,
+struct AllowEntry<'a> {
+    #[serde(borrow)]
+    syscall: Cow<'a, str>,
+    #[serde(borrow)]
+    comment: Cow<'a, str>,
     #[serde(default)]
     args: Vec<ArgCond>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct DenyEntry {
-    syscall: String,
-    comment: String,
-    #[serde(default)]
-    errno: Option<String>,
+struct DenyEntry<'a> {
+    #[serde(borrow)]
+    syscall: Cow<'a, str>,
+    #[serde(borrow)]
+    comment: Cow<'a, str>,
+    #[serde(default, borrow)]
+    errno: Option<Cow<'a, str>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -160,9 +170,27 @@ pub struct Filter {
     pub default_errno: i32,
 }
 
-/// Compiles the shipped default policy.
+/// The shipped default policy, compiled once per process.
+static DEFAULT: std::sync::OnceLock<Option<Filter>> = std::sync::OnceLock::new();
+
+/// Compiles the shipped default policy (once per process; later calls copy it).
 pub fn compile_default() -> Result<Filter, SeccompError> {
-    compile(DEFAULT_POLICY)
+    match DEFAULT.get_or_init(|| compile(DEFAULT_POLICY).ok()) {
+        Some(f) => Ok(f.clone()),
+        // Only a broken build gets here: compile again for the error itself.
+        None => compile(DEFAULT_POLICY),
+    }
+}
+
+/// Starts compiling the default policy on a thread of its own, so that a later
+/// [`compile_default`] (in `Plan::new`) finds it done: `warden run` overlaps it
+/// with loading the trust store and verifying the bundle.
+pub fn precompile_default() {
+    let spawned = std::thread::Builder::new()
+        .name("warden-seccomp".into())
+        .spawn(|| drop(compile_default()));
+    // Without the thread, `Plan::new` compiles it itself.
+    drop(spawned);
 }
 
 /// Parses and compiles a policy in the `policies/seccomp/*.json` format.
@@ -175,7 +203,7 @@ pub fn compile(text: &str) -> Result<Filter, SeccompError> {
     let mut allowed = Vec::new();
     for e in &file.allow {
         if e.comment.trim().is_empty() {
-            return Err(SeccompError::NoComment(e.syscall.clone()));
+            return Err(SeccompError::NoComment(e.syscall.to_string()));
         }
         let (name, nr) = lookup(&e.syscall)?;
         let mut conds = Vec::new();
@@ -210,7 +238,7 @@ pub fn compile(text: &str) -> Result<Filter, SeccompError> {
     let mut denied = Vec::new();
     for d in &file.deny {
         if d.comment.trim().is_empty() {
-            return Err(SeccompError::NoComment(d.syscall.clone()));
+            return Err(SeccompError::NoComment(d.syscall.to_string()));
         }
         let (name, nr) = lookup(&d.syscall)?;
         if groups.contains_key(name) {
@@ -274,7 +302,8 @@ pub fn compile(text: &str) -> Result<Filter, SeccompError> {
     }
     blocks.sort_by_key(|b| b.0);
     let default = ret(RET_ERRNO | (default_errno as u32 & 0xffff));
-    p.extend(search(&blocks, default)?);
+    p.reserve(search_len(&blocks));
+    search(&blocks, default, &mut p)?;
     if p.len() > 4096 {
         return Err(SeccompError::TooLong);
     }
@@ -286,13 +315,14 @@ pub fn compile(text: &str) -> Result<Filter, SeccompError> {
     })
 }
 
-/// Emits a binary search over `blocks` (sorted by syscall number). Every block
-/// ends in `ret`, so the accumulator still holds the number at each comparison.
+/// Appends a binary search over `blocks` (sorted by syscall number) to `out`.
+/// Every block ends in `ret`, so the accumulator still holds the number at each
+/// comparison.
 fn search(
     blocks: &[(u32, Vec<libc::sock_filter>)],
     default: libc::sock_filter,
-) -> Result<Vec<libc::sock_filter>, SeccompError> {
-    let mut out = Vec::new();
+    out: &mut Vec<libc::sock_filter>,
+) -> Result<(), SeccompError> {
     if blocks.len() <= 4 {
         for (nr, block) in blocks {
             let skip = u8::try_from(block.len()).map_err(|_| SeccompError::TooLong)?;
@@ -300,20 +330,26 @@ fn search(
             out.extend_from_slice(block);
         }
         out.push(default);
-        return Ok(out);
+        return Ok(());
     }
     let mid = blocks.len() / 2;
-    let left = search(&blocks[..mid], default)?;
-    let right = search(&blocks[mid..], default)?;
     // nr >= blocks[mid]: take the `ja` over the left half; else fall into it.
     out.push(jge(blocks[mid].0, 0, 1));
     out.push(stmt(
         (libc::BPF_JMP | libc::BPF_JA) as u16,
-        u32::try_from(left.len()).map_err(|_| SeccompError::TooLong)?,
+        u32::try_from(search_len(&blocks[..mid])).map_err(|_| SeccompError::TooLong)?,
     ));
-    out.extend(left);
-    out.extend(right);
-    Ok(out)
+    search(&blocks[..mid], default, out)?;
+    search(&blocks[mid..], default, out)
+}
+
+/// The number of instructions `search` emits for `blocks`.
+fn search_len(blocks: &[(u32, Vec<libc::sock_filter>)]) -> usize {
+    if blocks.len() <= 4 {
+        return blocks.iter().map(|(_, b)| b.len() + 1).sum::<usize>() + 1;
+    }
+    let mid = blocks.len() / 2;
+    2 + search_len(&blocks[..mid]) + search_len(&blocks[mid..])
 }
 
 fn ld(off: u32) -> libc::sock_filter {

@@ -85,18 +85,7 @@ impl Store {
     /// Opens (creating if needed, mode 0700) `state_dir` and the database in it, and
     /// brings the schema up to date.
     pub fn open(state_dir: &Path) -> Result<Store, StoreError> {
-        use std::os::unix::fs::DirBuilderExt;
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(state_dir)
-            .map_err(|source| StoreError::Dir {
-                path: state_dir.to_owned(),
-                source,
-            })?;
-        let store = Store {
-            path: state_dir.join(DB_FILE),
-        };
+        let store = Store::unopened(state_dir)?;
         let conn = store.connect()?;
         let err = |source| StoreError::Open {
             path: store.path.clone(),
@@ -126,6 +115,25 @@ impl Store {
                 .map_err(err)?;
         }
         Ok(store)
+    }
+
+    /// Creates (if needed, mode 0700) `state_dir` but leaves the database alone:
+    /// for a caller that will not touch it, such as `warden run` of a plugin granted
+    /// no KV capability. Connecting to it later skips the schema check that
+    /// [`Store::open`] makes, so a caller that may use it must call `open`.
+    pub fn unopened(state_dir: &Path) -> Result<Store, StoreError> {
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(state_dir)
+            .map_err(|source| StoreError::Dir {
+                path: state_dir.to_owned(),
+                source,
+            })?;
+        Ok(Store {
+            path: state_dir.join(DB_FILE),
+        })
     }
 
     /// A new connection in WAL mode with full fsync on commit.

@@ -64,6 +64,44 @@ pub unsafe fn clone_fork(flags: libc::c_ulong) -> io::Result<Forked> {
     })
 }
 
+/// `clone(CLONE_VM | CLONE_VFORK | SIGCHLD)` running `child(arg)` on `stack`, like
+/// `posix_spawn`: no page tables are copied, the child shares the caller's memory
+/// until it execs or exits, and the calling thread is suspended until then. Returns
+/// the child's pid.
+///
+/// # Safety
+///
+/// `child` runs on `stack` in the caller's address space while the caller is
+/// suspended: it may only make raw syscalls, read memory that stays valid and
+/// unchanged until it execs, and write nothing but its own stack (errno aside); it
+/// must leave by a successful exec or `_exit`, never by returning (glibc would
+/// then call `exit`, running the caller's atexit handlers in shared memory).
+/// `stack` must stay unused by anyone else until this returns.
+pub unsafe fn clone_vfork(
+    stack: &mut [std::mem::MaybeUninit<u8>],
+    child: extern "C" fn(*mut libc::c_void) -> libc::c_int,
+    arg: *mut libc::c_void,
+) -> io::Result<libc::pid_t> {
+    // The stack grows down: start at its 16-byte aligned top.
+    let top = stack.as_mut_ptr_range().end as usize & !15;
+    // SAFETY: glibc's clone switches the child to `top`, inside `stack`, which the
+    // caller leaves to the child; CLONE_VFORK keeps this thread (and so `stack` and
+    // everything the child reads) suspended until the child execs or exits. The
+    // caller upholds the child-side contract above.
+    let pid = unsafe {
+        libc::clone(
+            child,
+            top as *mut libc::c_void,
+            libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD,
+            arg,
+        )
+    };
+    if pid == -1 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(pid)
+}
+
 /// `sethostname(2)` in the caller's UTS namespace.
 pub fn sethostname(name: &[u8]) -> io::Result<()> {
     // SAFETY: the kernel reads exactly `name.len()` bytes from a live slice.

@@ -178,6 +178,80 @@ fn close_passed_fds(msg: &libc::msghdr) -> bool {
     any
 }
 
+/// Receives one datagram, blocking, with up to `fds.len()` (at most 4) passed
+/// descriptors stored into `fds`, close-on-exec. Returns the number of bytes and of
+/// descriptors. Allocation-free, for the post-clone child. A datagram or control
+/// data that did not fit is an error (EMSGSIZE), and then every descriptor that did
+/// arrive has been closed.
+pub fn recv_fds_blocking(
+    fd: RawFd,
+    buf: &mut [u8],
+    fds: &mut [RawFd],
+) -> io::Result<(usize, usize)> {
+    const MAX_FDS: usize = 4;
+    if fds.len() > MAX_FDS {
+        return Err(io::Error::from_raw_os_error(libc::EINVAL));
+    }
+    // Room for one SCM_RIGHTS header with MAX_FDS ints (CMSG_SPACE(16) = 32).
+    let mut cmsg = [0u64; 8];
+    let mut iov = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
+    };
+    // SAFETY: msghdr is a plain C struct; all-zero is a valid empty value.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = cmsg.as_mut_ptr().cast();
+    msg.msg_controllen = std::mem::size_of_val(&cmsg);
+    // SAFETY: `msg` points at `iov` (covering `buf`) and `cmsg`, all live and
+    // writable for the duration of the call, with their true lengths.
+    let n = unsafe { libc::recvmsg(fd, &mut msg, libc::MSG_CMSG_CLOEXEC) };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let mut got = 0;
+    let mut overflow = msg.msg_flags & (libc::MSG_TRUNC | libc::MSG_CTRUNC) != 0;
+    // SAFETY: `msg` was filled by a successful recvmsg; the CMSG_* macros walk the
+    // control buffer it describes, within msg_controllen.
+    let mut c = unsafe { libc::CMSG_FIRSTHDR(&msg) };
+    while !c.is_null() {
+        // SAFETY: `c` is a valid cmsghdr inside the control buffer (see above).
+        let hdr = unsafe { &*c };
+        if hdr.cmsg_level == libc::SOL_SOCKET && hdr.cmsg_type == libc::SCM_RIGHTS {
+            // SAFETY: CMSG_LEN(0) is a pure computation.
+            let header = unsafe { libc::CMSG_LEN(0) } as usize;
+            let count = (hdr.cmsg_len - header) / std::mem::size_of::<RawFd>();
+            // SAFETY: an SCM_RIGHTS payload is `count` ints starting at CMSG_DATA.
+            let data = unsafe { libc::CMSG_DATA(c) }.cast::<RawFd>();
+            for i in 0..count {
+                // SAFETY: `i < count`, within the payload; read_unaligned because the
+                // payload has no alignment guarantee.
+                let raw = unsafe { data.add(i).read_unaligned() };
+                if got < fds.len() {
+                    fds[got] = raw;
+                    got += 1;
+                } else {
+                    overflow = true;
+                    // SAFETY: the kernel just installed `raw` for us; nobody else
+                    // knows it, and it is closed exactly once here.
+                    unsafe { libc::close(raw) };
+                }
+            }
+        }
+        // SAFETY: as for CMSG_FIRSTHDR.
+        c = unsafe { libc::CMSG_NXTHDR(&msg, c) };
+    }
+    if overflow {
+        for raw in &fds[..got] {
+            // SAFETY: as above: received here, closed once, never used.
+            unsafe { libc::close(*raw) };
+        }
+        return Err(io::Error::from_raw_os_error(libc::EMSGSIZE));
+    }
+    Ok((n as usize, got))
+}
+
 /// Sends one datagram without blocking and without SIGPIPE, optionally with
 /// descriptors attached (SCM_RIGHTS).
 pub fn send(fd: BorrowedFd<'_>, bytes: &[u8], fds: &[BorrowedFd<'_>]) -> io::Result<()> {
@@ -278,5 +352,32 @@ mod tests {
         let (n, got) = recv_batch(b.as_fd(), [&mut x[..], &mut y[..]]).unwrap();
         assert_eq!((n, got[0].map(|r| r.len)), (2, Some(4)));
         assert_eq!(got[1], None, "end of stream after the last datagram");
+    }
+
+    #[test]
+    fn blocking_receive_of_descriptors() {
+        let (a, b) = pair().unwrap();
+        let (x, y) = pair().unwrap();
+        send(a.as_fd(), b"2", &[x.as_fd(), y.as_fd()]).unwrap();
+        let (mut buf, mut fds) = ([0u8; 1], [-1; 2]);
+        assert_eq!(
+            recv_fds_blocking(b.as_raw_fd(), &mut buf, &mut fds).unwrap(),
+            (1, 2)
+        );
+        assert_eq!(&buf, b"2");
+        for fd in fds {
+            // SAFETY: received above, owned by nobody else.
+            let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+            assert!(fd.as_raw_fd() > 2);
+        }
+        // More descriptors than room: refused, and the ones that came are closed.
+        send(a.as_fd(), b"2", &[x.as_fd(), y.as_fd(), x.as_fd()]).unwrap();
+        let e = recv_fds_blocking(b.as_raw_fd(), &mut buf, &mut fds).unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(libc::EMSGSIZE));
+        drop(a);
+        assert_eq!(
+            recv_fds_blocking(b.as_raw_fd(), &mut buf, &mut fds).unwrap(),
+            (0, 0)
+        );
     }
 }
