@@ -10,6 +10,7 @@ pub mod bundle;
 pub mod cli;
 pub mod config;
 pub mod control;
+pub mod logsink;
 pub mod policy;
 pub mod sandbox;
 pub mod store;

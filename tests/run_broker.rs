@@ -363,3 +363,64 @@ fn the_database_is_opened_only_for_a_kv_grant() {
     assert!(lines[0].starts_with("kv.get err not_found"), "{}", lines[0]);
     assert!(db.exists());
 }
+
+/// warden's stderr is a pipe nobody reads (a stalled journal): the plugin's
+/// `log.write` lines fill it within a few calls, yet every call is answered and
+/// warden exits, because log lines go through a queue to a thread of their own.
+#[test]
+fn a_stderr_nobody_reads_does_not_block_host_calls() {
+    if !common::require_sandbox() {
+        return;
+    }
+    let r = Run::new();
+    let b = r.bundle("loud", &["log:write"]);
+    let msg = format!(r#"{{"level":"info","message":"{}"}}"#, "x".repeat(4000));
+    let calls = 40; // 160 KB of log lines: more than a pipe holds (64 KiB)
+    let mut args = vec![
+        "run".to_string(),
+        b.to_str().unwrap().to_string(),
+        "--trust".to_string(),
+        r.f.trust().to_str().unwrap().to_string(),
+        "--state-dir".to_string(),
+        r.state.to_str().unwrap().to_string(),
+        "--".to_string(),
+    ];
+    for _ in 0..calls {
+        args.extend(["log.write".to_string(), msg.clone()]);
+    }
+    let mut child = Command::new(common::WARDEN)
+        .args(&args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let out = child.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        BufReader::new(out)
+            .lines()
+            .map_while(Result::ok)
+            .collect::<Vec<_>>()
+    });
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let status = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break st;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("warden run blocked on a full stderr");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    assert!(status.success(), "{status}");
+    let lines = reader.join().unwrap();
+    assert_eq!(lines.len(), calls, "{lines:?}");
+    assert!(lines.iter().all(|l| l == "log.write ok {}"), "{lines:?}");
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+    assert!(
+        err.contains("plugin=loud level=info xxxx"),
+        "some lines got through"
+    );
+}

@@ -328,7 +328,8 @@ fn log_write(a: LogArgs, plugin: &str) -> Result<Value, CallError> {
         };
         line.push_str(&format!(" {k}={shown}"));
     }
-    eprintln!("{line}");
+    // Queued for the log thread: writing stderr here could block the loop.
+    crate::logsink::line(line);
     Ok(json!({}))
 }
 

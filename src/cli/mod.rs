@@ -81,6 +81,8 @@ pub fn main() -> ExitCode {
         Command::Serve(a) => serve::run(a).map(|()| 0),
         Command::Ctl(a) => ctl::run(a).map(|()| 0),
     };
+    // Lines the loop queued for stderr are written before anything else is.
+    crate::logsink::flush();
     match result {
         Ok(code) => ExitCode::from(code),
         Err(f) => {

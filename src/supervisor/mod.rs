@@ -417,7 +417,7 @@ impl Supervisor {
     }
 
     fn log(&self, msg: std::fmt::Arguments<'_>) {
-        let _ = writeln!(io::stderr().lock(), "warden: {msg}");
+        crate::logsink::line(format!("warden: {msg}"));
     }
 
     fn audit(&mut self, e: Event) {

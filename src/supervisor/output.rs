@@ -4,7 +4,6 @@
 //! count is reported once lines flow again. Reading the pipes is the loop's job;
 //! this only splits, limits and formats.
 
-use std::io::Write;
 use std::time::Instant;
 
 use crate::broker::protocol::Rate;
@@ -77,8 +76,8 @@ impl LineBuf {
     }
 }
 
-/// Writes one plugin line to warden's log (stderr, i.e. the journal under
-/// systemd) if the limiter allows: `warden: plugin=<id> <stream>: <line>`.
+/// Queues one plugin line for warden's log (stderr, i.e. the journal under
+/// systemd; see `logsink`) if the limiter allows: `warden: plugin=<id> <stream>: <line>`.
 pub fn forward(
     limiter: &mut Limiter,
     id: &str,
@@ -91,13 +90,11 @@ pub fn forward(
         limiter.suppressed += 1;
         return;
     }
-    let mut err = std::io::stderr().lock();
     if limiter.suppressed > 0 {
-        let _ = writeln!(
-            err,
+        crate::logsink::line(format!(
             "warden: plugin={id} {} output lines suppressed (rate limit)",
             limiter.suppressed
-        );
+        ));
         limiter.suppressed = 0;
     }
     let text = String::from_utf8_lossy(line);
@@ -105,11 +102,10 @@ pub fn forward(
         .chars()
         .map(|c| if c.is_control() && c != '\t' { '?' } else { c })
         .collect();
-    let _ = writeln!(
-        err,
+    crate::logsink::line(format!(
         "warden: plugin={id} {stream}: {text}{}",
         if truncated { " [truncated]" } else { "" }
-    );
+    ));
 }
 
 #[cfg(test)]
