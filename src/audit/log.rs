@@ -137,11 +137,17 @@ impl AuditLog {
 
     /// [`AuditLog::append`] for a borrowed view of the fields.
     pub fn append_fields(&mut self, e: &Fields<'_>) -> Result<u64, AuditError> {
+        self.append_at(e, time::micros(SystemTime::now()))
+    }
+
+    /// [`AuditLog::append_fields`] with the event's own time (microseconds since
+    /// the epoch): a writer that queues events stamps them when they happen, not
+    /// when its thread gets to them.
+    pub fn append_at(&mut self, e: &Fields<'_>, now: i64) -> Result<u64, AuditError> {
         if e.kind.is_empty() {
             return Err(AuditError::EmptyKind);
         }
         let seq = self.next_seq;
-        let now = time::micros(SystemTime::now());
         let mut text = std::mem::take(&mut self.scratch);
         text.clear();
         let encoded = line::encode_into(&mut text, seq, now, e, &self.last_hash);

@@ -288,6 +288,7 @@ impl<R: Recorder> Broker<R> {
         };
         let duration = started.elapsed();
         let op = op.into();
+        let time_us = crate::audit::time::micros(SystemTime::now());
         self.recorder.record(&Record {
             plugin: &conn.ctx,
             kind,
@@ -296,16 +297,14 @@ impl<R: Recorder> Broker<R> {
             decision,
             reason: &reason,
             duration,
+            time_us,
             extra,
         });
         if conn.recent.len() == RECENT {
             conn.recent.pop_front();
         }
-        let time_us = SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .map_or(0, |d| d.as_micros() as u64);
         conn.recent.push_back(handlers::Recent {
-            time_us,
+            time_us: u64::try_from(time_us).unwrap_or(0),
             kind,
             op,
             capability,

@@ -5,12 +5,12 @@
 use std::borrow::Cow;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use super::{Decision, PluginContext};
 use serde_json::{Map, Value};
 
-use crate::audit::{AuditLog, Event, Fields};
+use crate::audit::{time, AuditLog, Event, Fields};
 use crate::bundle::Capability;
 
 /// One thing the broker decided, for the audit log.
@@ -25,6 +25,8 @@ pub struct Record<'a> {
     pub decision: Decision,
     pub reason: &'a str,
     pub duration: Duration,
+    /// When it was decided: microseconds since the Unix epoch (the line's `time`).
+    pub time_us: i64,
     /// Op-specific fields (a dial's host, port, resolved and dialled address; an
     /// open's path), written under the event's `extra`.
     pub extra: Option<&'a serde_json::Map<String, Value>>,
@@ -76,7 +78,8 @@ pub const AUDIT_QUEUE_MAX: usize = 8192;
 /// What waits for the audit thread: an event the loop owner built, or one broker
 /// decision, which shares the plugin's identity instead of copying its strings.
 enum Queued {
-    Event(Event),
+    /// An event and when it was queued (microseconds since the epoch).
+    Event(Event, i64),
     Decision(Decided),
 }
 
@@ -88,13 +91,22 @@ struct Decided {
     decision: Decision,
     reason: Option<String>,
     duration_us: u64,
+    time_us: i64,
     extra: Option<Box<Map<String, Value>>>,
 }
 
 impl Queued {
+    /// When it happened, for the line's `time`.
+    fn time_us(&self) -> i64 {
+        match self {
+            Queued::Event(_, t) => *t,
+            Queued::Decision(d) => d.time_us,
+        }
+    }
+
     fn fields(&self) -> Fields<'_> {
         match self {
-            Queued::Event(e) => e.fields(),
+            Queued::Event(e, _) => e.fields(),
             Queued::Decision(d) => Fields {
                 kind: d.kind,
                 plugin: Some(&d.plugin.id),
@@ -152,7 +164,7 @@ impl AuditRecorder {
 
     /// Queues an event (launch, exit, ...) for the log.
     pub fn append(&self, e: Event) {
-        self.push(Queued::Event(e));
+        self.push(Queued::Event(e, time::micros(SystemTime::now())));
     }
 
     fn push(&self, item: Queued) {
@@ -221,7 +233,7 @@ fn drain(s: &AuditShared, mut log: AuditLog) -> Result<(), String> {
         };
         busy = !batch.is_empty();
         for (i, q) in batch.iter().enumerate() {
-            if let Err(e) = log.append_fields(&q.fields()) {
+            if let Err(e) = log.append_at(&q.fields(), q.time_us()) {
                 return Err(fail(&e));
             }
             if i % AUDIT_YIELD_EVERY == AUDIT_YIELD_EVERY - 1 {
@@ -253,6 +265,7 @@ impl Recorder for AuditRecorder {
             decision: r.decision,
             reason: (!r.reason.is_empty()).then(|| r.reason.to_owned()),
             duration_us: r.duration.as_micros() as u64,
+            time_us: r.time_us,
             extra: r.extra.filter(|x| !x.is_empty()).cloned().map(Box::new),
         }));
     }
@@ -302,14 +315,19 @@ mod tests {
                 decision: Decision::Allow,
                 reason: if i % 2 == 0 { "" } else { "why" },
                 duration: Duration::from_micros(i as u64),
+                time_us: 1_700_000_000_000_000 + i as i64,
                 extra: None,
             });
         }
         assert!(rec.shared.queue.lock().unwrap().len() <= AUDIT_QUEUE_MAX);
         rec.close().unwrap();
-        match verify_files(&[path]).unwrap() {
+        match verify_files(std::slice::from_ref(&path)).unwrap() {
             VerifyReport::Intact { events, .. } => assert_eq!(events, n as u64),
             other => panic!("{other:?}"),
         }
+        // Each line carries the time of its decision, not of its writing.
+        let text = std::fs::read_to_string(&path).unwrap();
+        let last = crate::audit::line::parse(text.lines().last().unwrap().as_bytes()).unwrap();
+        assert_eq!(last.time_us, 1_700_000_000_000_000 + (n as i64 - 1));
     }
 }
