@@ -51,48 +51,16 @@ pub struct Received {
 /// reported as truncated (its excess is discarded by the kernel). Descriptors the
 /// peer attached are closed immediately and reported. `Ok(None)` is end of stream.
 pub fn recv(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<Option<Received>> {
-    const CMSG_SPACE: usize = 256;
-    let mut cmsg = [0u64; CMSG_SPACE / 8];
-    let mut iov = libc::iovec {
-        iov_base: buf.as_mut_ptr().cast(),
-        iov_len: buf.len(),
-    };
-    // SAFETY: msghdr is a plain C struct; all-zero is a valid empty value.
-    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-    msg.msg_iov = &mut iov;
-    msg.msg_iovlen = 1;
-    msg.msg_control = cmsg.as_mut_ptr().cast();
-    msg.msg_controllen = CMSG_SPACE;
-    // SAFETY: `msg` points at `iov` (covering `buf`) and `cmsg`, all live and
-    // writable for the duration of the call, with their true lengths.
-    let n = unsafe {
-        libc::recvmsg(
-            fd.as_raw_fd(),
-            &mut msg,
-            libc::MSG_DONTWAIT | libc::MSG_TRUNC | libc::MSG_CMSG_CLOEXEC,
-        )
-    };
-    if n < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    let full_len = n as usize;
-    let had_fds = close_passed_fds(&msg);
-    if full_len == 0 && !had_fds {
-        return Ok(None);
-    }
-    Ok(Some(Received {
-        len: full_len.min(buf.len()),
-        truncated: full_len > buf.len() || msg.msg_flags & libc::MSG_TRUNC != 0,
-        full_len,
-        had_fds: had_fds || msg.msg_flags & libc::MSG_CTRUNC != 0,
-    }))
+    let (_, [got]) = recv_batch(fd, [buf])?;
+    Ok(got)
 }
 
 /// Receives up to `N` datagrams in one call (recvmmsg), without blocking: the
 /// first `count` entries of the answer are filled (`None` is end of stream, which
 /// ends the batch). A count below `N` means the socket had no more at that moment,
 /// so the caller knows it drained the socket without another call that fails with
-/// `EAGAIN`. Truncation and passed descriptors are handled as by [`recv`].
+/// `EAGAIN`. A datagram longer than its buffer is reported as truncated; descriptors
+/// the peer attached are closed at once and reported.
 pub fn recv_batch<const N: usize>(
     fd: BorrowedFd<'_>,
     bufs: [&mut [u8]; N],
@@ -147,9 +115,9 @@ pub fn recv_batch<const N: usize>(
     Ok((count, out))
 }
 
-/// Closes every descriptor carried in `msg`'s control data; returns whether any was.
-fn close_passed_fds(msg: &libc::msghdr) -> bool {
-    let mut any = false;
+/// Calls `each` with every descriptor carried in `msg`'s control data
+/// (SCM_RIGHTS), in order; `each` then owns it. Allocation-free.
+fn for_each_passed_fd(msg: &libc::msghdr, mut each: impl FnMut(RawFd)) {
     // SAFETY: `msg` was filled by a successful recvmsg; the CMSG_* macros walk the
     // control buffer it describes, within msg_controllen.
     let mut c = unsafe { libc::CMSG_FIRSTHDR(msg) };
@@ -165,16 +133,23 @@ fn close_passed_fds(msg: &libc::msghdr) -> bool {
             for i in 0..count {
                 // SAFETY: `i < count`, within the payload; read_unaligned because the
                 // payload has no alignment guarantee.
-                let raw = unsafe { data.add(i).read_unaligned() };
-                // SAFETY: the kernel just installed `raw` in our table for us; we own
-                // it and close it exactly once here.
-                drop(unsafe { OwnedFd::from_raw_fd(raw) });
-                any = true;
+                each(unsafe { data.add(i).read_unaligned() });
             }
         }
         // SAFETY: as for CMSG_FIRSTHDR.
         c = unsafe { libc::CMSG_NXTHDR(msg, c) };
     }
+}
+
+/// Closes every descriptor carried in `msg`'s control data; returns whether any was.
+fn close_passed_fds(msg: &libc::msghdr) -> bool {
+    let mut any = false;
+    for_each_passed_fd(msg, |raw| {
+        // SAFETY: the kernel just installed `raw` in our table for us; we own it and
+        // close it exactly once here.
+        drop(unsafe { OwnedFd::from_raw_fd(raw) });
+        any = true;
+    });
     any
 }
 
@@ -212,36 +187,17 @@ pub fn recv_fds_blocking(
     }
     let mut got = 0;
     let mut overflow = msg.msg_flags & (libc::MSG_TRUNC | libc::MSG_CTRUNC) != 0;
-    // SAFETY: `msg` was filled by a successful recvmsg; the CMSG_* macros walk the
-    // control buffer it describes, within msg_controllen.
-    let mut c = unsafe { libc::CMSG_FIRSTHDR(&msg) };
-    while !c.is_null() {
-        // SAFETY: `c` is a valid cmsghdr inside the control buffer (see above).
-        let hdr = unsafe { &*c };
-        if hdr.cmsg_level == libc::SOL_SOCKET && hdr.cmsg_type == libc::SCM_RIGHTS {
-            // SAFETY: CMSG_LEN(0) is a pure computation.
-            let header = unsafe { libc::CMSG_LEN(0) } as usize;
-            let count = (hdr.cmsg_len - header) / std::mem::size_of::<RawFd>();
-            // SAFETY: an SCM_RIGHTS payload is `count` ints starting at CMSG_DATA.
-            let data = unsafe { libc::CMSG_DATA(c) }.cast::<RawFd>();
-            for i in 0..count {
-                // SAFETY: `i < count`, within the payload; read_unaligned because the
-                // payload has no alignment guarantee.
-                let raw = unsafe { data.add(i).read_unaligned() };
-                if got < fds.len() {
-                    fds[got] = raw;
-                    got += 1;
-                } else {
-                    overflow = true;
-                    // SAFETY: the kernel just installed `raw` for us; nobody else
-                    // knows it, and it is closed exactly once here.
-                    unsafe { libc::close(raw) };
-                }
-            }
+    for_each_passed_fd(&msg, |raw| {
+        if got < fds.len() {
+            fds[got] = raw;
+            got += 1;
+        } else {
+            overflow = true;
+            // SAFETY: the kernel just installed `raw` for us; nobody else knows it,
+            // and it is closed exactly once here.
+            unsafe { libc::close(raw) };
         }
-        // SAFETY: as for CMSG_FIRSTHDR.
-        c = unsafe { libc::CMSG_NXTHDR(&msg, c) };
-    }
+    });
     if overflow {
         for raw in &fds[..got] {
             // SAFETY: as above: received here, closed once, never used.
