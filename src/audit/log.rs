@@ -132,17 +132,12 @@ impl AuditLog {
     /// [`FsyncPolicy::EveryEvent`]. If that write fails the event stays buffered,
     /// the error is returned, and the next flush retries it.
     pub fn append(&mut self, e: &Event) -> Result<u64, AuditError> {
-        self.append_fields(&e.fields())
+        self.append_at(&e.fields(), time::micros(SystemTime::now()))
     }
 
-    /// [`AuditLog::append`] for a borrowed view of the fields.
-    pub fn append_fields(&mut self, e: &Fields<'_>) -> Result<u64, AuditError> {
-        self.append_at(e, time::micros(SystemTime::now()))
-    }
-
-    /// [`AuditLog::append_fields`] with the event's own time (microseconds since
-    /// the epoch): a writer that queues events stamps them when they happen, not
-    /// when its thread gets to them.
+    /// [`AuditLog::append`] for a borrowed view of the fields, with the event's own
+    /// time (microseconds since the epoch): a writer that queues events stamps them
+    /// when they happen, not when its thread gets to them.
     pub fn append_at(&mut self, e: &Fields<'_>, now: i64) -> Result<u64, AuditError> {
         if e.kind.is_empty() {
             return Err(AuditError::EmptyKind);

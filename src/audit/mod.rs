@@ -93,7 +93,7 @@ pub struct Event {
     pub extra: serde_json::Map<String, serde_json::Value>,
 }
 
-/// A borrowed view of an event's fields: what [`AuditLog::append_fields`] writes.
+/// A borrowed view of an event's fields: what [`AuditLog::append_at`] writes.
 /// Writers that keep the strings elsewhere (the broker's per-plugin identity, a
 /// static op name) record without copying them into an [`Event`].
 #[derive(Debug, Clone, Copy, Default)]
