@@ -183,6 +183,40 @@ fn drive(socks: &[UnixDatagram], secs: f64, threads: &[&'static str]) -> Sample 
     }
 }
 
+/// A server thread that runs `turn` until stopped (its state is dropped on that
+/// thread when it ends).
+struct Serving {
+    stop: Arc<AtomicBool>,
+    waker: Arc<Waker>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl Serving {
+    fn spawn(name: &str, waker: &Arc<Waker>, mut turn: impl FnMut() + Send + 'static) -> Serving {
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopped = Arc::clone(&stop);
+        let thread = std::thread::Builder::new()
+            .name(name.into())
+            .spawn(move || {
+                while !stopped.load(Ordering::Relaxed) {
+                    turn();
+                }
+            })
+            .expect("spawning the server thread");
+        Serving {
+            stop,
+            waker: Arc::clone(waker),
+            thread,
+        }
+    }
+
+    fn stop(self) {
+        self.stop.store(true, Ordering::Relaxed);
+        let _ = self.waker.wake();
+        self.thread.join().unwrap();
+    }
+}
+
 fn warden_case(n: usize, secs: f64) -> Sample {
     let tmp = tempfile::tempdir().unwrap();
     let store = Store::open(tmp.path()).unwrap();
@@ -241,27 +275,19 @@ fn warden_case(n: usize, secs: f64) -> Sample {
             .unwrap();
         clients.push((UnixDatagram::from(theirs), id));
     }
-    let stop = Arc::new(AtomicBool::new(false));
-    let stop2 = Arc::clone(&stop);
-    let server = std::thread::Builder::new()
-        .name("warden-loop".into())
-        .spawn(move || {
-            let mut events = Events::with_capacity(1024);
-            while !stop2.load(Ordering::Relaxed) {
-                broker
-                    .turn(
-                        &mut poll,
-                        &mut events,
-                        WAKER,
-                        Some(Duration::from_millis(50)),
-                        |_| {},
-                    )
-                    .unwrap();
-                assert!(broker.recorder().failure().is_none());
-            }
-            drop(broker);
-        })
-        .expect("spawning the server thread");
+    let mut events = Events::with_capacity(1024);
+    let server = Serving::spawn("warden-loop", &waker, move || {
+        broker
+            .turn(
+                &mut poll,
+                &mut events,
+                WAKER,
+                Some(Duration::from_millis(50)),
+                |_| {},
+            )
+            .unwrap();
+        assert!(broker.recorder().failure().is_none());
+    });
     let mut socks = Vec::new();
     let mut buf = vec![0u8; 65536];
     for (s, id) in clients {
@@ -273,9 +299,7 @@ fn warden_case(n: usize, secs: f64) -> Sample {
         socks.push(s);
     }
     let r = drive(&socks, secs, &["warden-loop", "warden-audit"]);
-    stop.store(true, Ordering::Relaxed);
-    let _ = waker.wake();
-    server.join().unwrap();
+    server.stop();
     let lines = std::fs::read_to_string(tmp.path().join("audit.log"))
         .unwrap()
         .lines()
@@ -303,32 +327,23 @@ fn ceiling_case(n: usize, secs: f64) -> Sample {
         servers.push(ours);
         socks.push(UnixDatagram::from(theirs));
     }
-    let stop = Arc::new(AtomicBool::new(false));
-    let stop2 = Arc::clone(&stop);
-    let server = std::thread::Builder::new()
-        .name("echo-loop".into())
-        .spawn(move || {
-            let mut events = Events::with_capacity(1024);
-            let mut buf = vec![0u8; 65536];
-            while !stop2.load(Ordering::Relaxed) {
-                poll.poll(&mut events, Some(Duration::from_millis(50)))
-                    .unwrap();
-                for ev in events.iter() {
-                    if ev.token() == WAKER {
-                        continue;
-                    }
-                    let s = &servers[ev.token().0];
-                    while let Ok(len) = s.recv(&mut buf) {
-                        let _ = s.send(&buf[..len]);
-                    }
-                }
+    let mut events = Events::with_capacity(1024);
+    let mut buf = vec![0u8; 65536];
+    let server = Serving::spawn("echo-loop", &waker, move || {
+        poll.poll(&mut events, Some(Duration::from_millis(50)))
+            .unwrap();
+        for ev in events.iter() {
+            if ev.token() == WAKER {
+                continue;
             }
-        })
-        .expect("spawning the server thread");
+            let s = &servers[ev.token().0];
+            while let Ok(len) = s.recv(&mut buf) {
+                let _ = s.send(&buf[..len]);
+            }
+        }
+    });
     let r = drive(&socks, secs, &["echo-loop"]);
-    stop.store(true, Ordering::Relaxed);
-    let _ = waker.wake();
-    server.join().unwrap();
+    server.stop();
     r
 }
 
@@ -384,21 +399,17 @@ fn fd_ops_case(n: usize) -> [(String, f64, Duration, Duration); 4] {
             },
         )
         .unwrap();
-    let stop = Arc::new(AtomicBool::new(false));
-    let stop2 = Arc::clone(&stop);
-    let server = std::thread::spawn(move || {
-        let mut events = Events::with_capacity(64);
-        while !stop2.load(Ordering::Relaxed) {
-            broker
-                .turn(
-                    &mut poll,
-                    &mut events,
-                    WAKER,
-                    Some(Duration::from_millis(50)),
-                    |_| {},
-                )
-                .unwrap();
-        }
+    let mut events = Events::with_capacity(64);
+    let server = Serving::spawn("warden-loop", &waker, move || {
+        broker
+            .turn(
+                &mut poll,
+                &mut events,
+                WAKER,
+                Some(Duration::from_millis(50)),
+                |_| {},
+            )
+            .unwrap();
     });
     let client =
         warden_plugin::Client::with_socket(UnixDatagram::from(theirs), "bench", "1.0.0").unwrap();
@@ -435,9 +446,7 @@ fn fd_ops_case(n: usize) -> [(String, f64, Duration, Duration); 4] {
         }),
     ];
     drop(client);
-    stop.store(true, Ordering::Relaxed);
-    let _ = waker.wake();
-    server.join().unwrap();
+    server.stop();
     out
 }
 
