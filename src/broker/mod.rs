@@ -605,15 +605,7 @@ impl<R: Recorder> Broker<R> {
             return self.close(token, format!("plugin left {MAX_QUEUED} replies unread"));
         }
         conn.outq.push_back((msg, pass));
-        if !conn.want_write {
-            conn.want_write = true;
-            let raw = fd.as_raw_fd();
-            let _ = self.registry.reregister(
-                &mut SourceFd(&raw),
-                token,
-                Interest::READABLE | Interest::WRITABLE,
-            );
-        }
+        want_write(&self.registry, token, conn, true);
     }
 
     /// Sends the replies held back in this turn.
@@ -637,26 +629,29 @@ impl<R: Recorder> Broker<R> {
                     conn.outq.pop_front();
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    if !conn.want_write {
-                        conn.want_write = true;
-                        let raw = fd.as_raw_fd();
-                        let _ = self.registry.reregister(
-                            &mut SourceFd(&raw),
-                            token,
-                            Interest::READABLE | Interest::WRITABLE,
-                        );
-                    }
-                    return;
+                    return want_write(&self.registry, token, conn, true);
                 }
                 Err(e) => return self.close(token, format!("write failed: {e}")),
             }
         }
-        if conn.want_write {
-            conn.want_write = false;
-            let raw = fd.as_raw_fd();
-            let _ = self
-                .registry
-                .reregister(&mut SourceFd(&raw), token, Interest::READABLE);
-        }
+        want_write(&self.registry, token, conn, false);
     }
+}
+
+/// Registers interest in the channel's writability (replies are queued) or drops
+/// it (the queue drained), when that changes.
+fn want_write(registry: &Registry, token: Token, conn: &mut Conn, on: bool) {
+    if conn.want_write == on {
+        return;
+    }
+    let Some(fd) = conn.fd.as_ref() else {
+        return;
+    };
+    conn.want_write = on;
+    let interest = if on {
+        Interest::READABLE | Interest::WRITABLE
+    } else {
+        Interest::READABLE
+    };
+    let _ = registry.reregister(&mut SourceFd(&fd.as_raw_fd()), token, interest);
 }
