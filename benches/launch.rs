@@ -12,6 +12,13 @@
 //! has a static archive) is measured too and labelled "static plugin": the difference
 //! is the dynamic loader's work inside the sandbox.
 //!
+//! Floors, measured in the same run with the same plugin and memfd: the time to
+//! its first message when the launch is nothing but a clone and `execveat` (no
+//! namespaces; the six new namespaces warden creates; those namespaces made
+//! before the clock starts, as a pool of pre-built sandboxes would). No uid map,
+//! mounts, cgroup, rlimits, landlock or seccomp: a launch that confines cannot
+//! be faster than these on the same machine.
+//!
 //! N is 200 unless WARDEN_BENCH_N says otherwise; WARDEN_BENCH_ONLY=library stops
 //! after the library measurements (for quick A/B runs). Targets: launch-to-first-message
 //! median <= 1 ms; whole-process `warden run` median <= 0.7x the bwrap median.
@@ -163,6 +170,138 @@ fn bwrap_command() -> Command {
     c
 }
 
+/// The namespaces `Sandbox::spawn` creates in its clone (it unshares the cgroup
+/// namespace afterwards, where available).
+const NAMESPACES: libc::c_int = libc::CLONE_NEWUSER
+    | libc::CLONE_NEWPID
+    | libc::CLONE_NEWNS
+    | libc::CLONE_NEWNET
+    | libc::CLONE_NEWIPC
+    | libc::CLONE_NEWUTS;
+
+/// How a floor measurement starts the plugin.
+#[derive(Clone, Copy)]
+enum Floor {
+    /// A vfork-style clone with these namespace flags (0: none), then execveat at
+    /// once: the least any launch into those namespaces pays.
+    Cold(libc::c_int),
+    /// A fork-style clone into the new namespaces first, unclocked; the clock
+    /// starts when the waiting child is told to execveat: the best a pool of
+    /// pre-built sandboxes could do, before any of the confinement such a sandbox
+    /// would also carry.
+    Warm,
+}
+
+/// What a floor child needs, prepared before the clone (the child only reads it).
+struct FloorChild {
+    /// The plugin's socket end, to become fd 3.
+    plugin: std::os::fd::RawFd,
+    /// The verified artifact's memfd.
+    memfd: std::os::fd::RawFd,
+    /// Read one byte from this before the exec (Warm), or -1.
+    wait_go: std::os::fd::RawFd,
+    argv: [*const libc::c_char; 2],
+    envp: [*const libc::c_char; 1],
+}
+
+/// The floor child: waits if told to, puts the socket at fd 3 and execs the
+/// memfd. Raw syscalls only (it may share the bench's memory, see `clone_vfork`).
+extern "C" fn floor_child(arg: *mut libc::c_void) -> libc::c_int {
+    // SAFETY: `arg` is the `&FloorChild` that `floor` passed to the clone; it
+    // lives, unchanged, until the child has exec'd or exited.
+    let c = unsafe { &*(arg as *const FloorChild) };
+    let mut b = [0u8; 1];
+    if c.wait_go >= 0 && !matches!(warden::sys::proc::read(c.wait_go, &mut b), Ok(1)) {
+        warden::sys::proc::exit_now(126);
+    }
+    if warden::sys::proc::dup3(c.plugin, 3, 0).is_ok() {
+        // SAFETY: argv and envp are NULL-terminated arrays of static C strings.
+        let _ = unsafe {
+            warden::sys::proc::execveat_empty_path(c.memfd, c.argv.as_ptr(), c.envp.as_ptr())
+        };
+    }
+    warden::sys::proc::exit_now(127)
+}
+
+/// The floor child to reap: `clone_vfork` gives a pid, `clone_fork` a pidfd.
+enum Started {
+    Pid(libc::pid_t),
+    PidFd(std::os::fd::OwnedFd),
+}
+
+/// Time from the start of a launch to the plugin's first message when the
+/// launch does nothing but `how` and `execveat` of the verified memfd, with the
+/// socket as fd 3: no uid map, sandbox init, mounts, cgroup, rlimits, landlock or
+/// seccomp. A floor under any sandbox's launch of this plugin on this machine.
+fn floor(v: &warden::bundle::VerifiedBundle, n: usize, how: Floor) -> Stats {
+    use std::os::fd::{AsFd, AsRawFd};
+    use warden::sys::ns::{clone_fork, clone_vfork, Forked};
+    use warden::sys::proc::{waitid_pidfd, write, Exit};
+    let mut stack = vec![std::mem::MaybeUninit::<u8>::uninit(); 64 * 1024];
+    let mut first = Vec::with_capacity(n);
+    let mut buf = [0u8; 64];
+    for _ in 0..n + 10 {
+        let (ours, theirs) = warden::sys::seqpacket::pair().unwrap();
+        let (go_r, go_w) = warden::sys::socket::pipe(0).unwrap();
+        let child = FloorChild {
+            plugin: theirs.as_raw_fd(),
+            memfd: v.artifact_fd().as_raw_fd(),
+            wait_go: match how {
+                Floor::Cold(_) => -1,
+                Floor::Warm => go_r.as_raw_fd(),
+            },
+            argv: [c"hello".as_ptr(), std::ptr::null()],
+            envp: [std::ptr::null()],
+        };
+        let arg = &child as *const FloorChild as *mut libc::c_void;
+        let t = Instant::now();
+        let (t, done) = match how {
+            Floor::Cold(flags) => {
+                // SAFETY: `floor_child` makes raw syscalls only, reads `child`
+                // (unchanged while we are suspended) and leaves by exec or _exit;
+                // `stack` is used by nobody else.
+                let pid = unsafe { clone_vfork(&mut stack, floor_child, arg, flags) }.unwrap();
+                (t, Started::Pid(pid))
+            }
+            Floor::Warm => {
+                let flags = (NAMESPACES | libc::SIGCHLD | libc::CLONE_PIDFD) as libc::c_ulong;
+                // SAFETY: the child runs `floor_child` (raw syscalls on the
+                // descriptors and arrays prepared above) and leaves by exec or _exit.
+                match unsafe { clone_fork(flags) }.unwrap() {
+                    Forked::Child => {
+                        floor_child(arg);
+                        unreachable!("floor_child execs or exits")
+                    }
+                    Forked::Parent { pidfd, .. } => {
+                        // Let the child reach its read before the clock starts.
+                        std::thread::sleep(Duration::from_millis(2));
+                        let t = Instant::now();
+                        write(go_w.as_raw_fd(), b"g").unwrap();
+                        (t, Started::PidFd(pidfd.expect("CLONE_PIDFD gives a pidfd")))
+                    }
+                }
+            }
+        };
+        drop(theirs);
+        let k = warden::sys::socket::recv(ours.as_fd(), &mut buf, 0).unwrap();
+        first.push(t.elapsed());
+        assert_eq!(&buf[..k], br#"{"op":"hello"}"#);
+        match done {
+            Started::PidFd(pidfd) => {
+                assert_eq!(waitid_pidfd(pidfd.as_fd()).unwrap(), Exit::Code(0))
+            }
+            Started::Pid(pid) => {
+                let mut status = 0;
+                // SAFETY: waits for our own child `pid`; `status` is a writable int.
+                assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+                assert_eq!(status, 0, "floor plugin exit status");
+            }
+        }
+    }
+    // The first ten were warm-up.
+    stats(first.split_off(10))
+}
+
 fn main() {
     // `cargo bench` passes --bench; any other argument is a filter we ignore.
     let n: usize = std::env::var("WARDEN_BENCH_N")
@@ -230,6 +369,13 @@ fn main() {
         show("library, static plugin: spawn -> first msg", &first);
         first
     });
+    // Floors: the same plugin started with nothing but a clone and its exec.
+    let floor_plain = floor(&v, n, Floor::Cold(0));
+    show("floor: vfork-style clone + execveat", &floor_plain);
+    let floor_ns = floor(&v, n, Floor::Cold(NAMESPACES));
+    show("floor: the same into 6 new namespaces", &floor_ns);
+    let floor_warm = floor(&v, n, Floor::Warm);
+    show("floor: namespaces made unclocked, execveat", &floor_warm);
     if std::env::var("WARDEN_BENCH_ONLY").is_ok_and(|v| v == "library") {
         return;
     }
@@ -300,6 +446,12 @@ fn main() {
         "target: launch->first message median <= 1 ms: {:.3} ms  {}",
         first.median.as_secs_f64() * 1e3,
         ok(first.median <= Duration::from_millis(1))
+    );
+    println!(
+        "        (floors in this run: a clone into the six namespaces plus the exec, nothing else: {:.3} ms; \
+         with the namespaces made before the clock starts: {:.3} ms)",
+        floor_ns.median.as_secs_f64() * 1e3,
+        floor_warm.median.as_secs_f64() * 1e3
     );
     println!(
         "target: warden run / bwrap median <= 0.70: {ratio:.2}  {}",

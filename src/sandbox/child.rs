@@ -414,6 +414,7 @@ pub(crate) fn init(a: &ChildArgs<'_>) -> ! {
             &mut stack,
             plugin_entry,
             a as *const ChildArgs<'_> as *mut libc::c_void,
+            0,
         )
     };
     let plugin = match forked {

@@ -64,10 +64,11 @@ pub unsafe fn clone_fork(flags: libc::c_ulong) -> io::Result<Forked> {
     })
 }
 
-/// `clone(CLONE_VM | CLONE_VFORK | SIGCHLD)` running `child(arg)` on `stack`, like
-/// `posix_spawn`: no page tables are copied, the child shares the caller's memory
-/// until it execs or exits, and the calling thread is suspended until then. Returns
-/// the child's pid.
+/// `clone(CLONE_VM | CLONE_VFORK | SIGCHLD | flags)` running `child(arg)` on
+/// `stack`, like `posix_spawn`: no page tables are copied, the child shares the
+/// caller's memory until it execs or exits, and the calling thread is suspended
+/// until then. `flags` adds namespace flags (`CLONE_NEW*`) or 0. Returns the
+/// child's pid.
 ///
 /// # Safety
 ///
@@ -81,6 +82,7 @@ pub unsafe fn clone_vfork(
     stack: &mut [std::mem::MaybeUninit<u8>],
     child: extern "C" fn(*mut libc::c_void) -> libc::c_int,
     arg: *mut libc::c_void,
+    flags: libc::c_int,
 ) -> io::Result<libc::pid_t> {
     // The stack grows down: start at its 16-byte aligned top.
     let top = stack.as_mut_ptr_range().end as usize & !15;
@@ -92,7 +94,7 @@ pub unsafe fn clone_vfork(
         libc::clone(
             child,
             top as *mut libc::c_void,
-            libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD,
+            libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD | flags,
             arg,
         )
     };
