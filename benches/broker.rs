@@ -12,6 +12,12 @@
 //! 127.0.0.1) against plain connect(2), and `fs.open` against plain open(2), one
 //! caller with one call in flight through the SDK (`warden-plugin`).
 //!
+//! Two reference lines follow the targets, measured in the same run: at 16
+//! plugins a third side with the audit records discarded (how much of the gap is
+//! the audit log's; not a setting warden has), and how busy each side kept the
+//! machine's CPUs (client and server CPU per call times the rate) against how
+//! busy warden would have to keep them to reach 0.6x the ceiling's rate.
+//!
 //! Each case runs in interleaved rounds (warden, ceiling, warden, ...) whose
 //! calls are pooled per side, so that both sides see the same noise.
 //!
@@ -54,6 +60,16 @@ struct Sample {
     calls: u64,
     /// (thread name, CPU ns) of the server's threads over the round.
     cpu: Vec<(&'static str, u64)>,
+    /// CPU ns the client (the calling thread) used over the round.
+    client: u64,
+}
+
+/// CPU time (ns, from schedstat) the calling thread has used.
+fn own_cpu() -> u64 {
+    std::fs::read_to_string("/proc/thread-self/schedstat")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
 }
 
 /// CPU time (ns, from schedstat) of each live thread of this process named one of
@@ -110,6 +126,18 @@ fn cpu_per_call(samples: &[Sample]) -> Vec<(&'static str, f64)> {
     out
 }
 
+/// The sum of per-thread CPU figures.
+fn total(per_thread: &[(&'static str, f64)]) -> f64 {
+    per_thread.iter().map(|(_, v)| v).sum()
+}
+
+/// Client CPU µs per call over the pooled rounds.
+fn client_per_call(samples: &[Sample]) -> f64 {
+    let calls: u64 = samples.iter().map(|s| s.calls).sum();
+    let ns: u64 = samples.iter().map(|s| s.client).sum();
+    ns as f64 / (calls.max(1) as f64 * 1e3)
+}
+
 /// Pools the rounds of one side: total calls over total measured time, and the
 /// percentiles of every latency.
 fn summarize(samples: Vec<Sample>) -> Result {
@@ -131,6 +159,7 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 /// measures completed calls and per-call latency.
 fn drive(socks: &[UnixDatagram], secs: f64, threads: &[&'static str]) -> Sample {
     let cpu_before = thread_cpu(threads);
+    let client_before = own_cpu();
     let mut poll = Poll::new().unwrap();
     let mut events = Events::with_capacity(1024);
     for (i, s) in socks.iter().enumerate() {
@@ -180,6 +209,7 @@ fn drive(socks: &[UnixDatagram], secs: f64, threads: &[&'static str]) -> Sample 
         secs,
         calls,
         cpu: cpu_between(&cpu_before, &thread_cpu(threads)),
+        client: own_cpu() - client_before,
     }
 }
 
@@ -217,7 +247,35 @@ impl Serving {
     }
 }
 
-fn warden_case(n: usize, secs: f64) -> Sample {
+/// Discards every record: the "audit off" reference row, which shows how much of
+/// the gap to the ceiling is the audit log's. Not a configuration warden offers.
+struct Discard;
+
+impl Recorder for Discard {
+    fn record(&mut self, _r: &warden::broker::Record<'_>) {}
+}
+
+/// Whether a warden case records into the audit log (the target) or discards
+/// (the reference row).
+#[derive(Clone, Copy, PartialEq)]
+enum Audit {
+    On,
+    Off,
+}
+
+fn warden_case(n: usize, secs: f64, audit: Audit) -> Sample {
+    match audit {
+        Audit::On => warden_case_with(n, secs, AuditRecorder::start, audit),
+        Audit::Off => warden_case_with(n, secs, |_| Discard, audit),
+    }
+}
+
+fn warden_case_with<R: Recorder + Send + 'static>(
+    n: usize,
+    secs: f64,
+    recorder: impl FnOnce(AuditLog) -> R,
+    audit: Audit,
+) -> Sample {
     let tmp = tempfile::tempdir().unwrap();
     let store = Store::open(tmp.path()).unwrap();
     {
@@ -235,14 +293,14 @@ fn warden_case(n: usize, secs: f64) -> Sample {
         }
         tx.commit().unwrap();
     }
-    let audit = AuditLog::open(AuditConfig::new(tmp.path().join("audit.log"))).unwrap();
+    let log = AuditLog::open(AuditConfig::new(tmp.path().join("audit.log"))).unwrap();
     let mut poll = Poll::new().unwrap();
     let waker = Arc::new(Waker::new(poll.registry(), WAKER).unwrap());
     let mut broker = Broker::new(
         poll.registry(),
         &store,
         Arc::clone(&waker),
-        AuditRecorder::start(audit),
+        recorder(log),
         2,
     )
     .unwrap();
@@ -298,13 +356,19 @@ fn warden_case(n: usize, secs: f64) -> Sample {
         assert!(buf[..n].starts_with(br#"{"type":"welcome""#));
         socks.push(s);
     }
-    let r = drive(&socks, secs, &["warden-loop", "warden-audit"]);
+    let threads: &[&'static str] = match audit {
+        Audit::On => &["warden-loop", "warden-audit"],
+        Audit::Off => &["warden-loop"],
+    };
+    let r = drive(&socks, secs, threads);
     server.stop();
-    let lines = std::fs::read_to_string(tmp.path().join("audit.log"))
-        .unwrap()
-        .lines()
-        .count();
-    assert!(lines >= r.lat.len(), "every call is audited: {lines} lines");
+    if audit == Audit::On {
+        let lines = std::fs::read_to_string(tmp.path().join("audit.log"))
+            .unwrap()
+            .lines()
+            .count();
+        assert!(lines >= r.lat.len(), "every call is audited: {lines} lines");
+    }
     r
 }
 
@@ -478,6 +542,7 @@ fn main() {
         "p99 ratio"
     );
     let mut verdicts = Vec::new();
+    let mut references = Vec::new();
     let mut cpu_rows = Vec::new();
     // WARDEN_BENCH_PLUGINS=16,128 runs only those cases (for profiling).
     let cases: Vec<usize> = std::env::var("WARDEN_BENCH_PLUGINS")
@@ -487,12 +552,21 @@ fn main() {
     for n in cases {
         // Interleaved rounds, pooled per side: both sides see the same spells of
         // noise on a shared machine.
-        let (mut ws, mut cs) = (Vec::new(), Vec::new());
+        // At 16 plugins a third side, audit off, is the reference for how much
+        // of the gap is the audit log's.
+        let (mut ws, mut cs, mut offs) = (Vec::new(), Vec::new(), Vec::new());
         for _ in 0..rounds {
-            ws.push(warden_case(n, secs / rounds as f64));
+            ws.push(warden_case(n, secs / rounds as f64, Audit::On));
             cs.push(ceiling_case(n, secs / rounds as f64));
+            if n == 16 {
+                offs.push(warden_case(n, secs / rounds as f64, Audit::Off));
+            }
         }
-        cpu_rows.push((n, cpu_per_call(&ws), cpu_per_call(&cs)));
+        let (w_cpus, c_cpus) = (cpu_per_call(&ws), cpu_per_call(&cs));
+        let (w_cpu, c_cpu) = (total(&w_cpus), total(&c_cpus));
+        let (client, c_client) = (client_per_call(&ws), client_per_call(&cs));
+        let off_cpu = total(&cpu_per_call(&offs));
+        cpu_rows.push((n, w_cpus, c_cpus));
         let (w, c) = (summarize(ws), summarize(cs));
         let thr = w.calls_per_sec / c.calls_per_sec;
         let p99 = w.p99.as_secs_f64() / c.p99.as_secs_f64();
@@ -514,6 +588,31 @@ fn main() {
                 thr,
                 if thr >= 0.6 { "met" } else { "MISSED" }
             ));
+            let off = summarize(offs);
+            references.push(format!(
+                "audit off (records discarded; not a warden setting) at 16 plugins: {:.0}/s = {:.3}x ceiling, p99 {:.1} µs, loop CPU {:.2} µs/call",
+                off.calls_per_sec,
+                off.calls_per_sec / c.calls_per_sec,
+                off.p99.as_secs_f64() * 1e6,
+                off_cpu
+            ));
+            // Every call costs the client and the server CPU: how busy each side
+            // kept the machine, and how busy warden would have to keep it at
+            // 0.6x the ceiling's rate, at the CPU per call it measured.
+            let cpus = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+            let busy = |rate: f64, per_call: f64| rate * per_call / 1e6;
+            let w_call = client + w_cpu;
+            let (ceiling_busy, warden_busy, needed) = (
+                busy(c.calls_per_sec, c_client + c_cpu),
+                busy(w.calls_per_sec, w_call),
+                busy(0.6 * c.calls_per_sec, w_call),
+            );
+            references.push(format!(
+                "CPU at 16 plugins, {cpus} CPUs: the ceiling kept {ceiling_busy:.2} busy ({:.0}%, client {c_client:.2} + echo {c_cpu:.2} µs/call), warden {warden_busy:.2} ({:.0}%, client {client:.2} + server {w_cpu:.2} µs/call); 0.6x the ceiling's rate at warden's CPU per call needs {needed:.2} ({:.0}%)",
+                100.0 * ceiling_busy / cpus,
+                100.0 * warden_busy / cpus,
+                100.0 * needed / cpus
+            ));
         }
         if n == 128 {
             verdicts.push(format!(
@@ -526,13 +625,15 @@ fn main() {
     for v in verdicts {
         println!("target: {v}");
     }
+    for r in references {
+        println!("reference: {r}");
+    }
     // CPU per call is steadier than throughput on a shared machine: it says what
     // each call costs the server, whatever else runs.
     println!("server CPU per call (µs, over the whole drive, warm-up included):");
     for (n, w, c) in cpu_rows {
-        let total: f64 = w.iter().map(|(_, v)| v).sum();
         let parts: Vec<String> = w.iter().map(|(k, v)| format!("{k} {v:.2}")).collect();
-        let echo: f64 = c.iter().map(|(_, v)| v).sum();
+        let (total, echo) = (total(&w), total(&c));
         println!(
             "{n:>8} | warden {total:.2} ({}) | echo {echo:.2} | ratio {:.2}",
             parts.join(" + "),
