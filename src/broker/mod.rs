@@ -17,6 +17,7 @@ pub mod egress;
 pub mod files;
 pub mod handlers;
 pub mod ops;
+mod priority;
 pub mod protocol;
 pub mod ratelimit;
 mod record;
@@ -304,11 +305,15 @@ impl<R: Recorder> Broker<R> {
         if self.has_pending() {
             timeout = Some(Duration::ZERO);
         }
-        timeout = match (timeout, max_wait) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
-        match poll.poll(events, timeout) {
+        for limit in [max_wait, self.recorder.watch_within()] {
+            timeout = match (timeout, limit) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+        }
+        let polled = poll.poll(events, timeout);
+        self.recorder.watch();
+        match polled {
             Err(e) if e.kind() == io::ErrorKind::Interrupted => return Ok(()),
             other => other?,
         }

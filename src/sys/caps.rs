@@ -84,6 +84,32 @@ pub fn capset_empty() -> io::Result<()> {
     cvt(r as libc::c_int).map(drop)
 }
 
+/// Whether capability number `cap` is in the calling thread's effective set
+/// (`capget(2)`).
+pub fn effective_has(cap: u32) -> io::Result<bool> {
+    let mut hdr = CapHeader {
+        version: LINUX_CAPABILITY_VERSION_3,
+        pid: 0,
+    };
+    let mut data = [CapData {
+        effective: 0,
+        permitted: 0,
+        inheritable: 0,
+    }; 2];
+    // SAFETY: `hdr` is a version-3 header and `data` the writable two-element
+    // array that version 3 fills; both live on the stack for the call.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_capget,
+            &mut hdr as *mut CapHeader,
+            data.as_mut_ptr(),
+        )
+    };
+    cvt(r as libc::c_int)?;
+    let word = data.get((cap / 32) as usize).map_or(0, |d| d.effective);
+    Ok(word & (1 << (cap % 32)) != 0)
+}
+
 /// `prctl(PR_SET_NO_NEW_PRIVS, 1)`.
 pub fn set_no_new_privs() -> io::Result<()> {
     // SAFETY: prctl with integer arguments only.

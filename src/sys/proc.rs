@@ -73,6 +73,17 @@ pub fn setrlimit(resource: libc::__rlimit_resource_t, value: u64) -> io::Result<
     cvt(unsafe { libc::setrlimit(resource, &lim) }).map(drop)
 }
 
+/// `getrlimit(2)`: the soft limit.
+pub fn getrlimit(resource: libc::__rlimit_resource_t) -> io::Result<u64> {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `lim` is a valid, writable rlimit on the stack for the call.
+    cvt(unsafe { libc::getrlimit(resource, &mut lim) })?;
+    Ok(lim.rlim_cur)
+}
+
 /// `prctl(PR_SET_PDEATHSIG, sig)`.
 pub fn set_pdeathsig(sig: libc::c_int) -> io::Result<()> {
     // SAFETY: prctl with integer arguments only.
