@@ -112,7 +112,6 @@ impl Priority {
     }
 
     /// Whether idle priority may be used here.
-    #[cfg(test)]
     pub fn enabled(&self) -> bool {
         self.enabled.load(Ordering::Relaxed)
     }

@@ -219,6 +219,12 @@ impl AuditRecorder {
         }
     }
 
+    /// Whether the audit thread may run at idle CPU priority while decisions
+    /// stream in (it may come back: CAP_SYS_NICE or RLIMIT_NICE >= 20).
+    pub fn idle_priority(&self) -> bool {
+        self.shared.priority.enabled()
+    }
+
     /// Queues an event (launch, exit, ...) for the log.
     pub fn append(&self, e: Event) {
         self.push(Queued::Event(e, time::micros(SystemTime::now())));
