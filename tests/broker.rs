@@ -49,6 +49,57 @@ impl Log {
     }
 }
 
+/// A recorder that asks the loop to look at it every 10 ms, and counts the looks.
+#[derive(Clone, Default)]
+struct Watched(Arc<std::sync::atomic::AtomicUsize>);
+
+impl Recorder for Watched {
+    fn record(&mut self, _r: &Record<'_>) {}
+
+    fn watch_within(&self) -> Option<Duration> {
+        Some(Duration::from_millis(10))
+    }
+
+    fn watch(&self) {
+        self.0.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// An idle loop with no wait limit of its own still wakes for a recorder that
+/// asks to be watched (the audit recorder does while its thread runs at idle
+/// priority), and calls `watch` once per turn. Without that, `turn` would sleep
+/// until some event came.
+#[test]
+fn an_idle_loop_wakes_to_watch_a_recorder_that_asks() {
+    let state = tempfile::tempdir().unwrap();
+    let store = Store::open(state.path()).unwrap();
+    let mut poll = Poll::new().unwrap();
+    let waker = Arc::new(Waker::new(poll.registry(), WAKER).unwrap());
+    let watched = Watched::default();
+    let mut broker = Broker::new(
+        poll.registry(),
+        &store,
+        Arc::clone(&waker),
+        watched.clone(),
+        2,
+    )
+    .unwrap();
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut events = Events::with_capacity(16);
+        for _ in 0..5 {
+            broker
+                .turn(&mut poll, &mut events, WAKER, None, |_| {})
+                .unwrap();
+        }
+        done_tx.send(()).unwrap();
+    });
+    done_rx
+        .recv_timeout(Duration::from_secs(10))
+        .expect("five idle turns ended: the loop woke for the recorder");
+    assert_eq!(watched.0.load(Ordering::Relaxed), 5);
+}
+
 fn ctx(id: &str, declared: &[Capability], granted: &[Capability]) -> PluginContext {
     PluginContext {
         id: id.into(),
