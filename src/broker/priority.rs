@@ -137,7 +137,8 @@ impl Priority {
 /// Whether a thread of this process that moves to SCHED_IDLE may move back.
 fn may_return_to_normal() -> bool {
     crate::sys::caps::effective_has(CAP_SYS_NICE).unwrap_or(false)
-        || crate::sys::proc::getrlimit(libc::RLIMIT_NICE).is_ok_and(|l| l >= NICE_ZERO_RLIMIT)
+        || crate::sys::proc::getrlimit(libc::RLIMIT_NICE)
+            .is_ok_and(|l| l.rlim_cur >= NICE_ZERO_RLIMIT)
 }
 
 #[cfg(test)]

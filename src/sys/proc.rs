@@ -73,15 +73,15 @@ pub fn setrlimit(resource: libc::__rlimit_resource_t, value: u64) -> io::Result<
     cvt(unsafe { libc::setrlimit(resource, &lim) }).map(drop)
 }
 
-/// `getrlimit(2)`: the soft limit.
-pub fn getrlimit(resource: libc::__rlimit_resource_t) -> io::Result<u64> {
+/// `getrlimit(2)`: the soft and the hard limit.
+pub fn getrlimit(resource: libc::__rlimit_resource_t) -> io::Result<libc::rlimit> {
     let mut lim = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,
     };
     // SAFETY: `lim` is a valid, writable rlimit on the stack for the call.
     cvt(unsafe { libc::getrlimit(resource, &mut lim) })?;
-    Ok(lim.rlim_cur)
+    Ok(lim)
 }
 
 /// `prctl(PR_SET_PDEATHSIG, sig)`.
@@ -260,14 +260,7 @@ pub fn signalfd(set: &libc::sigset_t) -> io::Result<std::os::fd::OwnedFd> {
 
 /// Raises the soft `RLIMIT_NOFILE` to the hard limit; returns the new soft limit.
 pub fn raise_nofile() -> io::Result<u64> {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: `lim` is a writable rlimit on the stack for the duration of the call.
-    cvt(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) })?;
-    lim.rlim_cur = lim.rlim_max;
-    // SAFETY: `lim` is a valid rlimit on the stack for the duration of the call.
-    cvt(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) })?;
-    Ok(lim.rlim_cur)
+    let hard = getrlimit(libc::RLIMIT_NOFILE)?.rlim_max;
+    setrlimit(libc::RLIMIT_NOFILE, hard)?;
+    Ok(hard)
 }
