@@ -175,6 +175,13 @@ impl AuditShared {
         self.queue.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Promotes an idle-priority audit thread that is behind at `now_us`.
+    fn promote_if_behind(&self, q: &[Queued], now_us: i64) {
+        if self.priority.is_idle() && self.behind(q, now_us) {
+            self.priority.promote();
+        }
+    }
+
     /// Whether the audit thread is behind at `now_us`, given the queue `q` (read
     /// under its lock): the queue is long, or the oldest event not yet written
     /// (in the batch being written, else first in the queue) is old.
@@ -242,9 +249,7 @@ impl AuditRecorder {
         if q.len() == AUDIT_BATCH {
             s.wake.notify_one();
         }
-        if s.priority.is_idle() && s.behind(&q, now) {
-            s.priority.promote();
-        }
+        s.promote_if_behind(&q, now);
     }
 
     /// Writes everything queued, flushes and closes the log.
@@ -365,10 +370,7 @@ impl Recorder for AuditRecorder {
         let s = &*self.shared;
         if s.priority.is_idle() {
             let now = time::micros(SystemTime::now());
-            let q = s.lock_queue();
-            if s.behind(&q, now) {
-                s.priority.promote();
-            }
+            s.promote_if_behind(&s.lock_queue(), now);
         }
     }
 }
@@ -478,12 +480,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("audit.log");
         let mut rec = AuditRecorder::start(AuditLog::open(AuditConfig::new(&path)).unwrap());
-        if !rec.shared.priority.enabled() {
-            assert!(
-                std::env::var_os("WARDEN_TEST_STRICT").is_none() || crate::sys::socket::euid() != 0,
-                "root without CAP_SYS_NICE"
-            );
-            eprintln!("skipped: neither CAP_SYS_NICE nor RLIMIT_NICE >= 20");
+        if crate::broker::priority::unavailable_here(&rec.shared.priority) {
             return;
         }
         let stop = Arc::new(AtomicBool::new(false));
