@@ -64,12 +64,17 @@ struct Sample {
     client: u64,
 }
 
-/// CPU time (ns, from schedstat) the calling thread has used.
-fn own_cpu() -> u64 {
-    std::fs::read_to_string("/proc/thread-self/schedstat")
+/// CPU time (ns) a thread has used, from its `schedstat` file (0 if unreadable).
+fn schedstat_ns(path: &std::path::Path) -> u64 {
+    std::fs::read_to_string(path)
         .ok()
         .and_then(|s| s.split_whitespace().next()?.parse().ok())
         .unwrap_or(0)
+}
+
+/// CPU time (ns) the calling thread has used.
+fn own_cpu() -> u64 {
+    schedstat_ns("/proc/thread-self/schedstat".as_ref())
 }
 
 /// CPU time (ns, from schedstat) of each live thread of this process named one of
@@ -81,12 +86,7 @@ fn thread_cpu(names: &[&'static str]) -> Vec<(String, &'static str, u64)> {
         let Some(name) = names.iter().find(|n| **n == comm.trim_end()) else {
             continue;
         };
-        let stat = std::fs::read_to_string(task.path().join("schedstat")).unwrap_or_default();
-        let ns = stat
-            .split_whitespace()
-            .next()
-            .and_then(|n| n.parse::<u64>().ok())
-            .unwrap_or(0);
+        let ns = schedstat_ns(&task.path().join("schedstat"));
         out.push((task.file_name().to_string_lossy().into_owned(), *name, ns));
     }
     out
