@@ -137,7 +137,7 @@ pub fn encode_into(
     out.extend_from_slice(b",\"time\":\"");
     time::write(out, time_us);
     out.extend_from_slice(b"\",\"kind\":");
-    serde_json::to_writer(&mut *out, e.kind)?;
+    push_str(out, e.kind)?;
     let strings = [
         ("plugin", e.plugin),
         ("version", e.version),
@@ -152,7 +152,7 @@ pub fn encode_into(
             out.extend_from_slice(b",\"");
             out.extend_from_slice(key.as_bytes());
             out.extend_from_slice(b"\":");
-            serde_json::to_writer(&mut *out, v)?;
+            push_str(out, v)?;
         }
     }
     if let Some(d) = e.duration_us {
@@ -164,8 +164,22 @@ pub fn encode_into(
         serde_json::to_writer(&mut *out, x)?;
     }
     out.extend_from_slice(b",\"prev\":");
-    serde_json::to_writer(&mut *out, prev)?;
+    push_str(out, prev)?;
     out.push(b'}');
+    Ok(())
+}
+
+/// Appends `v` as a JSON string, escaped exactly as serde_json escapes it. Most
+/// values (ids, versions, hashes, op names) need no escape and are copied as they
+/// are, which is what serde_json would write for them.
+fn push_str(out: &mut Vec<u8>, v: &str) -> Result<(), serde_json::Error> {
+    if v.bytes().any(|b| b < 0x20 || b == b'"' || b == b'\\') {
+        return serde_json::to_writer(&mut *out, v);
+    }
+    out.reserve(v.len() + 2);
+    out.push(b'"');
+    out.extend_from_slice(v.as_bytes());
+    out.push(b'"');
     Ok(())
 }
 
@@ -385,6 +399,16 @@ mod tests {
                 String::from_utf8(encode(u64::MAX, -1, &f, ZERO_HASH).unwrap()).unwrap(),
                 String::from_utf8(want).unwrap()
             );
+        }
+    }
+
+    #[test]
+    fn push_str_escapes_every_ascii_byte_as_serde_does() {
+        for b in 0u8..=0x7f {
+            let v = format!("a{}b", b as char);
+            let mut out = Vec::new();
+            push_str(&mut out, &v).unwrap();
+            assert_eq!(out, serde_json::to_vec(&v).unwrap(), "byte {b:#x}");
         }
     }
 
