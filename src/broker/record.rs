@@ -284,8 +284,12 @@ fn drain(s: &AuditShared, mut log: AuditLog) -> Result<(), String> {
         msg
     };
     let mut busy = false;
+    // The batch's buffer, emptied and handed back to the queue for the loop to
+    // fill next: the loop then neither regrows a queue from nothing (moving every
+    // queued event at each doubling) nor frees on this thread what it allocated.
+    let mut spare: Vec<Queued> = Vec::new();
     loop {
-        let batch = {
+        let mut batch = {
             let mut q = s.queue.lock().unwrap_or_else(|p| p.into_inner());
             if q.len() < AUDIT_BATCH && !s.stop.load(Ordering::Acquire) {
                 // Sleep for a tick while busy, else until what is buffered is due.
@@ -297,7 +301,7 @@ fn drain(s: &AuditShared, mut log: AuditLog) -> Result<(), String> {
                     .unwrap_or_else(|p| p.into_inner())
                     .0;
             }
-            let batch = std::mem::take(&mut *q);
+            let batch = std::mem::replace(&mut *q, std::mem::take(&mut spare));
             s.writing_since
                 .store(batch.first().map_or(0, Queued::time_us), Ordering::Relaxed);
             if batch.len() >= AUDIT_QUEUE_MAX {
@@ -321,6 +325,12 @@ fn drain(s: &AuditShared, mut log: AuditLog) -> Result<(), String> {
             }
         }
         s.writing_since.store(0, Ordering::Relaxed);
+        batch.clear();
+        if batch.capacity() > AUDIT_BATCH {
+            // A backlog's buffer is not kept for a stream that has caught up.
+            batch.shrink_to(AUDIT_BATCH);
+        }
+        spare = batch;
         let empty = s.queue.lock().unwrap_or_else(|p| p.into_inner()).is_empty();
         if s.stop.load(Ordering::Acquire) && empty {
             // One sync for everything at the end.
