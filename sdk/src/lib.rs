@@ -206,7 +206,10 @@ struct Shared {
 
 impl Shared {
     fn send(&self, msg: &Value) -> Result<(), Error> {
-        let bytes = serde_json::to_vec(msg).map_err(channel)?;
+        self.send_bytes(serde_json::to_vec(msg).map_err(channel)?)
+    }
+
+    fn send_bytes(&self, bytes: Vec<u8>) -> Result<(), Error> {
         if bytes.len() > MAX_MESSAGE {
             return Err(Error::TooLarge(format!(
                 "message is {} bytes, the limit is {MAX_MESSAGE}",
@@ -372,10 +375,7 @@ impl Client {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .insert(id, tx);
-        if let Err(e) = self
-            .shared
-            .send(&json!({"type": "call", "id": id, "op": op, "args": args}))
-        {
+        if let Err(e) = self.shared.send_bytes(call_message(id, op, &args)?) {
             self.shared
                 .waiting
                 .lock()
@@ -635,5 +635,31 @@ fn read_loop(shared: &Shared, mut buf: Vec<u8>) {
             }
             _ => {}
         }
+    }
+}
+
+/// A call as bytes, its fields in the order docs/protocol.md shows
+/// (`type`, `id`, `op`, `args`) whatever serde_json's map order: warden reads
+/// that shape without its general decoder.
+fn call_message(id: u64, op: &str, args: &Value) -> Result<Vec<u8>, Error> {
+    let mut bytes = format!(r#"{{"type":"call","id":{id},"op":"#).into_bytes();
+    serde_json::to_writer(&mut bytes, op).map_err(channel)?;
+    bytes.extend_from_slice(br#","args":"#);
+    serde_json::to_writer(&mut bytes, args).map_err(channel)?;
+    bytes.push(b'}');
+    Ok(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn calls_are_written_in_the_documented_field_order() {
+        let bytes = call_message(7, "kv.get", &json!({ "key": "k\"" })).unwrap();
+        assert_eq!(
+            String::from_utf8(bytes).unwrap(),
+            r#"{"type":"call","id":7,"op":"kv.get","args":{"key":"k\""}}"#
+        );
     }
 }

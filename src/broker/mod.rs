@@ -15,6 +15,7 @@ mod cache;
 mod dispatch;
 pub mod egress;
 pub mod files;
+pub mod fuzz;
 pub mod handlers;
 pub mod ops;
 mod priority;
