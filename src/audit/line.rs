@@ -95,9 +95,15 @@ pub fn hex(bytes: &[u8]) -> String {
 fn push_hex(s: &mut String, bytes: &[u8]) {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
     s.reserve(bytes.len() * 2);
-    for b in bytes {
-        s.push(DIGITS[usize::from(b >> 4)] as char);
-        s.push(DIGITS[usize::from(b & 0xf)] as char);
+    // A digest's worth at a time through a buffer on the stack.
+    for chunk in bytes.chunks(32) {
+        let mut out = [0u8; 64];
+        for (pair, b) in out.chunks_exact_mut(2).zip(chunk) {
+            pair[0] = DIGITS[usize::from(b >> 4)];
+            pair[1] = DIGITS[usize::from(b & 0xf)];
+        }
+        let out = &out[..chunk.len() * 2];
+        s.push_str(std::str::from_utf8(out).expect("hex digits are ASCII"));
     }
 }
 
@@ -173,7 +179,11 @@ pub fn encode_into(
 /// values (ids, versions, hashes, op names) need no escape and are copied as they
 /// are, which is what serde_json would write for them.
 fn push_str(out: &mut Vec<u8>, v: &str) -> Result<(), serde_json::Error> {
-    if v.bytes().any(|b| b < 0x20 || b == b'"' || b == b'\\') {
+    // Every byte is looked at (no early exit), which the compiler vectorises.
+    let needs_escape = v.bytes().fold(false, |acc, b| {
+        acc | (b < 0x20) | (b == b'"') | (b == b'\\')
+    });
+    if needs_escape {
         return serde_json::to_writer(&mut *out, v);
     }
     out.reserve(v.len() + 2);
@@ -399,6 +409,15 @@ mod tests {
                 String::from_utf8(encode(u64::MAX, -1, &f, ZERO_HASH).unwrap()).unwrap(),
                 String::from_utf8(want).unwrap()
             );
+        }
+    }
+
+    #[test]
+    fn hex_of_any_length() {
+        let bytes: Vec<u8> = (0..=255u8).rev().collect();
+        for n in [0, 1, 31, 32, 33, 64, 70, 256] {
+            let want: String = bytes[..n].iter().map(|b| format!("{b:02x}")).collect();
+            assert_eq!(hex(&bytes[..n]), want);
         }
     }
 
