@@ -56,6 +56,14 @@ use workers::{Job, Pool, Work};
 const READ_BUDGET: usize = 2;
 // `read` receives one batch of two buffers: the budget is that batch.
 const _: () = assert!(READ_BUDGET == 2);
+/// Replies held back within a turn go out once this many plugins have one
+/// waiting, not only at the turn's end: a plugin with several calls in the batch
+/// still gets its replies in one wake-up, and no reply waits for a whole turn's
+/// worth of other plugins. Measured with `cargo bench --bench broker`, 4 runs
+/// each: p99 at 128 plugins 1.42-1.49 ms against 1.66-1.87 ms when held to the
+/// turn's end; 1 (never holding back) cost a quarter of the calls/s at 128
+/// plugins and doubled p99 at 16.
+const FLUSH_EVERY: usize = 8;
 /// Replies queued for a plugin that does not read them before its channel closes.
 const MAX_QUEUED: usize = 1024;
 /// Recent events kept per plugin for `audit.query`.
@@ -329,6 +337,9 @@ impl<R: Recorder> Broker<R> {
                     ev.is_readable() || ev.is_read_closed(),
                     ev.is_writable(),
                 );
+                if self.dirty.len() >= FLUSH_EVERY {
+                    self.flush_dirty();
+                }
             } else {
                 other(ev);
             }
@@ -616,8 +627,14 @@ impl<R: Recorder> Broker<R> {
 
     /// Sends the replies held back in this turn.
     fn flush_dirty(&mut self) {
-        for token in std::mem::take(&mut self.dirty) {
+        let mut dirty = std::mem::take(&mut self.dirty);
+        for &token in &dirty {
             self.flush(token);
+        }
+        // The list's buffer is kept for the next batch (flushing adds nothing).
+        dirty.clear();
+        if self.dirty.is_empty() {
+            self.dirty = dirty;
         }
     }
 
