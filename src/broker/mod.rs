@@ -62,7 +62,7 @@ const _: () = assert!(READ_BUDGET == 2);
 /// worth of other plugins. Measured with `cargo bench --bench broker`, 4 runs
 /// each: p99 at 128 plugins 1.42-1.49 ms against 1.66-1.87 ms when held to the
 /// turn's end; 1 (never holding back) cost a quarter of the calls/s at 128
-/// plugins and doubled p99 at 16.
+/// plugins and raised p99 at 16 about 2-3x.
 const FLUSH_EVERY: usize = 8;
 /// Replies queued for a plugin that does not read them before its channel closes.
 const MAX_QUEUED: usize = 1024;
