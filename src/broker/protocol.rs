@@ -119,8 +119,7 @@ struct Envelope<'a> {
 /// everything else, valid or not, goes through [`decode_general`], which gives the
 /// same result for every message `plain_call` accepts.
 pub fn decode(bytes: &[u8]) -> Result<Incoming<'_>, DecodeError> {
-    let text = std::str::from_utf8(bytes)
-        .map_err(|e| DecodeError::Framing(format!("message is not UTF-8: {e}")))?;
+    let text = utf8(bytes)?;
     match plain_call(text) {
         Some(call) => Ok(call),
         None => decode_text(text),
@@ -130,9 +129,13 @@ pub fn decode(bytes: &[u8]) -> Result<Incoming<'_>, DecodeError> {
 /// [`decode`] through the general decoder only (the fuzz target checks that both
 /// agree).
 pub fn decode_general(bytes: &[u8]) -> Result<Incoming<'_>, DecodeError> {
-    let text = std::str::from_utf8(bytes)
-        .map_err(|e| DecodeError::Framing(format!("message is not UTF-8: {e}")))?;
-    decode_text(text)
+    decode_text(utf8(bytes)?)
+}
+
+/// A datagram as text; anything but UTF-8 is a framing violation.
+fn utf8(bytes: &[u8]) -> Result<&str, DecodeError> {
+    std::str::from_utf8(bytes)
+        .map_err(|e| DecodeError::Framing(format!("message is not UTF-8: {e}")))
 }
 
 /// A call written exactly as `{"type":"call","id":N,"op":"NAME"}` or
