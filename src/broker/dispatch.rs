@@ -95,7 +95,7 @@ impl<R: Recorder> Broker<R> {
         token: Token,
         id: u64,
         name: &str,
-        args: Option<&serde_json::value::RawValue>,
+        args: Option<protocol::Args<'_>>,
         started: Instant,
     ) {
         let conn = self.conns.get_mut(&token).expect("live");

@@ -27,6 +27,13 @@ pub fn one(data: &[u8]) {
     let Ok(Incoming::Call { args, .. }) = fast else {
         return;
     };
+    // The plain `{"key":"..."}` reading gives what the strict parse gives.
+    assert_eq!(
+        format!("{:?}", handlers::key_arg(args)),
+        format!("{:?}", handlers::key_arg_parsed(args)),
+        "key_arg and the strict parse disagree on {:?}",
+        String::from_utf8_lossy(data)
+    );
     let stats = Counters::default();
     let recent = VecDeque::new();
     let caller = Caller {
@@ -102,12 +109,21 @@ mod tests {
         }
     }
 
-    /// Every one-byte deletion, replacement and insertion of a plain call, and
-    /// the call cut short, decode alike both ways and never panic.
+    /// Every one-byte deletion, replacement and insertion of two plain calls (a
+    /// put and a get), and each call cut short, decode alike both ways, read the
+    /// key alike both ways, and never panic.
     #[test]
     fn mutated_calls_decode_alike() {
-        let base = br#"{"type":"call","id":12,"op":"kv.put","args":{"key":"k","value":"v"}}"#;
         let bytes: &[u8] = b"{}[]\":,0123456789 -.eE\\u\x00\xff}a";
+        for base in [
+            &br#"{"type":"call","id":12,"op":"kv.put","args":{"key":"k","value":"v"}}"#[..],
+            br#"{"type":"call","id":3,"op":"kv.get","args":{"key":"greeting"}}"#,
+        ] {
+            mutate(base, bytes);
+        }
+    }
+
+    fn mutate(base: &[u8], bytes: &[u8]) {
         for i in 0..base.len() {
             let mut cut = base.to_vec();
             cut.remove(i);

@@ -3,13 +3,12 @@
 //! block are returned as work for the pool instead of being run here.
 
 use serde::Deserialize;
-use serde_json::value::RawValue;
 use serde_json::{json, Value};
 
 use super::egress::{self, guard, DialRequest, Egress};
 use super::files::{self, FileRoot};
 use super::ops::Provider;
-use super::protocol::{self, CallError, ErrorCode};
+use super::protocol::{self, Args, CallError, ErrorCode};
 use super::workers::Work;
 use crate::bundle::Capability;
 use crate::store::kv::Quota;
@@ -91,6 +90,21 @@ struct KeyArgs {
     key: String,
 }
 
+/// The `key` of `kv.get` and `kv.delete`: the SDK's `{"key":"..."}` read as it
+/// is, anything else strictly parsed (the same key or error either way; the fuzz
+/// target checks that against [`key_arg_parsed`]).
+pub(super) fn key_arg(args: Option<Args<'_>>) -> Result<String, CallError> {
+    match protocol::sole_string(args, "key") {
+        Some(key) => Ok(key.to_owned()),
+        None => key_arg_parsed(args),
+    }
+}
+
+/// [`key_arg`] through the strict parser only.
+pub(super) fn key_arg_parsed(args: Option<Args<'_>>) -> Result<String, CallError> {
+    Ok(protocol::args::<KeyArgs>(args)?.key)
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct PutArgs {
@@ -142,7 +156,7 @@ struct OpenArgs {
 }
 
 /// Runs (or prepares) `provider` for one call.
-pub fn handle(provider: Provider, args: Option<&RawValue>, caller: &Caller<'_>) -> Outcome {
+pub fn handle(provider: Provider, args: Option<Args<'_>>, caller: &Caller<'_>) -> Outcome {
     match run(provider, args, caller) {
         Ok(outcome) => outcome,
         Err(e) => Outcome::Now(Err(e)),
@@ -151,19 +165,19 @@ pub fn handle(provider: Provider, args: Option<&RawValue>, caller: &Caller<'_>) 
 
 fn run(
     provider: Provider,
-    args: Option<&RawValue>,
+    args: Option<Args<'_>>,
     caller: &Caller<'_>,
 ) -> Result<Outcome, CallError> {
     Ok(match provider {
         Provider::KvGet => {
-            let a: KeyArgs = protocol::args(args)?;
-            check_key(&a.key)?;
-            Outcome::Queued(Work::Get { key: a.key })
+            let key = key_arg(args)?;
+            check_key(&key)?;
+            Outcome::Queued(Work::Get { key })
         }
         Provider::KvDelete => {
-            let a: KeyArgs = protocol::args(args)?;
-            check_key(&a.key)?;
-            Outcome::Queued(Work::Delete { key: a.key })
+            let key = key_arg(args)?;
+            check_key(&key)?;
+            Outcome::Queued(Work::Delete { key })
         }
         Provider::KvPut => {
             let a: PutArgs = protocol::args(args)?;
@@ -397,9 +411,9 @@ mod tests {
     }
 
     fn now_err(p: Provider, args: &str) -> CallError {
-        let raw = RawValue::from_string(args.to_owned()).unwrap();
+        let raw = Args::parse(args).unwrap();
         let r = std::collections::VecDeque::new();
-        match handle(p, Some(&raw), &caller(&r)) {
+        match handle(p, Some(raw), &caller(&r)) {
             Outcome::Now(Err(e)) | Outcome::Refused(e, _) => e,
             _ => panic!("{args}: expected an immediate error"),
         }

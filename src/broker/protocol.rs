@@ -78,11 +78,28 @@ pub enum Incoming<'a> {
     Call {
         id: u64,
         op: Cow<'a, str>,
-        args: Option<&'a RawValue>,
+        args: Option<Args<'a>>,
     },
     Pong {
         seq: u64,
     },
+}
+
+/// The text of a call's `args`, as the plugin sent it: a JSON value the decoder
+/// has checked is well-formed (each op then reads it strictly, see [`args`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Args<'a>(&'a str);
+
+impl<'a> Args<'a> {
+    /// `text` as arguments, if it is well-formed JSON.
+    pub fn parse(text: &'a str) -> Option<Args<'a>> {
+        serde_json::from_str::<&RawValue>(text).ok()?;
+        Some(Args(text))
+    }
+
+    pub fn get(self) -> &'a str {
+        self.0
+    }
 }
 
 /// Why a datagram could not be decoded.
@@ -163,7 +180,10 @@ fn plain_call(text: &str) -> Option<Incoming<'_>> {
             if !raw.starts_with('{') || !raw.ends_with('}') {
                 return None;
             }
-            Some(serde_json::from_str::<&RawValue>(raw).ok()?)
+            if !flat_strings(raw) {
+                serde_json::from_str::<&RawValue>(raw).ok()?;
+            }
+            Some(Args(raw))
         }
     };
     Some(Incoming::Call {
@@ -171,6 +191,52 @@ fn plain_call(text: &str) -> Option<Incoming<'_>> {
         op: Cow::Borrowed(op),
         args,
     })
+}
+
+/// Whether `raw` is `{}` or `{"K":"V",...}` with no whitespace and every key and
+/// value a string without escapes or control characters: well-formed JSON by
+/// construction, so the SDK's usual arguments need no parser to check them.
+fn flat_strings(raw: &str) -> bool {
+    let Some(inner) = raw.strip_prefix('{').and_then(|r| r.strip_suffix('}')) else {
+        return false;
+    };
+    let mut rest = inner.as_bytes();
+    while !rest.is_empty() {
+        let Some(after_key) = plain_string(rest).and_then(|r| r.strip_prefix(b":")) else {
+            return false;
+        };
+        match plain_string(after_key) {
+            Some([]) => return true,
+            Some([b',', more @ ..]) if !more.is_empty() => rest = more,
+            _ => return false,
+        }
+    }
+    true
+}
+
+/// `"..."` without escapes or control characters at the start of `b`: what
+/// follows it.
+fn plain_string(b: &[u8]) -> Option<&[u8]> {
+    let body = b.strip_prefix(b"\"")?;
+    let end = body
+        .iter()
+        .position(|&c| c == b'"' || c == b'\\' || c < 0x20)?;
+    (body[end] == b'"').then(|| &body[end + 1..])
+}
+
+/// The string `S` when `args` is exactly `{"NAME":"S"}` with `S` free of escapes
+/// and control characters: the arguments the SDK writes for a one-string op, read
+/// without a parser (a strict parse of the same text gives the same `S`).
+pub fn sole_string<'a>(args: Option<Args<'a>>, name: &str) -> Option<&'a str> {
+    let s = args?
+        .0
+        .strip_prefix("{\"")?
+        .strip_prefix(name)?
+        .strip_prefix("\":\"")?
+        .strip_suffix("\"}")?;
+    s.bytes()
+        .all(|c| c != b'"' && c != b'\\' && c >= 0x20)
+        .then_some(s)
 }
 
 /// The general strict decoder, for any message.
@@ -213,7 +279,7 @@ fn decode_text(text: &str) -> Result<Incoming<'_>, DecodeError> {
             Ok(Incoming::Call {
                 id,
                 op,
-                args: env.args,
+                args: env.args.map(|a| Args(a.get())),
             })
         }
         "hello" => {
@@ -259,8 +325,8 @@ fn classify(text: &str, e: serde_json::Error) -> DecodeError {
 
 /// Decodes a call's `args` into the op's own argument type (strict: unknown fields
 /// refused), turning failures into `bad_request`.
-pub fn args<'a, T: Deserialize<'a>>(args: Option<&'a RawValue>) -> Result<T, CallError> {
-    let text = args.map_or("{}", RawValue::get);
+pub fn args<'a, T: Deserialize<'a>>(args: Option<Args<'a>>) -> Result<T, CallError> {
+    let text = args.map_or("{}", Args::get);
     serde_json::from_str(text)
         .map_err(|e| CallError::new(ErrorCode::BadRequest, format!("args: {e}")))
 }
@@ -393,6 +459,42 @@ mod tests {
     }
 
     #[test]
+    fn flat_arguments_are_read_without_a_parser_and_only_those() {
+        for flat in [
+            "{}",
+            r#"{"key":"greeting"}"#,
+            r#"{"key":"k","value":"v, with {braces} and : colons"}"#,
+            r#"{"key":"café 😀"}"#,
+            r#"{"":""}"#,
+        ] {
+            assert!(flat_strings(flat), "{flat}");
+            assert!(Args::parse(flat).is_some(), "{flat}");
+        }
+        for other in [
+            r#"{ "key":"k"}"#,
+            r#"{"key":"a"b"}"#,
+            r#"{"key":"a
+b"}"#,
+            "{\"key\":\"a\tb\"}",
+            r#"{"key":"k",}"#,
+            r#"{"key":"k""value":"v"}"#,
+            r#"{"key":5}"#,
+            r#"{"key"}"#,
+            r#"{"key":"k"} "#,
+            r#"{"key":"k"#,
+            "{",
+        ] {
+            assert!(!flat_strings(other), "{other}");
+        }
+        let key = |t: &'static str| sole_string(Args::parse(t), "key");
+        assert_eq!(key(r#"{"key":"greeting"}"#), Some("greeting"));
+        assert_eq!(key(r#"{"key":"a\"b"}"#), None);
+        assert_eq!(key(r#"{"key":"k","value":"v"}"#), None);
+        assert_eq!(key(r#"{"keys":"k"}"#), None);
+        assert_eq!(key(r#"{"key":"k"} "#), None);
+    }
+
+    #[test]
     fn value_reply_is_the_reply_encoding() {
         for (id, v) in [(0, ""), (7, "plain"), (u64::MAX, "q\"\\\n\u{1}é😀")] {
             let value = serde_json::json!({ "value": v });
@@ -470,8 +572,8 @@ mod tests {
             #[allow(dead_code)]
             key: String,
         }
-        let raw = RawValue::from_string(r#"{"key":"k","x":1}"#.into()).unwrap();
-        let e = args::<A>(Some(&raw)).unwrap_err();
+        let raw = Args::parse(r#"{"key":"k","x":1}"#).unwrap();
+        let e = args::<A>(Some(raw)).unwrap_err();
         assert_eq!(e.code, ErrorCode::BadRequest);
         assert!(args::<A>(None).is_err());
     }
