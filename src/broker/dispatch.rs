@@ -164,54 +164,67 @@ impl<R: Recorder> Broker<R> {
             Outcome::Refused(e, extra) => {
                 self.reply_full(token, id, op.name, cap, started, Err(e), None, Some(&extra))
             }
-            Outcome::Queued(work) => {
+            Outcome::Get(key) => {
                 if !self.caches.contains_key(&*conn.ns) {
                     self.caches.insert(Arc::clone(&conn.ns), KvCache::default());
                 }
                 let cache = self.caches.get_mut(&*conn.ns).expect("inserted above");
-                let fill = match &work {
-                    Work::Get { key } => match cache.get(key) {
-                        // A hit is answered here, its reply written straight from
-                        // the cached string.
-                        Some(Some(v)) => {
-                            let msg = protocol::value_reply(id, v);
-                            self.send(token, msg, None);
-                            let allowed = Ok(Value::Null);
-                            return self.audit(
-                                token,
-                                "host_call",
-                                op.name,
-                                cap,
-                                started,
-                                &allowed,
-                                None,
-                            );
-                        }
-                        Some(None) => {
-                            let e = CallError::new(ErrorCode::NotFound, format!("no key {key:?}"));
-                            return self.reply(token, id, op.name, cap, started, Err(e));
-                        }
-                        None => Some((key.clone(), cache.generation())),
-                    },
-                    Work::Put { key, .. } | Work::Delete { key } => {
-                        cache.invalidate(key);
-                        None
+                match cache.get(&key) {
+                    // A hit is answered here, its reply written straight from the
+                    // cached string.
+                    Some(Some(v)) => {
+                        let msg =
+                            protocol::value_reply(self.spare.pop().unwrap_or_default(), id, v);
+                        self.send(token, msg, None);
+                        let allowed = Ok(Value::Null);
+                        self.audit(token, "host_call", op.name, cap, started, &allowed, None);
                     }
-                    Work::List { .. } | Work::Dial(_) | Work::Open { .. } => None,
-                };
-                let deadline = started + conn.ctx.call_timeout;
-                conn.in_flight.insert(id, InFlight { op, started, fill });
-                self.deadlines
-                    .push(std::cmp::Reverse((deadline, token, id)));
-                let ns = Arc::clone(&conn.ns);
-                self.pool.submit(Job {
-                    token,
-                    call: id,
-                    ns,
-                    work,
-                });
+                    Some(None) => {
+                        let e = CallError::new(ErrorCode::NotFound, format!("no key {key:?}"));
+                        self.reply(token, id, op.name, cap, started, Err(e));
+                    }
+                    None => {
+                        let key = key.into_owned();
+                        let fill = Some((key.clone(), cache.generation()));
+                        self.queue(token, id, op, started, Work::Get { key }, fill);
+                    }
+                }
+            }
+            Outcome::Queued(work) => {
+                if let Work::Put { key, .. } | Work::Delete { key } = &work {
+                    if let Some(cache) = self.caches.get_mut(&*conn.ns) {
+                        cache.invalidate(key);
+                    }
+                }
+                self.queue(token, id, op, started, work, None);
             }
         }
+    }
+
+    /// Hands `work` to the pool; its result comes back through the waker, and is
+    /// put in the read cache (`fill`: key and the cache generation at submission)
+    /// when it is a read.
+    fn queue(
+        &mut self,
+        token: Token,
+        id: u64,
+        op: &'static ops::Op,
+        started: Instant,
+        work: Work,
+        fill: Option<(String, u64)>,
+    ) {
+        let conn = self.conns.get_mut(&token).expect("live");
+        let deadline = started + conn.ctx.call_timeout;
+        conn.in_flight.insert(id, InFlight { op, started, fill });
+        self.deadlines
+            .push(std::cmp::Reverse((deadline, token, id)));
+        let ns = Arc::clone(&conn.ns);
+        self.pool.submit(Job {
+            token,
+            call: id,
+            ns,
+            work,
+        });
     }
 
     pub(super) fn reply(
@@ -253,7 +266,7 @@ impl<R: Recorder> Broker<R> {
                 error: Some(e),
             },
         }
-        .encode();
+        .encode_into(self.buffer());
         self.send(token, msg, fd);
         self.audit(token, "host_call", op, cap, started, &result, extra);
     }

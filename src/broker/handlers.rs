@@ -2,6 +2,8 @@
 //! sizes, ranges) even though dispatch already checked the capability; ops that can
 //! block are returned as work for the pool instead of being run here.
 
+use std::borrow::Cow;
+
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -27,10 +29,13 @@ pub const MAX_LOG_FIELD_VALUE: usize = 1024;
 pub const MAX_AUDIT_QUERY: usize = 256;
 
 /// What a handler decided.
-pub enum Outcome {
+pub enum Outcome<'a> {
     Now(Result<Value, CallError>),
     /// Refused at once, with extra fields for the audit event (e.g. a dial's host).
     Refused(CallError, serde_json::Map<String, Value>),
+    /// A `kv.get` of this checked key: answered from the loop's read cache, or
+    /// queued as [`Work::Get`] (the key is copied only then).
+    Get(Cow<'a, str>),
     Queued(Work),
 }
 
@@ -93,10 +98,10 @@ struct KeyArgs {
 /// The `key` of `kv.get` and `kv.delete`: the SDK's `{"key":"..."}` read as it
 /// is, anything else strictly parsed (the same key or error either way; the fuzz
 /// target checks that against [`key_arg_parsed`]).
-pub(super) fn key_arg(args: Option<Args<'_>>) -> Result<String, CallError> {
+pub(super) fn key_arg(args: Option<Args<'_>>) -> Result<Cow<'_, str>, CallError> {
     match protocol::sole_string(args, "key") {
-        Some(key) => Ok(key.to_owned()),
-        None => key_arg_parsed(args),
+        Some(key) => Ok(Cow::Borrowed(key)),
+        None => key_arg_parsed(args).map(Cow::Owned),
     }
 }
 
@@ -156,28 +161,30 @@ struct OpenArgs {
 }
 
 /// Runs (or prepares) `provider` for one call.
-pub fn handle(provider: Provider, args: Option<Args<'_>>, caller: &Caller<'_>) -> Outcome {
+pub fn handle<'a>(provider: Provider, args: Option<Args<'a>>, caller: &Caller<'_>) -> Outcome<'a> {
     match run(provider, args, caller) {
         Ok(outcome) => outcome,
         Err(e) => Outcome::Now(Err(e)),
     }
 }
 
-fn run(
+fn run<'a>(
     provider: Provider,
-    args: Option<Args<'_>>,
+    args: Option<Args<'a>>,
     caller: &Caller<'_>,
-) -> Result<Outcome, CallError> {
+) -> Result<Outcome<'a>, CallError> {
     Ok(match provider {
         Provider::KvGet => {
             let key = key_arg(args)?;
             check_key(&key)?;
-            Outcome::Queued(Work::Get { key })
+            Outcome::Get(key)
         }
         Provider::KvDelete => {
             let key = key_arg(args)?;
             check_key(&key)?;
-            Outcome::Queued(Work::Delete { key })
+            Outcome::Queued(Work::Delete {
+                key: key.into_owned(),
+            })
         }
         Provider::KvPut => {
             let a: PutArgs = protocol::args(args)?;
@@ -256,7 +263,7 @@ fn run(
 
 /// Validates a dial and checks the host against the allow-list; resolving,
 /// checking addresses and connecting happen on a worker.
-fn net_dial(a: DialArgs, caller: &Caller<'_>) -> Result<Outcome, CallError> {
+fn net_dial(a: DialArgs, caller: &Caller<'_>) -> Result<Outcome<'static>, CallError> {
     if a.host.len() > guard::MAX_HOST + 2 {
         return Err(too_large("host is longer than 253 characters"));
     }

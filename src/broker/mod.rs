@@ -66,6 +66,10 @@ const _: () = assert!(READ_BUDGET == 2);
 const FLUSH_EVERY: usize = 8;
 /// Replies queued for a plugin that does not read them before its channel closes.
 const MAX_QUEUED: usize = 1024;
+/// Sent messages' buffers kept for reuse: enough for a turn's replies to every
+/// plugin of a busy batch; each at most [`SPARE_CAPACITY`] bytes.
+const SPARE_BUFFERS: usize = 64;
+const SPARE_CAPACITY: usize = 4096;
 /// Recent events kept per plugin for `audit.query`.
 const RECENT: usize = handlers::MAX_AUDIT_QUERY;
 
@@ -217,6 +221,8 @@ pub struct Broker<R: Recorder> {
     /// Receive buffers, one per message of a batch ([`READ_BUDGET`]).
     buf: Vec<u8>,
     buf2: Vec<u8>,
+    /// Buffers of sent messages, kept for the next replies.
+    spare: Vec<Vec<u8>>,
 }
 
 impl<R: Recorder> Broker<R> {
@@ -248,6 +254,7 @@ impl<R: Recorder> Broker<R> {
             ping_seq: 0,
             buf: vec![0u8; MAX_MESSAGE],
             buf2: vec![0u8; MAX_MESSAGE],
+            spare: Vec::new(),
         })
     }
 
@@ -625,7 +632,7 @@ impl<R: Recorder> Broker<R> {
         if conn.outq.is_empty() {
             let fds: Vec<std::os::fd::BorrowedFd<'_>> = pass.iter().map(|f| f.as_fd()).collect();
             match seqpacket::send(fd.as_fd(), &msg, &fds) {
-                Ok(()) => return,
+                Ok(()) => return recycle(&mut self.spare, msg),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                 Err(e) => return self.close(token, format!("write failed: {e}")),
             }
@@ -635,6 +642,12 @@ impl<R: Recorder> Broker<R> {
         }
         conn.outq.push_back((msg, pass));
         want_write(&self.registry, token, conn, true);
+    }
+
+    /// An empty buffer for an outgoing message: one a sent message left behind
+    /// when there is one, so that a reply costs no allocation.
+    pub(super) fn buffer(&mut self) -> Vec<u8> {
+        self.spare.pop().unwrap_or_default()
     }
 
     /// Sends the replies held back in this turn.
@@ -661,7 +674,9 @@ impl<R: Recorder> Broker<R> {
             let fds: Vec<std::os::fd::BorrowedFd<'_>> = pass.iter().map(|f| f.as_fd()).collect();
             match seqpacket::send(fd.as_fd(), msg, &fds) {
                 Ok(()) => {
-                    conn.outq.pop_front();
+                    if let Some((msg, _)) = conn.outq.pop_front() {
+                        recycle(&mut self.spare, msg);
+                    }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     return want_write(&self.registry, token, conn, true);
@@ -670,6 +685,14 @@ impl<R: Recorder> Broker<R> {
             }
         }
         want_write(&self.registry, token, conn, false);
+    }
+}
+
+/// Keeps a sent message's buffer for the next reply (see [`Broker::buffer`]).
+fn recycle(spare: &mut Vec<Vec<u8>>, mut msg: Vec<u8>) {
+    if spare.len() < SPARE_BUFFERS && msg.capacity() <= SPARE_CAPACITY {
+        msg.clear();
+        spare.push(msg);
     }
 }
 

@@ -387,15 +387,24 @@ impl Default for Rate {
 
 impl Outgoing<'_> {
     pub fn encode(&self) -> Vec<u8> {
-        serde_json::to_vec(self).expect("outgoing messages always serialize")
+        self.encode_into(Vec::new())
+    }
+
+    /// [`Outgoing::encode`] into `out` (emptied first), to reuse its allocation.
+    pub fn encode_into(&self, mut out: Vec<u8>) -> Vec<u8> {
+        out.clear();
+        serde_json::to_writer(&mut out, self).expect("outgoing messages always serialize");
+        out
     }
 }
 
 /// The reply to a `kv.get` that found its value, `{"type":"reply","id":ID,
 /// "ok":{"value":VALUE}}`: the bytes [`Outgoing::Reply`] gives for that value,
 /// written without building a JSON value first (the cache-hit path).
-pub fn value_reply(id: u64, value: &str) -> Vec<u8> {
-    let mut out = Vec::with_capacity(48 + value.len());
+/// Written into `out` (emptied first), to reuse its allocation.
+pub fn value_reply(mut out: Vec<u8>, id: u64, value: &str) -> Vec<u8> {
+    out.clear();
+    out.reserve(48 + value.len());
     out.extend_from_slice(b"{\"type\":\"reply\",\"id\":");
     out.extend_from_slice(itoa::Buffer::new().format(id).as_bytes());
     out.extend_from_slice(b",\"ok\":{\"value\":");
@@ -504,7 +513,7 @@ b"}"#,
                 error: None,
             }
             .encode();
-            assert_eq!(value_reply(id, v), want);
+            assert_eq!(value_reply(b"stale".to_vec(), id, v), want);
         }
     }
 
