@@ -624,3 +624,41 @@ fn a_plugin_that_stops_reading_is_cut_off() {
     }
     assert!(closed, "a plugin that never reads must be cut off");
 }
+
+/// A `kv.get` sent while a `kv.put` of the same key is still being committed
+/// may read the value from before the put; that read must not stay in the
+/// loop's read cache once the put is acknowledged. After each put's reply, a get
+/// answers the value just written.
+#[test]
+fn a_read_that_overlaps_a_write_is_not_cached_past_it() {
+    let (_h, ends) = Harness::start(vec![ctx("p", &[KvRead, KvWrite], &[KvRead, KvWrite])]);
+    let s = &ends[0];
+    hello(s, "p");
+    let call = |id: u64, op: &str, args: String| {
+        format!(r#"{{"type":"call","id":{id},"op":"{op}","args":{args}}}"#)
+    };
+    let put = |id: u64, v: usize| call(id, "kv.put", format!(r#"{{"key":"k","value":"v{v}"}}"#));
+    let get = |id: u64| call(id, "kv.get", r#"{"key":"k"}"#.to_string());
+    send(s, put(1, 0).as_bytes());
+    assert!(recv(s).unwrap()["ok"].is_object());
+    for round in 1..=20usize {
+        let id = round as u64 * 10;
+        // The put and a get of the same key in flight together.
+        send(s, put(id, round).as_bytes());
+        send(s, get(id + 1).as_bytes());
+        let mut put_done = false;
+        for _ in 0..2 {
+            let m = recv(s).unwrap();
+            assert!(m.get("ok").is_some(), "round {round}: {m}");
+            put_done |= m["id"] == id;
+        }
+        assert!(put_done, "round {round}: the put was answered");
+        send(s, get(id + 2).as_bytes());
+        let m = recv(s).unwrap();
+        assert_eq!(
+            m["ok"]["value"],
+            format!("v{round}"),
+            "round {round}: a get after the put's reply answered {m}"
+        );
+    }
+}

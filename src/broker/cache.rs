@@ -1,10 +1,12 @@
 //! A bounded read cache for `kv.get`, one per KV namespace, so a hot key is
 //! answered from memory on the event loop instead of a round trip to a reader
-//! thread. Writes invalidate the key when they are submitted; a read result fills
-//! the cache only if no write to that namespace was submitted while it was in
-//! flight (a generation check), so the cache never holds a value older than the
-//! last write the plugin was told about. Over its byte budget the cache is simply
-//! emptied.
+//! thread. Writes invalidate the key when they are submitted and again when they
+//! complete; a read result fills the cache only if no write to that namespace was
+//! submitted while it was in flight (a generation check). A read submitted while
+//! an earlier write was still committing may fill the value from before it; the
+//! write's completion removes it before the plugin is told of the write. So the
+//! cache never holds a value older than the last write the plugin was told about.
+//! Over its byte budget the cache is simply emptied.
 
 use std::collections::HashMap;
 

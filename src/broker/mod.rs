@@ -397,6 +397,14 @@ impl<R: Recorder> Broker<R> {
     /// Delivers finished work (call after the waker fires).
     pub fn completions(&mut self) {
         for done in self.pool.take_done() {
+            if let Some((ns, key)) = &done.wrote {
+                // A read that overlapped this write may have cached the value
+                // from before it (a fill checks only for writes submitted while
+                // the read was out); the key is read afresh from now on.
+                if let Some(cache) = self.caches.get_mut(ns) {
+                    cache.invalidate(key);
+                }
+            }
             let Some(conn) = self.conns.get_mut(&done.token) else {
                 continue;
             };

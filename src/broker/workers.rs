@@ -80,6 +80,9 @@ pub struct Done {
     pub fd: Option<OwnedFd>,
     /// Extra fields for the call's audit event.
     pub audit: Option<Map<String, Value>>,
+    /// The namespace and key a write was for (committed or not): the loop drops
+    /// that key from its read cache, whether or not the call is still waited for.
+    pub wrote: Option<(Arc<str>, String)>,
 }
 
 impl Done {
@@ -90,6 +93,7 @@ impl Done {
             result,
             fd: None,
             audit: None,
+            wrote: None,
         }
     }
 }
@@ -307,6 +311,7 @@ fn io_worker(rx: Arc<Mutex<Receiver<Job>>>, out: Arc<Completions>) {
                     result: d.result,
                     fd: d.fd,
                     audit: Some(d.audit),
+                    wrote: None,
                 }
             }
             Work::Open { root, req } => {
@@ -317,6 +322,7 @@ fn io_worker(rx: Arc<Mutex<Receiver<Job>>>, out: Arc<Completions>) {
                     result: o.result,
                     fd: o.fd,
                     audit: Some(o.audit),
+                    wrote: None,
                 }
             }
             _ => Done::plain(
@@ -369,12 +375,16 @@ fn writer(mut conn: Lazy, rx: Receiver<Job>, out: Arc<Completions>) {
             Ok(c) => commit_group(c, &batch),
             Err(e) => batch.iter().map(|_| Err(e.clone())).collect(),
         };
-        out.push(
-            batch
-                .into_iter()
-                .zip(results)
-                .map(|(job, result)| Done::plain(job.token, job.call, result)),
-        );
+        out.push(batch.into_iter().zip(results).map(|(job, result)| {
+            let wrote = match job.work {
+                Work::Put { key, .. } | Work::Delete { key } => Some((job.ns, key)),
+                _ => None,
+            };
+            Done {
+                wrote,
+                ..Done::plain(job.token, job.call, result)
+            }
+        }));
     }
 }
 
