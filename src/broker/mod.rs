@@ -326,10 +326,10 @@ impl<R: Recorder> Broker<R> {
         max_wait: Option<Duration>,
         mut other: impl FnMut(&MioEvent),
     ) -> io::Result<()> {
-        let now = Instant::now();
+        // The clock is read only when some call has a deadline.
         let mut timeout = self
             .next_deadline()
-            .map(|d| d.saturating_duration_since(now));
+            .map(|d| d.saturating_duration_since(Instant::now()));
         if self.has_pending() {
             timeout = Some(Duration::ZERO);
         }
@@ -363,7 +363,9 @@ impl<R: Recorder> Broker<R> {
                 other(ev);
             }
         }
-        self.expire(Instant::now());
+        if self.next_deadline().is_some() {
+            self.expire(Instant::now());
+        }
         self.run_pending();
         self.deferring = false;
         self.flush_dirty();

@@ -64,6 +64,9 @@ pub trait Recorder {
 pub struct AuditRecorder {
     shared: Arc<AuditShared>,
     thread: Option<std::thread::JoinHandle<Result<(), String>>>,
+    /// Something was queued since the loop last called `watch`: that push
+    /// already checked whether the audit thread is behind.
+    pushed: std::cell::Cell<bool>,
 }
 
 /// Queued events at which the loop wakes the audit thread. Below it, the audit
@@ -223,6 +226,7 @@ impl AuditRecorder {
         AuditRecorder {
             shared,
             thread: Some(thread),
+            pushed: std::cell::Cell::new(false),
         }
     }
 
@@ -250,6 +254,7 @@ impl AuditRecorder {
             s.wake.notify_one();
         }
         s.promote_if_behind(&q, now);
+        self.pushed.set(true);
     }
 
     /// Writes everything queued, flushes and closes the log.
@@ -371,14 +376,17 @@ impl Recorder for AuditRecorder {
 
     /// While the audit thread is at idle priority the loop looks at it at least
     /// every [`PROMOTE_AGE`], so that a thread starved by busy CPUs is promoted
-    /// even when no new decision comes.
+    /// even when no new decision comes. Half that: the first turn after a push
+    /// skips its look (the push just looked), so the second one looks.
     fn watch_within(&self) -> Option<Duration> {
-        self.shared.priority.is_idle().then_some(PROMOTE_AGE)
+        self.shared.priority.is_idle().then_some(PROMOTE_AGE / 2)
     }
 
     fn watch(&self) {
         let s = &*self.shared;
-        if s.priority.is_idle() {
+        // A turn that queued decisions checked at each push; only a quiet turn
+        // needs to look (and take the queue's lock).
+        if !self.pushed.replace(false) && s.priority.is_idle() {
             let now = time::micros(SystemTime::now());
             s.promote_if_behind(&s.lock_queue(), now);
         }
