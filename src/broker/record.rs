@@ -98,8 +98,11 @@ const LOCK_SPINS: u32 = 200;
 /// What waits for the audit thread: an event the loop owner built, or one broker
 /// decision, which shares the plugin's identity instead of copying its strings.
 enum Queued {
-    /// An event and when it was queued (microseconds since the epoch).
-    Event(Event, i64),
+    /// An event and when it was queued (microseconds since the epoch). Boxed:
+    /// events are rare, and unboxed they would make every queued decision 2.5
+    /// times as large (264 instead of 104 bytes, memory the loop writes and the
+    /// audit thread reads for each call).
+    Event(Box<Event>, i64),
     Decision(Decided),
 }
 
@@ -238,7 +241,7 @@ impl AuditRecorder {
 
     /// Queues an event (launch, exit, ...) for the log.
     pub fn append(&self, e: Event) {
-        self.push(Queued::Event(e, time::micros(SystemTime::now())));
+        self.push(Queued::Event(Box::new(e), time::micros(SystemTime::now())));
     }
 
     fn push(&self, item: Queued) {
@@ -483,7 +486,7 @@ mod tests {
             kind: "test",
             ..Event::default()
         };
-        let old = Queued::Event(event, now - age);
+        let old = Queued::Event(Box::new(event), now - age);
         assert!(s.behind(std::slice::from_ref(&old), now));
         rec.close().unwrap();
     }
