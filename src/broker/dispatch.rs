@@ -173,6 +173,8 @@ impl<R: Recorder> Broker<R> {
                     // A hit is answered here, its reply written straight from the
                     // cached string.
                     Some(Some(v)) => {
+                        // The spare list directly, not `buffer()`: `cache` still
+                        // borrows the caches.
                         let msg =
                             protocol::value_reply(self.spare.pop().unwrap_or_default(), id, v);
                         self.send(token, msg, None);

@@ -228,15 +228,16 @@ fn plain_string(b: &[u8]) -> Option<&[u8]> {
 /// and control characters: the arguments the SDK writes for a one-string op, read
 /// without a parser (a strict parse of the same text gives the same `S`).
 pub fn sole_string<'a>(args: Option<Args<'a>>, name: &str) -> Option<&'a str> {
-    let s = args?
+    let value = args?
         .0
         .strip_prefix("{\"")?
         .strip_prefix(name)?
-        .strip_prefix("\":\"")?
-        .strip_suffix("\"}")?;
-    s.bytes()
-        .all(|c| c != b'"' && c != b'\\' && c >= 0x20)
-        .then_some(s)
+        .strip_prefix("\":")?;
+    // `"S"}`: a plain string, then only the closing brace.
+    match plain_string(value.as_bytes())? {
+        b"}" => Some(&value[1..value.len() - 2]),
+        _ => None,
+    }
 }
 
 /// The general strict decoder, for any message.

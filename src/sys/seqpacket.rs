@@ -80,10 +80,10 @@ pub fn recv_batch<const N: usize>(
         m.msg_hdr.msg_control = cmsg.as_mut_ptr().cast();
         m.msg_hdr.msg_controllen = CMSG_SPACE;
     }
+    // The raw system call, not glibc's recvmmsg(): see [`raw`].
     // SAFETY: each of the N headers points at its own iovec (covering one caller
     // buffer) and its own control buffer, all live and writable for the call, with
     // their true lengths; a null timeout is allowed.
-    // The raw system call, not glibc's recvmmsg(): see [`raw`].
     let n = raw(unsafe {
         libc::syscall(
             libc::SYS_recvmmsg,
