@@ -44,8 +44,8 @@ pub const PROMOTE_AGE: Duration = Duration::from_millis(50);
 const STREAM: usize = 32;
 
 /// A batch this long or longer means the thread is catching up: it keeps the
-/// priority it has.
-const CATCHING_UP: usize = PROMOTE_LEN / 2;
+/// priority it has (and, at normal priority, does not yield; see `record`).
+pub(super) const CATCHING_UP: usize = PROMOTE_LEN / 2;
 
 /// CAP_SYS_NICE (capability.h).
 const CAP_SYS_NICE: u32 = 23;
