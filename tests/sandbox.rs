@@ -61,6 +61,9 @@ fn plugin_sees_only_its_sandbox() {
         "the sandbox init is PID 1"
     );
     assert_eq!(line(&s, "hostname "), "hostname warden");
+    // Batch scheduling, which the plugin cannot leave.
+    assert_eq!(line(&s, "sched "), "sched batch");
+    assert_eq!(line(&s, "sched set normal"), "sched set normal ENOSYS");
     for set in ["CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"] {
         assert_eq!(
             line(&s, &format!("status {set}:")),
@@ -374,6 +377,7 @@ fn dry_run_prints_the_plan() {
         "execveat(args)",
         "ptrace=EPERM",
         "uid map: inside 1000:1000 -> host ",
+        "scheduling: SCHED_BATCH",
     ] {
         assert!(s.contains(want), "missing {want:?} in:\n{s}");
     }

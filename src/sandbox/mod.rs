@@ -68,10 +68,11 @@ pub enum Step {
     Sigmask,
     Fork,
     Execveat,
+    SchedPolicy,
 }
 
 impl Step {
-    const ALL: [Step; 41] = [
+    const ALL: [Step; 42] = [
         Step::Socketpair,
         Step::Pipe,
         Step::Landlock,
@@ -113,6 +114,7 @@ impl Step {
         Step::Sigmask,
         Step::Fork,
         Step::Execveat,
+        Step::SchedPolicy,
     ];
 
     fn from_u32(n: u32) -> Option<Step> {
@@ -163,6 +165,7 @@ impl Step {
             Step::Sigmask => "sigprocmask",
             Step::Fork => "fork",
             Step::Execveat => "execveat",
+            Step::SchedPolicy => "sched_setscheduler",
         }
     }
 }

@@ -685,6 +685,10 @@ impl fmt::Display for Plan {
             .collect();
         writeln!(f, "argv: [{}]", args.join(", "))?;
         writeln!(f, "capabilities: all five sets empty; no_new_privs")?;
+        writeln!(
+            f,
+            "scheduling: SCHED_BATCH (wake-ups do not preempt the running task; same CPU share)"
+        )?;
         let abi = self.landlock_abi;
         writeln!(
             f,

@@ -84,6 +84,10 @@ int main(int argc, char **argv) {
   char host[256] = {0};
   gethostname(host, sizeof host - 1);
   printf("hostname %s\n", host);
+  int policy = sched_getscheduler(0);
+  printf("sched %s\n", policy == SCHED_BATCH ? "batch" : policy == SCHED_OTHER ? "other" : policy < 0 ? strerrorname_np(errno) : "other-policy");
+  struct sched_param sp = {0};
+  printf("sched set normal %s\n", sched_setscheduler(0, SCHED_OTHER, &sp) < 0 ? strerrorname_np(errno) : "ok");
   for (char **e = environ; *e; e++) printf("env %s\n", *e);
   fds();
   status_lines();
