@@ -81,11 +81,12 @@ pub fn recv_batch<const N: usize>(
         m.msg_hdr.msg_controllen = CMSG_SPACE;
     }
     // The raw system call, not glibc's recvmmsg(): see [`raw`].
-    // SAFETY: each of the N headers points at its own iovec (covering one caller
-    // buffer) and its own control buffer, all live and writable for the call, with
-    // their true lengths; syscall(2) is variadic, so every argument is passed at
-    // the type recvmmsg(2) takes (int fd, header pointer, unsigned count, int
-    // flags, timespec pointer), the timeout a typed null, which means none.
+    // SAFETY: raw recvmmsg(2): each of the N headers points at its own iovec
+    // (covering one caller buffer) and its own control buffer, all live and
+    // writable for the call, with their true lengths; syscall(2) is variadic, so
+    // every argument is passed at the type recvmmsg(2) takes (int fd, header
+    // pointer, unsigned count, int flags, timespec pointer), the timeout a typed
+    // null, which means none.
     let n = raw(unsafe {
         libc::syscall(
             libc::SYS_recvmmsg,
