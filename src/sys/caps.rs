@@ -6,28 +6,28 @@
 
 use std::io;
 
-use super::cvt;
+use super::{cvt, cvt_syscall};
 
 /// `setresuid(2)` with the same id for real, effective and saved.
 pub fn setresuid(uid: libc::uid_t) -> io::Result<()> {
     // SAFETY: raw syscall with integer arguments only (the libc wrapper would
     // broadcast to other threads with signals; the child is single-threaded).
     let r = unsafe { libc::syscall(libc::SYS_setresuid, uid, uid, uid) };
-    cvt(r as libc::c_int).map(drop)
+    cvt_syscall(r).map(drop)
 }
 
 /// `setresgid(2)` with the same id for real, effective and saved.
 pub fn setresgid(gid: libc::gid_t) -> io::Result<()> {
     // SAFETY: raw syscall with integer arguments only (see `setresuid`).
     let r = unsafe { libc::syscall(libc::SYS_setresgid, gid, gid, gid) };
-    cvt(r as libc::c_int).map(drop)
+    cvt_syscall(r).map(drop)
 }
 
 /// `setgroups(0, NULL)`: drops every supplementary group.
 pub fn clear_groups() -> io::Result<()> {
     // SAFETY: size 0 with a NULL list; the kernel reads nothing.
     let r = unsafe { libc::syscall(libc::SYS_setgroups, 0usize, std::ptr::null::<libc::gid_t>()) };
-    cvt(r as libc::c_int).map(drop)
+    cvt_syscall(r).map(drop)
 }
 
 /// `prctl(PR_CAPBSET_DROP, cap)`.
@@ -81,7 +81,7 @@ pub fn capset_empty() -> io::Result<()> {
     // SAFETY: `hdr` is a version-3 header and `data` the two-element array that
     // version 3 requires; both live on the stack for the duration of the call.
     let r = unsafe { libc::syscall(libc::SYS_capset, &mut hdr as *mut CapHeader, data.as_ptr()) };
-    cvt(r as libc::c_int).map(drop)
+    cvt_syscall(r).map(drop)
 }
 
 /// Whether capability number `cap` is in the calling thread's effective set
@@ -105,7 +105,7 @@ pub fn effective_has(cap: u32) -> io::Result<bool> {
             data.as_mut_ptr(),
         )
     };
-    cvt(r as libc::c_int)?;
+    cvt_syscall(r)?;
     let word = data.get((cap / 32) as usize).map_or(0, |d| d.effective);
     Ok(word & (1 << (cap % 32)) != 0)
 }

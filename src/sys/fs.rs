@@ -7,7 +7,7 @@ use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
-use super::cvt;
+use super::{cvt, cvt_syscall};
 
 /// Seals that make a memfd immutable: nobody may change its size or contents, and
 /// nobody may remove the seals.
@@ -119,9 +119,7 @@ pub fn openat2(
             std::mem::size_of::<libc::open_how>(),
         )
     };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
+    let fd = cvt_syscall(fd)?;
     // SAFETY: openat2 succeeded, so `fd` is a new descriptor owned by nobody else.
     Ok(unsafe { OwnedFd::from_raw_fd(fd as libc::c_int) })
 }

@@ -6,7 +6,7 @@
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 
-use super::cvt;
+use super::{cvt, cvt_syscall};
 
 pub const CREATE_RULESET_VERSION: u32 = 1;
 pub const RULE_PATH_BENEATH: libc::c_int = 1;
@@ -66,7 +66,7 @@ pub fn abi_version() -> io::Result<u32> {
             CREATE_RULESET_VERSION,
         )
     };
-    cvt(r as libc::c_int).map(|v| v as u32)
+    cvt_syscall(r).map(|v| v as u32)
 }
 
 /// `landlock_create_ruleset` handling the given rights. `abi` decides how much of
@@ -94,7 +94,7 @@ pub fn create_ruleset(fs: u64, net: u64, scoped: u64, abi: u32) -> io::Result<Ow
             0u32,
         )
     };
-    let fd = cvt(r as libc::c_int)?;
+    let fd = cvt_syscall(r)? as RawFd;
     // SAFETY: `fd` is a new ruleset fd owned by nobody else.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
@@ -117,14 +117,14 @@ pub fn add_path_rule(ruleset: RawFd, parent: RawFd, access: u64) -> io::Result<(
             0u32,
         )
     };
-    cvt(r as libc::c_int).map(drop)
+    cvt_syscall(r).map(drop)
 }
 
 /// `landlock_restrict_self(ruleset, 0)`.
 pub fn restrict_self(ruleset: RawFd) -> io::Result<()> {
     // SAFETY: integer arguments only.
     let r = unsafe { libc::syscall(libc::SYS_landlock_restrict_self, ruleset, 0u32) };
-    cvt(r as libc::c_int).map(drop)
+    cvt_syscall(r).map(drop)
 }
 
 /// Opens `path` as an `O_PATH | O_CLOEXEC` handle (for rules), without allocation.

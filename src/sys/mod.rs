@@ -27,6 +27,13 @@ pub(crate) fn cvt(ret: libc::c_int) -> io::Result<libc::c_int> {
     }
 }
 
+/// Turns the result of a raw `syscall(2)` into `io::Result`: the call's value,
+/// or the errno it failed with (the kernel's errors come back as `-1` with errno
+/// set, so every negative value is a failure).
+pub(crate) fn cvt_syscall(ret: libc::c_long) -> io::Result<usize> {
+    usize::try_from(ret).map_err(|_| io::Error::last_os_error())
+}
+
 /// The short symbolic name of an errno (`EPERM`, `ENOENT`, ...), for one-line
 /// error messages that operators can search for.
 pub fn errno_name(errno: i32) -> &'static str {
@@ -78,5 +85,20 @@ pub fn errno_name(errno: i32) -> &'static str {
         libc::EOVERFLOW => "EOVERFLOW",
         libc::ENOTEMPTY => "ENOTEMPTY",
         _ => "EUNKNOWN",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_raw_syscall_gives_its_value_or_its_errno() {
+        // SAFETY: getpid takes no arguments and cannot fail.
+        let pid = unsafe { libc::syscall(libc::SYS_getpid) };
+        assert_eq!(cvt_syscall(pid).unwrap(), std::process::id() as usize);
+        // SAFETY: closing -1 touches no descriptor; it fails with EBADF.
+        let r = unsafe { libc::syscall(libc::SYS_close, -1) };
+        assert_eq!(cvt_syscall(r).unwrap_err().raw_os_error(), Some(libc::EBADF));
     }
 }

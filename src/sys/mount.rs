@@ -8,7 +8,7 @@ use std::ffi::CStr;
 use std::io;
 use std::ptr;
 
-use super::cvt;
+use super::{cvt, cvt_syscall};
 
 fn opt(s: Option<&CStr>) -> *const libc::c_char {
     s.map_or(ptr::null(), CStr::as_ptr)
@@ -41,7 +41,7 @@ pub fn mount(
 pub fn pivot_root(new_root: &CStr, put_old: &CStr) -> io::Result<()> {
     // SAFETY: both arguments are NUL-terminated strings that outlive the call.
     let r = unsafe { libc::syscall(libc::SYS_pivot_root, new_root.as_ptr(), put_old.as_ptr()) };
-    cvt(r as libc::c_int).map(drop)
+    cvt_syscall(r).map(drop)
 }
 
 /// `umount2(2)`.

@@ -9,7 +9,7 @@ use std::ffi::CStr;
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
 
-use super::cvt;
+use super::{cvt, cvt_syscall};
 
 /// `dup3(old, new, flags)`.
 pub fn dup3(old: RawFd, new: RawFd, flags: libc::c_int) -> io::Result<()> {
@@ -32,7 +32,7 @@ pub fn close_range(first: libc::c_uint, last: libc::c_uint) -> io::Result<()> {
     // SAFETY: closing fds is memory-safe; the caller decides which fds it no
     // longer needs (any owners of those numbers must never use them again).
     let r = unsafe { libc::syscall(libc::SYS_close_range, first, last, 0u32) };
-    cvt(r as libc::c_int).map(drop)
+    cvt_syscall(r).map(drop)
 }
 
 /// `close(fd)` of a raw fd the caller owns.
@@ -158,7 +158,7 @@ pub fn pidfd_send_signal(pidfd: BorrowedFd<'_>, sig: libc::c_int) -> io::Result<
             0u32,
         )
     };
-    cvt(r as libc::c_int).map(drop)
+    cvt_syscall(r).map(drop)
 }
 
 /// How a process ended, as `waitid` reports it.

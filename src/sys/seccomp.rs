@@ -3,7 +3,7 @@
 
 use std::io;
 
-use super::cvt;
+use super::cvt_syscall;
 
 /// `seccomp(SECCOMP_SET_MODE_FILTER, 0, prog)` for the calling thread.
 /// `filter` is the program as raw `sock_filter` instructions.
@@ -22,5 +22,5 @@ pub fn set_filter(filter: &[libc::sock_filter]) -> io::Result<()> {
             &prog as *const libc::sock_fprog,
         )
     };
-    cvt(r as libc::c_int).map(drop)
+    cvt_syscall(r).map(drop)
 }

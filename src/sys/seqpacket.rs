@@ -1,10 +1,17 @@
 //! AF_UNIX SOCK_SEQPACKET datagrams: socket pairs, non-blocking send and receive,
 //! truncation detection, and descriptor passing (SCM_RIGHTS).
+//!
+//! The event loop's per-call receive and send go through syscall(2) rather than
+//! glibc's recvmmsg() and send(), which are pthread cancellation points: each
+//! switches asynchronous cancellation on and off around the call, about 190
+//! instructions per host call in all (callgrind, `cargo bench --bench broker`).
+//! Nothing in warden cancels a thread, so the raw call is the same call without
+//! that; both never block here (MSG_DONTWAIT).
 
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 
-use super::cvt;
+use super::{cvt, cvt_syscall};
 
 /// A connected SOCK_SEQPACKET pair, both ends close-on-exec and blocking.
 pub fn pair() -> io::Result<(OwnedFd, OwnedFd)> {
@@ -80,14 +87,14 @@ pub fn recv_batch<const N: usize>(
         m.msg_hdr.msg_control = cmsg.as_mut_ptr().cast();
         m.msg_hdr.msg_controllen = CMSG_SPACE;
     }
-    // The raw system call, not glibc's recvmmsg(): see [`raw`].
+    // The raw system call, not glibc's recvmmsg(): see the module header.
     // SAFETY: raw recvmmsg(2): each of the N headers points at its own iovec
     // (covering one caller buffer) and its own control buffer, all live and
     // writable for the call, with their true lengths; syscall(2) is variadic, so
     // every argument is passed at the type recvmmsg(2) takes (int fd, header
     // pointer, unsigned count, int flags, timespec pointer), the timeout a typed
     // null, which means none.
-    let n = raw(unsafe {
+    let n = cvt_syscall(unsafe {
         libc::syscall(
             libc::SYS_recvmmsg,
             fd.as_raw_fd(),
@@ -262,11 +269,12 @@ pub fn send(fd: BorrowedFd<'_>, bytes: &[u8], fds: &[BorrowedFd<'_>]) -> io::Res
 
 /// [`send`] without descriptors: send(2) skips the message header that sendmsg(2)
 /// copies in and checks (measured in `cargo bench --bench broker`: about 0.25 µs
-/// less of the event loop's CPU per reply).
+/// less of the event loop's CPU per reply). Made through syscall(2): see the module
+/// header.
 fn send_plain(fd: BorrowedFd<'_>, bytes: &[u8]) -> io::Result<()> {
     // SAFETY: `bytes` is valid for reads of its length for the call; a null
     // address with length 0 is what send(2) passes to sendto.
-    raw(unsafe {
+    cvt_syscall(unsafe {
         libc::syscall(
             libc::SYS_sendto,
             fd.as_raw_fd(),
@@ -278,18 +286,6 @@ fn send_plain(fd: BorrowedFd<'_>, bytes: &[u8]) -> io::Result<()> {
         )
     })
     .map(drop)
-}
-
-/// The result of a raw `syscall(2)`: its value, or the errno it failed with.
-///
-/// The event loop's per-call receive and send go through syscall(2) rather than
-/// glibc's recvmmsg() and send(), which are pthread cancellation points: each
-/// switches asynchronous cancellation on and off around the call, about 190
-/// instructions per host call in all (callgrind, `cargo bench --bench broker`).
-/// Nothing in warden cancels a thread, so the raw call is the same call without
-/// that; both never block here (MSG_DONTWAIT).
-fn raw(ret: libc::c_long) -> io::Result<usize> {
-    usize::try_from(ret).map_err(|_| io::Error::last_os_error())
 }
 
 #[cfg(test)]
