@@ -99,6 +99,9 @@ mod tests {
         assert_eq!(cvt_syscall(pid).unwrap(), std::process::id() as usize);
         // SAFETY: closing -1 touches no descriptor; it fails with EBADF.
         let r = unsafe { libc::syscall(libc::SYS_close, -1) };
-        assert_eq!(cvt_syscall(r).unwrap_err().raw_os_error(), Some(libc::EBADF));
+        assert_eq!(
+            cvt_syscall(r).unwrap_err().raw_os_error(),
+            Some(libc::EBADF)
+        );
     }
 }
