@@ -34,7 +34,11 @@ impl Recorder for Log {
             r.plugin.id.clone(),
             r.op.to_string(),
             r.decision,
-            r.reason.to_owned(),
+            // Marked when the record says the plugin never got the reply.
+            match r.extra.and_then(|e| e.get("delivered")) {
+                Some(Value::Bool(false)) => format!("{} (not delivered)", r.reason),
+                _ => r.reason.to_owned(),
+            },
         ));
     }
 }
@@ -45,6 +49,14 @@ impl Log {
         v.iter()
             .filter(|e| e.0 == plugin && e.1 == op)
             .map(|e| e.2)
+            .collect()
+    }
+
+    fn reasons(&self, plugin: &str, op: &str) -> Vec<String> {
+        let v = self.0.lock().unwrap();
+        v.iter()
+            .filter(|e| e.0 == plugin && e.1 == op)
+            .map(|e| e.3.clone())
             .collect()
     }
 }
@@ -124,18 +136,30 @@ struct Harness {
     waker: Arc<Waker>,
     thread: Option<JoinHandle<()>>,
     log: Log,
+    store: Store,
     _state: tempfile::TempDir,
 }
 
 impl Harness {
     fn start(plugins: Vec<PluginContext>) -> (Harness, Vec<UnixDatagram>) {
+        Harness::start_with(plugins, 2)
+    }
+
+    /// With `readers` reader threads.
+    fn start_with(plugins: Vec<PluginContext>, readers: usize) -> (Harness, Vec<UnixDatagram>) {
         let state = tempfile::tempdir().unwrap();
         let store = Store::open(state.path()).unwrap();
         let poll = Poll::new().unwrap();
         let waker = Arc::new(Waker::new(poll.registry(), WAKER).unwrap());
         let log = Log::default();
-        let mut broker =
-            Broker::new(poll.registry(), &store, Arc::clone(&waker), log.clone(), 2).unwrap();
+        let mut broker = Broker::new(
+            poll.registry(),
+            &store,
+            Arc::clone(&waker),
+            log.clone(),
+            readers,
+        )
+        .unwrap();
         let mut ends = Vec::new();
         for (i, c) in plugins.into_iter().enumerate() {
             let (ours, theirs) = seqpacket::pair().unwrap();
@@ -165,6 +189,7 @@ impl Harness {
                 waker,
                 thread: Some(thread),
                 log,
+                store,
                 _state: state,
             },
             ends,
@@ -661,4 +686,211 @@ fn a_read_that_overlaps_a_write_is_not_cached_past_it() {
             "round {round}: a get after the put's reply answered {m}"
         );
     }
+}
+
+// ---- calls on the worker pool: ids, timeouts, hang-ups ----------------------
+
+fn call(id: u64, op: &str, args: &str) -> Vec<u8> {
+    format!(r#"{{"type":"call","id":{id},"op":"{op}","args":{args}}}"#).into_bytes()
+}
+
+impl Harness {
+    /// Holds SQLite's write lock until the returned connection commits or rolls
+    /// back: the broker's writer waits for it, so puts and deletes stay in flight.
+    fn hold_writes(&self) -> rusqlite::Connection {
+        let c = self.store.connect().unwrap();
+        c.execute_batch("BEGIN IMMEDIATE").unwrap();
+        c
+    }
+}
+
+fn with_timeout(mut c: PluginContext, t: Duration) -> PluginContext {
+    c.call_timeout = t;
+    c
+}
+
+/// A plugin may reuse a call id once its reply came. The result of a call that
+/// was answered `timeout` arrives later; it must not answer the new call.
+#[test]
+fn a_late_result_does_not_answer_a_new_call_with_the_same_id() {
+    let c = with_timeout(
+        ctx("p", &[KvRead, KvWrite], &[KvRead, KvWrite]),
+        Duration::from_millis(300),
+    );
+    let (h, ends) = Harness::start(vec![c]);
+    let s = &ends[0];
+    hello(s, "p");
+    send(s, &call(100, "kv.put", r#"{"key":"d","value":"x"}"#));
+    assert!(recv(s).unwrap()["ok"].is_object());
+    let lock = h.hold_writes();
+    send(s, &call(1, "kv.put", r#"{"key":"a","value":"1"}"#));
+    assert_eq!(recv(s).unwrap()["error"]["code"], "timeout");
+    // Id 1 is free again: a delete of an existing key reuses it.
+    send(s, &call(1, "kv.delete", r#"{"key":"d"}"#));
+    std::thread::sleep(Duration::from_millis(100));
+    lock.execute_batch("COMMIT").unwrap();
+    let m = recv(s).unwrap();
+    assert_eq!(m["id"], 1, "{m}");
+    assert_eq!(
+        m["ok"]["deleted"], true,
+        "answered with the put's result: {m}"
+    );
+}
+
+/// The late result of a timed-out read of one key must not fill the read cache
+/// under another key read with the same id.
+#[test]
+fn a_late_read_does_not_fill_the_cache_for_a_call_with_the_same_id() {
+    let c = with_timeout(
+        ctx("p", &[KvRead, KvWrite], &[KvRead, KvWrite]),
+        Duration::from_millis(300),
+    );
+    // One reader: the two reads run in order.
+    let (h, ends) = Harness::start_with(vec![c], 1);
+    let s = &ends[0];
+    {
+        let mut c = h.store.connect().unwrap();
+        let tx = c.transaction().unwrap();
+        warden::store::kv::put(&tx, "plugin:p", "a", "value-of-a", Quota::default()).unwrap();
+        warden::store::kv::put(&tx, "plugin:p", "b", "value-of-b", Quota::default()).unwrap();
+        tx.commit().unwrap();
+    }
+    // Readers wait while another connection holds the database exclusively.
+    let lock = h.store.connect().unwrap();
+    lock.execute_batch(
+        "PRAGMA locking_mode=EXCLUSIVE; BEGIN EXCLUSIVE; INSERT INTO kv VALUES ('x','x','x');",
+    )
+    .unwrap();
+    hello(s, "p");
+    send(s, &call(1, "kv.get", r#"{"key":"a"}"#));
+    assert_eq!(recv(s).unwrap()["error"]["code"], "timeout");
+    send(s, &call(1, "kv.get", r#"{"key":"b"}"#));
+    std::thread::sleep(Duration::from_millis(50));
+    lock.execute_batch("ROLLBACK; PRAGMA locking_mode=NORMAL; SELECT 1 FROM kv LIMIT 1;")
+        .unwrap();
+    drop(lock);
+    let first = recv(s).unwrap();
+    assert_eq!(first["ok"]["value"], "value-of-b", "{first}");
+    std::thread::sleep(Duration::from_millis(100));
+    send(s, &call(2, "kv.get", r#"{"key":"b"}"#));
+    let second = recv(s).unwrap();
+    assert_eq!(second["ok"]["value"], "value-of-b", "{second}");
+}
+
+/// A call that reuses the id of a finished call gets its own full timeout, not
+/// what was left of the old call's.
+#[test]
+fn a_reused_id_gets_its_own_call_timeout() {
+    let timeout = Duration::from_millis(1000);
+    let c = with_timeout(ctx("p", &[KvRead, KvWrite], &[KvRead, KvWrite]), timeout);
+    let (h, ends) = Harness::start(vec![c]);
+    let s = &ends[0];
+    hello(s, "p");
+    send(s, &call(1, "kv.get", r#"{"key":"k"}"#));
+    assert_eq!(recv(s).unwrap()["error"]["code"], "not_found");
+    std::thread::sleep(Duration::from_millis(800));
+    let lock = h.hold_writes();
+    let t = Instant::now();
+    send(s, &call(1, "kv.put", r#"{"key":"k","value":"v"}"#));
+    let m = recv(s).unwrap();
+    let waited = t.elapsed();
+    lock.execute_batch("COMMIT").unwrap();
+    assert_eq!(m["error"]["code"], "timeout", "{m}");
+    assert!(waited >= timeout, "timed out after {waited:?}: {m}");
+}
+
+/// Every call gets its audit event: one still on the worker pool when the plugin
+/// hangs up is audited when it finishes (its write did happen).
+#[test]
+fn a_call_in_flight_when_the_plugin_hangs_up_is_audited() {
+    let (h, mut ends) = Harness::start(vec![ctx("p", &[KvRead, KvWrite], &[KvRead, KvWrite])]);
+    let s = ends.remove(0);
+    hello(&s, "p");
+    let lock = h.hold_writes();
+    send(&s, &call(1, "kv.put", r#"{"key":"ghost","value":"boo"}"#));
+    std::thread::sleep(Duration::from_millis(100));
+    drop(s);
+    std::thread::sleep(Duration::from_millis(200));
+    lock.execute_batch("COMMIT").unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while h.log.decisions("p", "kv.put").is_empty() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let stored = warden::store::kv::get(&h.store.connect().unwrap(), "plugin:p", "ghost").unwrap();
+    assert_eq!(stored.as_deref(), Some("boo"));
+    assert_eq!(h.log.decisions("p", "kv.put"), vec![Decision::Allow]);
+    assert_eq!(
+        h.log.reasons("p", "kv.put"),
+        vec![" (not delivered)".to_string()]
+    );
+}
+
+/// The in-flight limit is a rate limit: it comes after the op and capability
+/// checks, so an unknown op is still `unknown_op` and an undeclared one `denied`.
+#[test]
+fn the_in_flight_limit_comes_after_the_op_and_capability_checks() {
+    let (h, ends) = Harness::start(vec![ctx("p", &[KvRead, KvWrite], &[KvRead, KvWrite])]);
+    let s = &ends[0];
+    hello(s, "p");
+    let lock = h.hold_writes();
+    for id in 1..=32 {
+        send(s, &call(id, "kv.put", r#"{"key":"k","value":"v"}"#));
+    }
+    std::thread::sleep(Duration::from_millis(100));
+    send(s, &call(33, "no.such.op", "{}"));
+    assert_eq!(recv(s).unwrap()["error"]["code"], "unknown_op");
+    send(s, &call(34, "monitor.stats", "{}"));
+    assert_eq!(recv(s).unwrap()["error"]["code"], "denied");
+    send(s, &call(35, "kv.get", r#"{"key":"k"}"#));
+    let m = recv(s).unwrap();
+    assert_eq!(m["error"]["code"], "rate_limited", "{m}");
+    lock.execute_batch("COMMIT").unwrap();
+    for _ in 1..=32 {
+        assert!(recv(s).unwrap()["ok"].is_object());
+    }
+    assert_eq!(h.log.decisions("p", "monitor.stats"), vec![Decision::Deny]);
+}
+
+/// A call answered `timeout` keeps its in-flight slot until its work is done: a
+/// plugin cannot pile up work on the pool by letting calls time out.
+#[test]
+fn timed_out_calls_count_against_the_in_flight_limit_until_done() {
+    let c = with_timeout(
+        ctx("p", &[KvRead, KvWrite], &[KvRead, KvWrite]),
+        Duration::from_millis(10),
+    );
+    let (h, ends) = Harness::start(vec![c]);
+    let s = &ends[0];
+    hello(s, "p");
+    let lock = h.hold_writes();
+    let mut codes = Vec::new();
+    for id in 0..40u64 {
+        send(
+            s,
+            &call(id, "kv.put", &format!(r#"{{"key":"k{id}","value":"v"}}"#)),
+        );
+        let m = recv(s).unwrap();
+        codes.push(m["error"]["code"].as_str().unwrap().to_owned());
+        if id == 32 {
+            let text = m["error"]["message"].as_str().unwrap();
+            assert!(text.contains("32 of them answered timeout"), "{text}");
+        }
+    }
+    assert!(codes[..32].iter().all(|c| c == "timeout"), "{codes:?}");
+    assert!(codes[32..].iter().all(|c| c == "rate_limited"), "{codes:?}");
+    lock.execute_batch("ROLLBACK").unwrap();
+    drop(lock);
+    // Once the work is done, the slots are free again.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        send(s, &call(99, "kv.get", r#"{"key":"k0"}"#));
+        let m = recv(s).unwrap();
+        if m["error"]["code"] != "rate_limited" || Instant::now() > deadline {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let c = h.store.connect().unwrap();
+    let (keys, _) = warden::store::kv::list(&c, "plugin:p", "k", 1000, None).unwrap();
+    assert_eq!(keys.len(), 32, "only the 32 calls that got a slot ran");
 }

@@ -107,13 +107,6 @@ impl<R: Recorder> Broker<R> {
             );
             return self.reply(token, id, op_name(name), None, started, Err(e));
         }
-        if conn.in_flight.len() >= MAX_IN_FLIGHT {
-            let e = CallError::new(
-                ErrorCode::RateLimited,
-                format!("more than {MAX_IN_FLIGHT} calls in flight"),
-            );
-            return self.reply(token, id, op_name(name), None, started, Err(e));
-        }
         let Some(op) = ops::find(name) else {
             let e = CallError::new(ErrorCode::UnknownOp, format!("no op named {name:?}"));
             return self.reply(token, id, name.to_owned(), None, started, Err(e));
@@ -128,6 +121,19 @@ impl<R: Recorder> Broker<R> {
                 started,
                 Err(CallError::new(ErrorCode::Denied, why)),
             );
+        }
+        if conn.running >= MAX_IN_FLIGHT {
+            let late = conn.running - conn.in_flight.len();
+            let also = if late > 0 {
+                format!(" ({late} of them answered timeout and still running)")
+            } else {
+                String::new()
+            };
+            let e = CallError::new(
+                ErrorCode::RateLimited,
+                format!("{MAX_IN_FLIGHT} calls in flight{also}"),
+            );
+            return self.reply(token, id, op.name, cap, started, Err(e));
         }
         let rate = conn
             .ctx
@@ -217,16 +223,25 @@ impl<R: Recorder> Broker<R> {
     ) {
         let conn = self.conns.get_mut(&token).expect("live");
         let deadline = started + conn.ctx.call_timeout;
-        conn.in_flight.insert(id, InFlight { op, started, fill });
-        self.deadlines
-            .push(std::cmp::Reverse((deadline, token, id)));
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        conn.in_flight.insert(id, seq);
+        conn.running += 1;
+        self.jobs.insert(
+            seq,
+            Pending {
+                token,
+                id,
+                ctx: Arc::clone(&conn.ctx),
+                op,
+                started,
+                fill,
+                awaiting: Awaiting::Reply,
+            },
+        );
+        self.deadlines.push(std::cmp::Reverse((deadline, seq)));
         let ns = Arc::clone(&conn.ns);
-        self.pool.submit(Job {
-            token,
-            call: id,
-            ns,
-            work,
-        });
+        self.pool.submit(Job { seq, ns, work });
     }
 
     pub(super) fn reply(

@@ -49,7 +49,7 @@ use protocol::{
 };
 use ratelimit::TokenBucket;
 pub use record::{AuditRecorder, Record, Recorder, AUDIT_BATCH};
-use workers::{Job, Pool, Work};
+use workers::{Done, Job, Pool, Work};
 
 /// Messages read from one plugin before the loop moves on to others; the rest is
 /// read on the next turn, so a flooding plugin cannot starve the others.
@@ -178,11 +178,36 @@ pub struct Counters {
     pub bytes_out: u64,
 }
 
-struct InFlight {
+/// A call handed to the worker pool, from its submission until its result comes
+/// back: also after a `timeout` reply answered it, and after its channel closed.
+/// Results are matched by the broker's own sequence number, never by the
+/// plugin's call id, which the plugin may reuse once it has its reply.
+struct Pending {
+    token: Token,
+    /// The plugin's id for the call.
+    id: u64,
+    /// Who made the call: its result is audited under it even once the plugin
+    /// is detached.
+    ctx: Arc<PluginContext>,
     op: &'static ops::Op,
     started: Instant,
     /// For a `kv.get`: the key and the cache generation when it was submitted.
     fill: Option<(String, u64)>,
+    awaiting: Awaiting,
+}
+
+/// What a pending call's result is still wanted for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Awaiting {
+    /// The plugin waits for the reply.
+    Reply,
+    /// The plugin was answered `timeout`, and the call audited: the result is
+    /// dropped. Until it comes, the call still counts against the plugin's
+    /// in-flight limit, so that calls timing out cannot pile up work.
+    Nothing,
+    /// The channel closed first: the result is audited (marked not delivered),
+    /// not sent.
+    Audit,
 }
 
 struct Conn {
@@ -191,7 +216,10 @@ struct Conn {
     ctx: Arc<PluginContext>,
     ns: Arc<str>,
     ready: bool,
-    in_flight: FastMap<u64, InFlight>,
+    /// The plugin's calls waiting for a reply: call id -> [`Pending`] number.
+    in_flight: FastMap<u64, u64>,
+    /// Its calls on the worker pool, counting those already answered `timeout`.
+    running: usize,
     /// Messages waiting for the socket to drain, each with the descriptor it carries.
     outq: VecDeque<(Vec<u8>, Option<OwnedFd>)>,
     want_write: bool,
@@ -211,7 +239,11 @@ pub struct Broker<R: Recorder> {
     recorder: R,
     pending: VecDeque<Token>,
     caches: FastMap<Arc<str>, KvCache>,
-    deadlines: std::collections::BinaryHeap<std::cmp::Reverse<(Instant, Token, u64)>>,
+    /// Calls on the worker pool, by the broker's sequence number.
+    jobs: FastMap<u64, Pending>,
+    next_seq: u64,
+    /// (deadline, sequence number) of each pending call, earliest first.
+    deadlines: std::collections::BinaryHeap<std::cmp::Reverse<(Instant, u64)>>,
     /// Inside a loop turn, replies are queued and sent together at its end: the
     /// plugin is then woken once per batch rather than once per reply.
     deferring: bool,
@@ -247,6 +279,8 @@ impl<R: Recorder> Broker<R> {
             recorder,
             pending: VecDeque::new(),
             caches: FastMap::default(),
+            jobs: FastMap::default(),
+            next_seq: 0,
             deadlines: std::collections::BinaryHeap::new(),
             deferring: false,
             dirty: Vec::new(),
@@ -264,9 +298,22 @@ impl<R: Recorder> Broker<R> {
     }
 
     /// Stops the worker pool (finishing queued work) and returns the recorder.
+    /// Calls whose results nobody will read any more are audited as not
+    /// delivered: each call gets its audit event.
     pub fn into_recorder(self) -> R {
-        let Broker { pool, recorder, .. } = self;
-        drop(pool);
+        let Broker {
+            pool,
+            mut recorder,
+            mut jobs,
+            ..
+        } = self;
+        for done in pool.finish() {
+            if let Some(p) = jobs.remove(&done.seq) {
+                if p.awaiting != Awaiting::Nothing {
+                    record_undelivered(&mut recorder, &p, done);
+                }
+            }
+        }
         recorder
     }
 
@@ -294,6 +341,7 @@ impl<R: Recorder> Broker<R> {
                 ns,
                 ready: false,
                 in_flight: FastMap::default(),
+                running: 0,
                 outq: VecDeque::new(),
                 want_write: false,
                 buckets: FastMap::default(),
@@ -407,13 +455,29 @@ impl<R: Recorder> Broker<R> {
                     cache.invalidate(key);
                 }
             }
-            let Some(conn) = self.conns.get_mut(&done.token) else {
+            let Some(call) = self.jobs.remove(&done.seq) else {
                 continue;
             };
-            // Absent: it already timed out, and the plugin was told so.
-            let Some(call) = conn.in_flight.remove(&done.call) else {
+            let conn = self.conns.get_mut(&call.token);
+            match call.awaiting {
+                Awaiting::Audit => {
+                    record_undelivered(&mut self.recorder, &call, done);
+                    continue;
+                }
+                Awaiting::Nothing => {
+                    // Answered `timeout` already; only its in-flight slot frees.
+                    if let Some(conn) = conn {
+                        conn.running = conn.running.saturating_sub(1);
+                    }
+                    continue;
+                }
+                Awaiting::Reply => {}
+            }
+            let Some(conn) = conn else {
                 continue;
             };
+            conn.running = conn.running.saturating_sub(1);
+            conn.in_flight.remove(&call.id);
             if let (Some((key, generation)), Some(cache)) =
                 (call.fill, self.caches.get_mut(&conn.ns))
             {
@@ -424,8 +488,8 @@ impl<R: Recorder> Broker<R> {
                 }
             }
             self.reply_full(
-                done.token,
-                done.call,
+                call.token,
+                call.id,
                 call.op.name,
                 Some(call.op.capability),
                 call.started,
@@ -444,33 +508,33 @@ impl<R: Recorder> Broker<R> {
     /// Answers `timeout` for every call past its deadline. Deadlines sit in a
     /// min-heap; entries of calls that already finished are dropped as they surface.
     pub fn expire(&mut self, now: Instant) {
-        while let Some(std::cmp::Reverse((deadline, token, id))) = self.deadlines.peek().copied() {
+        while let Some(std::cmp::Reverse((deadline, seq))) = self.deadlines.peek().copied() {
             if deadline > now {
                 break;
             }
             self.deadlines.pop();
-            let Some(conn) = self.conns.get_mut(&token) else {
+            let Some(call) = self.jobs.get_mut(&seq) else {
                 continue;
             };
-            let Some(call) = conn.in_flight.remove(&id) else {
+            if call.awaiting != Awaiting::Reply {
+                continue;
+            }
+            let Some(conn) = self.conns.get_mut(&call.token) else {
                 continue;
             };
+            // The result, when it comes, only frees the slot (see `Awaiting`).
+            call.awaiting = Awaiting::Nothing;
+            conn.in_flight.remove(&call.id);
+            let (token, id, op, started) = (call.token, call.id, call.op, call.started);
             let e = CallError::new(
                 ErrorCode::Timeout,
                 format!(
                     "{} did not finish within {} ms",
-                    call.op.name,
+                    op.name,
                     conn.ctx.call_timeout.as_millis()
                 ),
             );
-            self.reply(
-                token,
-                id,
-                call.op.name,
-                Some(call.op.capability),
-                call.started,
-                Err(e),
-            );
+            self.reply(token, id, op.name, Some(op.capability), started, Err(e));
         }
     }
 
@@ -526,9 +590,11 @@ impl<R: Recorder> Broker<R> {
         std::mem::take(&mut self.closed)
     }
 
-    /// Stops serving `token` and forgets it; returns its final counters.
+    /// Stops serving `token` and forgets it; returns its final counters. Its calls
+    /// still on the worker pool are audited when they finish.
     pub fn detach(&mut self, token: Token) -> Option<Counters> {
         let mut conn = self.conns.remove(&token)?;
+        orphan(&mut self.jobs, &mut conn);
         if !self.conns.values().any(|c| c.ns == conn.ns) {
             self.caches.remove(&conn.ns);
         }
@@ -618,7 +684,7 @@ impl<R: Recorder> Broker<R> {
             }
             let _ = self.registry.deregister(&mut SourceFd(&fd.as_raw_fd()));
         }
-        conn.in_flight.clear();
+        orphan(&mut self.jobs, conn);
         conn.outq.clear();
         conn.closed = Some(why.clone());
         self.closed.push((token, why));
@@ -696,6 +762,39 @@ impl<R: Recorder> Broker<R> {
         }
         want_write(&self.registry, token, conn, false);
     }
+}
+
+/// The calls of `conn` that wait for a reply will get none (its channel closed,
+/// or it is detached): their results are to be audited as not delivered.
+fn orphan(jobs: &mut FastMap<u64, Pending>, conn: &mut Conn) {
+    for (_, seq) in conn.in_flight.drain() {
+        if let Some(p) = jobs.get_mut(&seq) {
+            p.awaiting = Awaiting::Audit;
+        }
+    }
+    conn.running = 0;
+}
+
+/// Audits the result of a call that no reply will carry: its decision is the
+/// result's, and `"delivered": false` under `extra` says the plugin never saw it.
+fn record_undelivered<R: Recorder>(recorder: &mut R, p: &Pending, done: Done) {
+    let mut extra = done.audit.unwrap_or_default();
+    extra.insert("delivered".into(), Value::Bool(false));
+    let reason = match &done.result {
+        Ok(_) => String::new(),
+        Err(e) => format!("{}: {}", e.code, e.message),
+    };
+    recorder.record(&Record {
+        plugin: &p.ctx,
+        kind: "host_call",
+        op: Cow::Borrowed(p.op.name),
+        capability: Some(p.op.capability),
+        decision: decision_of(&done.result),
+        reason: &reason,
+        duration: p.started.elapsed(),
+        time_us: crate::audit::time::micros(SystemTime::now()),
+        extra: Some(&extra),
+    });
 }
 
 /// Keeps a sent message's buffer for the next reply (see [`Broker::buffer`]).

@@ -10,7 +10,7 @@ use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
-use mio::{Token, Waker};
+use mio::Waker;
 use rusqlite::Connection;
 use serde_json::{json, Map, Value};
 
@@ -28,8 +28,9 @@ pub const IO_THREADS: usize = 4;
 /// One unit of blocking work for a plugin's call.
 #[derive(Debug)]
 pub struct Job {
-    pub token: Token,
-    pub call: u64,
+    /// The broker's own number for the call (unique for the broker's life; a
+    /// plugin's call ids may be reused).
+    pub seq: u64,
     pub ns: Arc<str>,
     pub work: Work,
 }
@@ -72,8 +73,8 @@ impl Work {
 /// A finished job.
 #[derive(Debug)]
 pub struct Done {
-    pub token: Token,
-    pub call: u64,
+    /// The [`Job::seq`] of the job.
+    pub seq: u64,
     pub result: Result<Value, CallError>,
     /// A descriptor for the plugin (a dialled socket, an opened file), sent with
     /// the reply as SCM_RIGHTS; dropped (closed) if the call already timed out.
@@ -86,10 +87,9 @@ pub struct Done {
 }
 
 impl Done {
-    fn plain(token: Token, call: u64, result: Result<Value, CallError>) -> Done {
+    fn plain(seq: u64, result: Result<Value, CallError>) -> Done {
         Done {
-            token,
-            call,
+            seq,
             result,
             fd: None,
             audit: None,
@@ -204,11 +204,10 @@ impl Pool {
         } else {
             Lane::Read
         };
-        let (token, call) = (job.token, job.call);
+        let seq = job.seq;
         if self.queue(lane).send(job).is_err() {
             self.completions.push([Done::plain(
-                token,
-                call,
+                seq,
                 Err(CallError::new(
                     ErrorCode::Internal,
                     "worker pool has stopped",
@@ -227,16 +226,27 @@ impl Pool {
                 .unwrap_or_else(|p| p.into_inner()),
         )
     }
-}
 
-impl Drop for Pool {
-    fn drop(&mut self) {
+    /// Finishes every queued job, stops the threads, and returns what finished
+    /// and was not yet taken.
+    pub fn finish(mut self) -> Vec<Done> {
+        self.stop();
+        self.take_done()
+    }
+
+    fn stop(&mut self) {
         self.reads.take();
         self.writes.take();
         self.io.take();
         for t in self.threads.drain(..) {
             let _ = t.join();
         }
+    }
+}
+
+impl Drop for Pool {
+    fn drop(&mut self) {
+        self.stop();
     }
 }
 
@@ -289,7 +299,7 @@ fn reader(mut conn: Lazy, rx: Arc<Mutex<Receiver<Job>>>, out: Arc<Completions>) 
                 Ok(c) => read(c, &job),
                 Err(e) => Err(e.clone()),
             };
-            Done::plain(job.token, job.call, result)
+            Done::plain(job.seq, result)
         }));
     }
 }
@@ -306,8 +316,7 @@ fn io_worker(rx: Arc<Mutex<Receiver<Job>>>, out: Arc<Completions>) {
             Work::Dial(req) => {
                 let d = egress::dial(req);
                 Done {
-                    token: job.token,
-                    call: job.call,
+                    seq: job.seq,
                     result: d.result,
                     fd: d.fd,
                     audit: Some(d.audit),
@@ -317,8 +326,7 @@ fn io_worker(rx: Arc<Mutex<Receiver<Job>>>, out: Arc<Completions>) {
             Work::Open { root, req } => {
                 let o = files::open(root, req);
                 Done {
-                    token: job.token,
-                    call: job.call,
+                    seq: job.seq,
                     result: o.result,
                     fd: o.fd,
                     audit: Some(o.audit),
@@ -326,8 +334,7 @@ fn io_worker(rx: Arc<Mutex<Receiver<Job>>>, out: Arc<Completions>) {
                 }
             }
             _ => Done::plain(
-                job.token,
-                job.call,
+                job.seq,
                 Err(CallError::new(
                     ErrorCode::Internal,
                     "a database job was queued to an I/O thread",
@@ -382,7 +389,7 @@ fn writer(mut conn: Lazy, rx: Receiver<Job>, out: Arc<Completions>) {
             };
             Done {
                 wrote,
-                ..Done::plain(job.token, job.call, result)
+                ..Done::plain(job.seq, result)
             }
         }));
     }
