@@ -378,6 +378,17 @@ fn lifecycle_refusals_rollback_and_persistence() {
 
     // State survives a restart of warden.
     assert!(s.stop().success());
+    // A clean stop loses no event: the service's own last ones are in the log.
+    let kinds: Vec<String> = s
+        .audit()
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(
+        kinds.iter().rev().take(2).rev().collect::<Vec<_>>(),
+        ["service.stopping", "service.stop"],
+        "{kinds:?}"
+    );
     s.deploy("svc", "1.0.0", "serve", "");
     s.start();
     let st = s.status("svc");

@@ -282,13 +282,30 @@ impl AuditRecorder {
     }
 
     fn stop(&mut self) -> Result<(), String> {
-        self.shared.stop.store(true, Ordering::Release);
-        self.shared.wake.notify_one();
+        {
+            // Under the queue's lock: the thread reads `stop` under it before it
+            // waits, so this wake-up cannot fall between its check and its wait.
+            let _q = self.shared.queue.lock().unwrap_or_else(|p| p.into_inner());
+            self.shared.stop.store(true, Ordering::Release);
+            self.shared.wake.notify_one();
+        }
         match self.thread.take() {
             Some(t) => t
                 .join()
                 .unwrap_or_else(|_| Err("audit thread panicked".into())),
             None => Ok(()),
+        }
+    }
+}
+
+impl Drop for AuditRecorder {
+    /// Every path that drops the recorder (an early return, an error, a loop
+    /// owner that does not call `close`) still drains, syncs and closes the log:
+    /// nothing accepted is lost on a clean stop. Here the error has no caller to
+    /// go to, so it is said on stderr.
+    fn drop(&mut self) {
+        if let Err(e) = self.stop() {
+            eprintln!("warden: {e}");
         }
     }
 }

@@ -763,15 +763,14 @@ fn same_bundle(a: &VerifiedBundle, b: &VerifiedBundle) -> bool {
         && serde_json::to_string(a.manifest()).ok() == serde_json::to_string(b.manifest()).ok()
 }
 
+/// Stops the broker's worker pool (auditing the calls it still finishes), then
+/// drains, syncs and closes the audit log; an audit failure, earlier or now, is
+/// the error.
 fn drop_broker(broker: Broker<AuditRecorder>) -> Result<(), SupervisorError> {
-    // The broker owns the recorder; closing it drains and flushes the audit log.
-    let mut broker = broker;
-    let failure = broker.recorder().failure();
-    drop(broker);
-    match failure {
-        Some(e) => Err(SupervisorError::AuditFailed(e)),
-        None => Ok(()),
-    }
+    broker
+        .into_recorder()
+        .close()
+        .map_err(SupervisorError::AuditFailed)
 }
 
 /// Binds the control socket (mode 0660, group = the admin group when set). A
