@@ -38,7 +38,9 @@ pub struct AuditLog {
     /// Bytes already written to the live file.
     file_bytes: u64,
     buf: Vec<u8>,
-    buffered_since: Option<Instant>,
+    /// When the oldest event not yet flushed was accepted: still buffered, or
+    /// written (at 64 KiB) but not yet synced. The flush interval runs from it.
+    pending_since: Option<Instant>,
     next_seq: u64,
     last_hash: String,
     /// The line being encoded, reused between appends.
@@ -102,7 +104,7 @@ impl AuditLog {
             _lock: lock,
             file_bytes,
             buf: Vec::new(),
-            buffered_since: None,
+            pending_since: None,
             next_seq,
             last_hash,
             scratch: Vec::new(),
@@ -163,8 +165,8 @@ impl AuditLog {
             }
         }
         line::hash_into(&mut self.last_hash, &text);
-        if self.buf.is_empty() {
-            self.buffered_since = Some(Instant::now());
+        if self.pending_since.is_none() {
+            self.pending_since = Some(Instant::now());
         }
         self.buf.extend_from_slice(&text);
         self.buf.push(b'\n');
@@ -180,23 +182,26 @@ impl AuditLog {
         Ok(seq)
     }
 
-    /// Writes the buffered lines and, unless the policy is `Never`, fdatasyncs. A
-    /// failed write is cut back so the file never ends in a partial line of ours.
+    /// Writes the buffered lines and, unless the policy is `Never`, fdatasyncs
+    /// them and any written earlier without a sync (at 64 KiB). A failed write is
+    /// cut back so the file never ends in a partial line of ours.
     pub fn flush(&mut self) -> Result<(), AuditError> {
-        if self.write_out()? && self.cfg.fsync != FsyncPolicy::Never {
+        self.write_out()?;
+        if self.pending_since.is_some() && self.cfg.fsync != FsyncPolicy::Never {
             self.file.sync_data().map_err(|source| AuditError::Sync {
                 path: self.cfg.path.clone(),
                 source,
             })?;
         }
+        self.pending_since = None;
         Ok(())
     }
 
-    /// Writes the buffered lines without syncing; returns whether there were any.
-    /// A failed write is cut back so the file never ends in a partial line of ours.
-    fn write_out(&mut self) -> Result<bool, AuditError> {
+    /// Writes the buffered lines without syncing. A failed write is cut back so
+    /// the file never ends in a partial line of ours.
+    fn write_out(&mut self) -> Result<(), AuditError> {
         if self.buf.is_empty() {
-            return Ok(false);
+            return Ok(());
         }
         if let Err(source) = self.file.write_all(&self.buf) {
             let _ = self.file.set_len(self.file_bytes);
@@ -207,14 +212,13 @@ impl AuditLog {
         }
         self.file_bytes += self.buf.len() as u64;
         self.buf.clear();
-        self.buffered_since = None;
-        Ok(true)
+        Ok(())
     }
 
     /// Time until a flush is due (zero when overdue), for an event loop's poll
-    /// timeout; `None` when nothing is buffered.
+    /// timeout; `None` when every accepted event is flushed.
     pub fn flush_due(&self) -> Option<Duration> {
-        self.buffered_since
+        self.pending_since
             .map(|t| self.cfg.flush_interval.saturating_sub(t.elapsed()))
     }
 
@@ -591,6 +595,30 @@ mod tests {
         log.append(&event(3)).unwrap();
         drop(log);
         assert_eq!(intact(&[path]), 3);
+    }
+
+    /// Lines written at 64 KiB are not synced yet: the interval flush that syncs
+    /// them stays due, even when no event follows them.
+    #[test]
+    fn a_write_at_the_buffer_size_leaves_its_sync_due() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.log");
+        let mut cfg = AuditConfig::new(&path);
+        cfg.flush_interval = Duration::from_secs(3600);
+        let mut log = AuditLog::open(cfg).unwrap();
+        let mut n = 0;
+        while fs::metadata(&path).unwrap().len() == 0 {
+            n += 1;
+            log.append(&event(n)).unwrap();
+        }
+        assert!(fs::metadata(&path).unwrap().len() >= MAX_BUFFER as u64);
+        let due = log
+            .flush_due()
+            .expect("a flush is still due for the unsynced lines");
+        assert!(due > Duration::from_secs(3000), "{due:?}");
+        log.flush().unwrap();
+        assert_eq!(log.flush_due(), None);
+        assert_eq!(intact(&[path]), n);
     }
 
     #[test]
