@@ -894,3 +894,92 @@ fn timed_out_calls_count_against_the_in_flight_limit_until_done() {
     let (keys, _) = warden::store::kv::list(&c, "plugin:p", "k", 1000, None).unwrap();
     assert_eq!(keys.len(), 32, "only the 32 calls that got a slot ran");
 }
+
+// ---- reply sizes --------------------------------------------------------------
+
+/// One message, however large (up to the socket's limit), and its size.
+fn recv_sized(s: &UnixDatagram) -> (Value, usize) {
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut buf = vec![0u8; 400_000];
+    let n = s.recv(&mut buf).expect("an answer from the broker");
+    assert!(n > 0, "the channel was closed");
+    (serde_json::from_slice(&buf[..n]).unwrap(), n)
+}
+
+/// No reply is larger than `max_message`: a `kv.list` page of long keys holds as
+/// many as fit, and its cursor continues after them, without a gap or a repeat.
+#[test]
+fn kv_list_pages_fit_in_one_message() {
+    let (_h, ends) = Harness::start(vec![ctx("p", &[KvRead, KvWrite], &[KvRead, KvWrite])]);
+    let s = &ends[0];
+    hello(s, "p");
+    // 400 keys of 256 bytes, quotes included (each escaped in JSON).
+    let key = |i: usize| format!("{i:04}\"{}", "k".repeat(251));
+    for chunk in (0..400).collect::<Vec<_>>().chunks(25) {
+        for &i in chunk {
+            let args = json!({"key": key(i), "value": ""}).to_string();
+            send(s, &call(i as u64, "kv.put", &args));
+        }
+        for _ in chunk {
+            assert!(recv(s).unwrap()["ok"].is_object());
+        }
+    }
+    let mut seen = Vec::new();
+    let mut cursor = Value::Null;
+    for page in 0.. {
+        assert!(page < 10, "too many pages");
+        let mut args = json!({"limit": 1000});
+        if !cursor.is_null() {
+            args["cursor"] = cursor.clone();
+        }
+        send(s, &call(1000 + page, "kv.list", &args.to_string()));
+        let (m, size) = recv_sized(s);
+        assert!(size <= 65536, "a reply of {size} bytes");
+        let keys = m["ok"]["keys"].as_array().unwrap();
+        seen.extend(keys.iter().map(|k| k.as_str().unwrap().to_owned()));
+        cursor = m["ok"]["cursor"].clone();
+        if cursor.is_null() {
+            break;
+        }
+        assert_eq!(cursor, keys.last().unwrap().clone());
+    }
+    assert!(
+        seen.len() == 400 && (0..400).all(|i| seen[i] == key(i)),
+        "{}",
+        seen.len()
+    );
+}
+
+/// An unknown op's name is the plugin's text: the error and the audit record
+/// carry it clipped, and `audit.query` answers as many events as fit.
+#[test]
+fn plugin_text_does_not_grow_replies_or_audit_records() {
+    let (h, ends) = Harness::start(vec![ctx("p", &[AuditRead], &[AuditRead])]);
+    let s = &ends[0];
+    hello(s, "p");
+    let long = "x".repeat(60_000);
+    for id in 0..300u64 {
+        send(s, &call(id, &long, "{}"));
+        let (m, size) = recv_sized(s);
+        assert_eq!(m["error"]["code"], "unknown_op");
+        assert!(size < 2048, "an unknown_op reply of {size} bytes");
+    }
+    let ops: Vec<String> = h
+        .log
+        .0
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|e| e.1.clone())
+        .collect();
+    assert!(
+        ops.iter().all(|op| op.len() <= 64 + "…".len()),
+        "{:?}",
+        ops.last()
+    );
+    send(s, &call(400, "audit.query", r#"{"limit":256}"#));
+    let (m, size) = recv_sized(s);
+    assert!(size <= 65536, "an audit.query reply of {size} bytes");
+    let events = m["ok"]["events"].as_array().unwrap();
+    assert!(events.len() > 10 && events.len() < 256, "{}", events.len());
+}

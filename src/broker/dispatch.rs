@@ -108,8 +108,9 @@ impl<R: Recorder> Broker<R> {
             return self.reply(token, id, op_name(name), None, started, Err(e));
         }
         let Some(op) = ops::find(name) else {
-            let e = CallError::new(ErrorCode::UnknownOp, format!("no op named {name:?}"));
-            return self.reply(token, id, name.to_owned(), None, started, Err(e));
+            let shown = protocol::clip(name, MAX_OP_NAME);
+            let e = CallError::new(ErrorCode::UnknownOp, format!("no op named {shown:?}"));
+            return self.reply(token, id, shown.into_owned(), None, started, Err(e));
         };
         let cap = Some(op.capability);
         if let Some(why) = denial(&conn.ctx, op) {

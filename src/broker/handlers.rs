@@ -230,8 +230,19 @@ fn run<'a>(
             if !(1..=MAX_AUDIT_QUERY as u64).contains(&limit) {
                 return Err(bad(format!("limit must be 1..={MAX_AUDIT_QUERY}")));
             }
-            let skip = caller.recent.len().saturating_sub(limit as usize);
-            let events: Vec<&Recent> = caller.recent.iter().skip(skip).collect();
+            // The newest `limit`, as many as fit in one reply; newest last.
+            let mut used = 0usize;
+            let mut events: Vec<&Recent> = caller
+                .recent
+                .iter()
+                .rev()
+                .take(limit as usize)
+                .take_while(|e| {
+                    used += serde_json::to_vec(e).map_or(usize::MAX / 2, |v| v.len()) + 1;
+                    used <= protocol::LIST_BUDGET
+                })
+                .collect();
+            events.reverse();
             Outcome::Now(Ok(json!({ "events": events })))
         }
         Provider::NetDial => net_dial(protocol::args(args)?, caller)?,

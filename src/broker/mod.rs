@@ -113,11 +113,16 @@ impl Hasher for FastHasher {
 
 type FastMap<K, V> = HashMap<K, V, BuildHasherDefault<FastHasher>>;
 
-/// The name an op is audited under: the op table's own string when it is known.
+/// The longest op name kept, in bytes: an unknown op's name is the plugin's own
+/// text, and goes into error messages and audit lines cut to this.
+const MAX_OP_NAME: usize = 64;
+
+/// The name an op is audited under: the op table's own string when it is known,
+/// else the plugin's, clipped to [`MAX_OP_NAME`].
 fn op_name(name: &str) -> Cow<'static, str> {
     match ops::find(name) {
         Some(op) => Cow::Borrowed(op.name),
-        None => Cow::Owned(name.to_owned()),
+        None => Cow::Owned(protocol::clip(name, MAX_OP_NAME).into_owned()),
     }
 }
 

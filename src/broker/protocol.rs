@@ -13,6 +13,25 @@ pub const VERSIONS: &[u32] = &[1];
 pub const MAX_MESSAGE: usize = 65536;
 /// Calls a plugin may have outstanding at once.
 pub const MAX_IN_FLIGHT: usize = 32;
+/// The longest error message, in bytes: a longer one (it may quote what the
+/// plugin sent) is cut, so that no reply or audit line grows with the plugin's
+/// input.
+pub const MAX_ERROR_MESSAGE: usize = 1024;
+/// Bytes of JSON a reply's list (`kv.list` keys, `audit.query` events) may take:
+/// `max_message` less room for the envelope and a cursor.
+pub const LIST_BUDGET: usize = MAX_MESSAGE - 1024;
+
+/// `s`, or its first `max` bytes or fewer (cut at a character boundary) and "…".
+pub fn clip(s: &str, max: usize) -> Cow<'_, str> {
+    if s.len() <= max {
+        return Cow::Borrowed(s);
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    Cow::Owned(format!("{}…", &s[..end]))
+}
 
 /// The typed error codes a reply or error message carries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -59,11 +78,13 @@ pub struct CallError {
 }
 
 impl CallError {
+    /// An error; a message longer than [`MAX_ERROR_MESSAGE`] is clipped.
     pub fn new(code: ErrorCode, message: impl Into<String>) -> CallError {
-        CallError {
-            code,
-            message: message.into(),
+        let mut message = message.into();
+        if message.len() > MAX_ERROR_MESSAGE {
+            message = clip(&message, MAX_ERROR_MESSAGE).into_owned();
         }
+        CallError { code, message }
     }
 }
 

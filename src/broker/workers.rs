@@ -16,7 +16,7 @@ use serde_json::{json, Map, Value};
 
 use super::egress::{self, DialRequest};
 use super::files::{self, FileRoot, OpenRequest};
-use super::protocol::{CallError, ErrorCode};
+use super::protocol::{CallError, ErrorCode, LIST_BUDGET};
 use crate::store::kv::{self, KvError, Quota};
 use crate::store::{Store, StoreError};
 
@@ -360,13 +360,31 @@ fn read(conn: &Connection, job: &Job) -> Result<Value, CallError> {
             limit,
             cursor,
         } => match kv::list(conn, &job.ns, prefix, *limit, cursor.as_deref()) {
-            Ok((keys, next)) => Ok(json!({ "keys": keys, "cursor": next })),
+            Ok((keys, next)) => {
+                let (keys, next) = fit_keys(keys, next);
+                Ok(json!({ "keys": keys, "cursor": next }))
+            }
             Err(e) => Err(internal(e)),
         },
         Work::Put { .. } | Work::Delete { .. } | Work::Dial(_) | Work::Open { .. } => Err(
             CallError::new(ErrorCode::Internal, "a write was queued to a reader"),
         ),
     }
+}
+
+/// The keys of a `kv.list` page that fit in one reply ([`LIST_BUDGET`] bytes of
+/// JSON); when some are left out, the cursor continues after the last one kept.
+fn fit_keys(mut keys: Vec<String>, next: Option<String>) -> (Vec<String>, Option<String>) {
+    let mut used = 0usize;
+    for (i, key) in keys.iter().enumerate() {
+        used += serde_json::to_string(key).map_or(usize::MAX / 2, |k| k.len()) + 1;
+        if used > LIST_BUDGET {
+            keys.truncate(i);
+            let next = keys.last().cloned();
+            return (keys, next);
+        }
+    }
+    (keys, next)
 }
 
 fn writer(mut conn: Lazy, rx: Receiver<Job>, out: Arc<Completions>) {
