@@ -983,3 +983,15 @@ fn plugin_text_does_not_grow_replies_or_audit_records() {
     let events = m["ok"]["events"].as_array().unwrap();
     assert!(events.len() > 10 && events.len() < 256, "{}", events.len());
 }
+
+/// An empty datagram is not JSON: a framing violation, answered, audited and
+/// closed, not taken for the plugin hanging up.
+#[test]
+fn an_empty_datagram_is_a_framing_violation() {
+    let (h, ends) = Harness::start(vec![ctx("p", &[KvRead], &[KvRead])]);
+    let s = &ends[0];
+    hello(s, "p");
+    send(s, b"");
+    closes_after(s, "protocol violation");
+    assert_eq!(h.log.decisions("p", "framing"), vec![Decision::Error]);
+}

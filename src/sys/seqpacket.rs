@@ -56,7 +56,8 @@ pub struct Received {
 
 /// Receives one datagram without blocking. A datagram longer than `buf` is
 /// reported as truncated (its excess is discarded by the kernel). Descriptors the
-/// peer attached are closed immediately and reported. `Ok(None)` is end of stream.
+/// peer attached are closed immediately and reported. `Ok(None)` is end of stream
+/// (an empty datagram is `Some`, of length 0).
 pub fn recv(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<Option<Received>> {
     let (_, [got]) = recv_batch(fd, [buf])?;
     Ok(got)
@@ -110,7 +111,9 @@ pub fn recv_batch<const N: usize>(
         count += 1;
         let full_len = m.msg_len as usize;
         let had_fds = close_passed_fds(&m.msg_hdr);
-        if full_len == 0 && !had_fds {
+        // A zero-length read is the end of the stream, or an empty datagram (which
+        // reads the same): only a peer that has shut down makes it the end.
+        if full_len == 0 && !had_fds && peer_closed(fd) {
             break;
         }
         let flags = m.msg_hdr.msg_flags;
@@ -122,6 +125,20 @@ pub fn recv_batch<const N: usize>(
         });
     }
     Ok((count, out))
+}
+
+/// Whether the peer has shut down or closed its end (POLLRDHUP); a failed check
+/// counts as closed.
+fn peer_closed(fd: BorrowedFd<'_>) -> bool {
+    let mut p = [libc::pollfd {
+        fd: fd.as_raw_fd(),
+        events: libc::POLLRDHUP,
+        revents: 0,
+    }];
+    match super::proc::poll(&mut p, 0) {
+        Ok(_) => p[0].revents & (libc::POLLRDHUP | libc::POLLHUP | libc::POLLERR) != 0,
+        Err(_) => true,
+    }
 }
 
 /// Calls `each` with every descriptor carried in `msg`'s control data
@@ -310,6 +327,10 @@ mod tests {
         assert!(r.had_fds && !r.truncated && r.len == 2);
         let e = recv(b.as_fd(), &mut buf).unwrap_err();
         assert_eq!(e.kind(), io::ErrorKind::WouldBlock);
+        // An empty datagram reads like the end of the stream, but is not.
+        send(a.as_fd(), b"", &[]).unwrap();
+        let r = recv(b.as_fd(), &mut buf).unwrap().unwrap();
+        assert!(r.len == 0 && !r.truncated && !r.had_fds);
         drop(a);
         assert_eq!(recv(b.as_fd(), &mut buf).unwrap(), None);
     }
