@@ -470,7 +470,13 @@ fn resume_from(last: &[u8], path: &Path) -> Result<(u64, String), AuditError> {
         path: path.to_path_buf(),
         why,
     })?;
-    Ok((r.seq + 1, line::hash(last)))
+    let next = r
+        .seq
+        .checked_add(1)
+        .ok_or_else(|| AuditError::SeqExhausted {
+            path: path.to_path_buf(),
+        })?;
+    Ok((next, line::hash(last)))
 }
 
 fn resume_from_rotated(path: &Path) -> Result<(u64, String), AuditError> {
@@ -619,6 +625,25 @@ mod tests {
         log.flush().unwrap();
         assert_eq!(log.flush_due(), None);
         assert_eq!(intact(&[path]), n);
+    }
+
+    /// A log whose last seq is the largest there is cannot be continued: `open`
+    /// says so (it used to overflow).
+    #[test]
+    fn a_log_at_the_last_seq_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.log");
+        let fields = Fields {
+            kind: "host_call",
+            ..Fields::default()
+        };
+        let mut text = line::encode(u64::MAX, 0, &fields, &line::hash(b"x")).unwrap();
+        text.push(b'\n');
+        fs::write(&path, &text).unwrap();
+        let e = AuditLog::open(AuditConfig::new(&path))
+            .map(drop)
+            .unwrap_err();
+        assert!(matches!(e, AuditError::SeqExhausted { .. }), "{e}");
     }
 
     #[test]

@@ -216,6 +216,8 @@ pub enum AuditError {
     },
     #[error("{path}: the last line is not a valid audit record ({why}); refusing to chain onto it (run `warden audit verify {path}`)")]
     BrokenTail { path: PathBuf, why: LineError },
+    #[error("{path}: the last line has the largest seq there is (18446744073709551615); the chain cannot be continued: start a new log")]
+    SeqExhausted { path: PathBuf },
     #[error("{path}: the last line is not terminated by a newline; refusing to chain onto a torn rotated file")]
     TornRotated { path: PathBuf },
     #[error("event kind is empty")]

@@ -15,6 +15,11 @@ pub fn micros(t: SystemTime) -> i64 {
     }
 }
 
+/// 0000-01-01T00:00:00.000000Z and 9999-12-31T23:59:59.999999Z, in microseconds
+/// since the epoch: the times a 4-digit year can write.
+const FIRST_US: i64 = -62_167_219_200_000_000;
+const LAST_US: i64 = 253_402_300_799_999_999;
+
 /// Formats microseconds since the epoch as `YYYY-MM-DDTHH:MM:SS.ffffffZ`.
 pub fn format(us: i64) -> String {
     let mut out = Vec::with_capacity(27);
@@ -22,26 +27,17 @@ pub fn format(us: i64) -> String {
     String::from_utf8(out).expect("the formatter writes ASCII")
 }
 
-/// Appends [`format`]'s text for `us` to `out` without allocating (for years
-/// 0..=9999; others go through `format!`, with the same text).
+/// Appends [`format`]'s text for `us` to `out` without allocating. A time
+/// outside years 0000-9999 is written as the nearest of them.
 pub fn write(out: &mut Vec<u8>, us: i64) {
+    // Only what `parse` reads back: a clock outside years 0000-9999 is written
+    // as the nearest end, so that the line stays verifiable.
+    let us = us.clamp(FIRST_US, LAST_US);
     let secs = us.div_euclid(1_000_000);
     let frac = us.rem_euclid(1_000_000);
     let days = secs.div_euclid(86_400);
     let sod = secs.rem_euclid(86_400);
     let (y, m, d) = civil_from_days(days);
-    if !(0..=9999).contains(&y) {
-        out.extend_from_slice(
-            format!(
-                "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{frac:06}Z",
-                sod / 3600,
-                sod / 60 % 60,
-                sod % 60
-            )
-            .as_bytes(),
-        );
-        return;
-    }
     let mut b = *b"0000-00-00T00:00:00.000000Z";
     let mut digits = |at: usize, width: usize, mut v: i64| {
         for i in (at..at + width).rev() {
@@ -159,11 +155,27 @@ mod tests {
                 us.rem_euclid(1_000_000)
             )
         };
-        let mut us: i64 = -62_167_219_200_000_000 - 86_400_000_000; // year -1
-        while us < 253_402_300_800_000_000 + 86_400_000_000 {
+        let mut us: i64 = FIRST_US;
+        while us <= LAST_US {
             assert_eq!(format(us), reference(us));
             us += 7_777_777_777_777;
         }
+        assert_eq!(format(LAST_US), reference(LAST_US));
+    }
+
+    #[test]
+    fn times_beyond_four_digit_years_are_written_as_the_nearest_end() {
+        let (first, last) = ("0000-01-01T00:00:00.000000Z", "9999-12-31T23:59:59.999999Z");
+        assert_eq!(format(FIRST_US), first);
+        assert_eq!(format(LAST_US), last);
+        for us in [LAST_US + 1, 253_402_300_800_000_000, i64::MAX] {
+            assert_eq!(format(us), last);
+        }
+        for us in [FIRST_US - 1, i64::MIN] {
+            assert_eq!(format(us), first);
+        }
+        assert_eq!(parse(last), Some(LAST_US));
+        assert_eq!(parse(first), Some(FIRST_US));
     }
 
     #[test]
