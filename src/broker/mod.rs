@@ -225,6 +225,9 @@ struct Conn {
     in_flight: FastMap<u64, u64>,
     /// Its calls on the worker pool, counting those already answered `timeout`.
     running: usize,
+    /// It is on the pending list (at most once: a flooding plugin gets one read
+    /// budget per turn however many readiness events it causes).
+    queued: bool,
     /// Messages waiting for the socket to drain, each with the descriptor it carries.
     outq: VecDeque<(Vec<u8>, Option<OwnedFd>)>,
     want_write: bool,
@@ -347,6 +350,7 @@ impl<R: Recorder> Broker<R> {
                 ready: false,
                 in_flight: FastMap::default(),
                 running: 0,
+                queued: false,
                 outq: VecDeque::new(),
                 want_write: false,
                 buckets: FastMap::default(),
@@ -358,7 +362,7 @@ impl<R: Recorder> Broker<R> {
             },
         );
         // Data may already be waiting (edge-triggered readiness would not say so).
-        self.pending.push_back(token);
+        self.queue_read(token);
         Ok(())
     }
 
@@ -444,7 +448,20 @@ impl<R: Recorder> Broker<R> {
     pub fn run_pending(&mut self) {
         for _ in 0..self.pending.len() {
             if let Some(token) = self.pending.pop_front() {
+                if let Some(conn) = self.conns.get_mut(&token) {
+                    conn.queued = false;
+                }
                 self.read(token);
+            }
+        }
+    }
+
+    /// Puts `token` on the pending list unless it is there already.
+    fn queue_read(&mut self, token: Token) {
+        if let Some(conn) = self.conns.get_mut(&token) {
+            if !conn.queued {
+                conn.queued = true;
+                self.pending.push_back(token);
             }
         }
     }
@@ -623,7 +640,7 @@ impl<R: Recorder> Broker<R> {
         let got = seqpacket::recv_batch(fd.as_fd(), [&mut first[..], &mut second[..]]);
         match got {
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => self.pending.push_back(token),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => self.queue_read(token),
             Err(e) => self.close(token, format!("read failed: {e}")),
             Ok((count, received)) => {
                 for (r, bytes) in received.iter().take(count).zip([&first, &second]) {
@@ -636,7 +653,7 @@ impl<R: Recorder> Broker<R> {
                     }
                 }
                 if count == READ_BUDGET {
-                    self.pending.push_back(token);
+                    self.queue_read(token);
                 }
             }
         }
@@ -826,4 +843,54 @@ fn want_write(registry: &Registry, token: Token, conn: &mut Conn, on: bool) {
         Interest::READABLE
     };
     let _ = registry.reregister(&mut SourceFd(&fd.as_raw_fd()), token, interest);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Nothing;
+    impl Recorder for Nothing {
+        fn record(&mut self, _r: &Record<'_>) {}
+    }
+
+    /// However many readiness events a flooding plugin causes, it is on the
+    /// pending list once, so it gets one read budget per turn from it.
+    #[test]
+    fn a_channel_is_pending_at_most_once() {
+        let state = tempfile::tempdir().unwrap();
+        let store = Store::open(state.path()).unwrap();
+        let poll = Poll::new().unwrap();
+        let waker = Arc::new(Waker::new(poll.registry(), Token(0)).unwrap());
+        let mut broker = Broker::new(poll.registry(), &store, waker, Nothing, 1).unwrap();
+        let (ours, theirs) = seqpacket::pair().unwrap();
+        let ctx = PluginContext {
+            id: "p".into(),
+            version: "1.0.0".into(),
+            sha256: "00".repeat(32),
+            declared: vec![],
+            granted: vec![],
+            call_timeout: Duration::from_secs(1),
+            rate: Rate::default(),
+            rate_overrides: vec![],
+            kv_quota: Quota::default(),
+            blocked: false,
+            egress: None,
+            files: None,
+        };
+        broker.attach(Token(1), ours, ctx).unwrap();
+        let hello = br#"{"type":"hello","versions":[1],"plugin":"p","version":"1.0.0"}"#;
+        seqpacket::send(theirs.as_fd(), hello, &[]).unwrap();
+        let pong = br#"{"type":"pong","seq":1}"#;
+        for _ in 0..8 {
+            seqpacket::send(theirs.as_fd(), pong, &[]).unwrap();
+        }
+        assert_eq!(broker.pending.len(), 1, "attached: read at the next turn");
+        for _ in 0..3 {
+            broker.ready(Token(1), true, false);
+        }
+        assert_eq!(broker.pending.len(), 1);
+        broker.run_pending();
+        assert_eq!(broker.pending.len(), 1, "still more to read");
+    }
 }
