@@ -776,3 +776,53 @@ fn egress_policy_set_with_ctl_governs_net_dial() {
     );
     assert!(s.stop().success());
 }
+
+/// `audit_rotate_mb`: the audit log rotates at that size, and the chain runs on
+/// from the rotated file into the new one.
+#[test]
+fn the_audit_log_rotates_at_the_configured_size() {
+    use warden::audit::{AuditConfig, AuditLog, Event, FsyncPolicy};
+    let mut s = Serve::new(r#""audit_rotate_mb":1"#);
+    // An earlier log just under 1 MiB: serve's first events take it past.
+    let path = s.path().join("state/audit.jsonl");
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    {
+        let mut cfg = AuditConfig::new(&path);
+        cfg.fsync = FsyncPolicy::Never;
+        let mut log = AuditLog::open(cfg).unwrap();
+        // Long lines, then short ones to come within a line of the size.
+        for (reason, room) in [("r".repeat(1000), 3000), (String::new(), 150)] {
+            while std::fs::metadata(&path).unwrap().len() < (1 << 20) - room {
+                let e = Event {
+                    kind: "test",
+                    reason: Some(reason.clone()),
+                    ..Event::default()
+                };
+                log.append(&e).unwrap();
+                log.flush().unwrap();
+            }
+        }
+        log.close().unwrap();
+    }
+    s.start();
+    assert!(s.stop().success());
+    let rotated = s.path().join("state/audit.jsonl.000001");
+    assert!(rotated.exists(), "{}", s.log());
+    let out = warden(&[
+        "audit",
+        "verify",
+        rotated.to_str().unwrap(),
+        path.to_str().unwrap(),
+    ]);
+    assert!(stdout(&out).starts_with("intact"), "{}", stdout(&out));
+    let kinds: Vec<String> = s
+        .audit()
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(
+        kinds.last().map(String::as_str),
+        Some("service.stop"),
+        "{kinds:?}"
+    );
+}

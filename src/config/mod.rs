@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::audit::FsyncPolicy;
 use crate::broker::protocol::Rate;
 use crate::policy::Limits;
 
@@ -53,6 +54,10 @@ struct Raw {
     trust_dir: PathBuf,
     state_dir: PathBuf,
     audit_log: PathBuf,
+    #[serde(default)]
+    audit_rotate_mb: Option<u64>,
+    #[serde(default)]
+    audit_fsync: Option<String>,
     control_socket: PathBuf,
     #[serde(default)]
     admin_group: Option<String>,
@@ -128,6 +133,9 @@ pub struct Config {
     pub trust_dir: PathBuf,
     pub state_dir: PathBuf,
     pub audit_log: PathBuf,
+    /// Rotate the audit log before it would pass this many bytes (`None`: never).
+    pub audit_rotate_bytes: Option<u64>,
+    pub audit_fsync: FsyncPolicy,
     pub control_socket: PathBuf,
     /// Members of this group (besides root) may use the control socket.
     pub admin_gid: Option<u32>,
@@ -203,6 +211,18 @@ impl Config {
         let trust_dir = abs("trust_dir", raw.trust_dir)?;
         let state_dir = abs("state_dir", raw.state_dir)?;
         let audit_log = abs("audit_log", raw.audit_log)?;
+        range("audit_rotate_mb", raw.audit_rotate_mb, (1, 1_048_576), &bad)?;
+        let audit_fsync = match raw.audit_fsync.as_deref() {
+            None | Some("on_flush") => FsyncPolicy::OnFlush,
+            Some("never") => FsyncPolicy::Never,
+            Some("every_event") => FsyncPolicy::EveryEvent,
+            Some(other) => {
+                return Err(bad(
+                    "audit_fsync",
+                    format!("{other:?} is not one of \"on_flush\", \"every_event\", \"never\""),
+                ))
+            }
+        };
         let control_socket = abs("control_socket", raw.control_socket)?;
         if control_socket.as_os_str().len() >= 108 {
             return Err(bad(
@@ -328,6 +348,8 @@ impl Config {
             trust_dir,
             state_dir,
             audit_log,
+            audit_rotate_bytes: raw.audit_rotate_mb.map(|mb| mb * 1024 * 1024),
+            audit_fsync,
             control_socket,
             admin_gid,
             uid_range,
@@ -437,5 +459,31 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("restart.max_backoff_ms"), "{e}");
+    }
+
+    #[test]
+    fn audit_rotation_and_fsync_policy() {
+        let c = p("").unwrap();
+        assert_eq!(
+            (c.audit_rotate_bytes, c.audit_fsync),
+            (None, FsyncPolicy::OnFlush)
+        );
+        let c = p(r#""audit_rotate_mb":64,"audit_fsync":"every_event""#).unwrap();
+        assert_eq!(c.audit_rotate_bytes, Some(64 << 20));
+        assert_eq!(c.audit_fsync, FsyncPolicy::EveryEvent);
+        assert_eq!(
+            p(r#""audit_fsync":"never""#).unwrap().audit_fsync,
+            FsyncPolicy::Never
+        );
+        let e = p(r#""audit_rotate_mb":0"#).unwrap_err().to_string();
+        assert_eq!(
+            e,
+            "config w.json: audit_rotate_mb: 0 is outside 1..=1048576"
+        );
+        let e = p(r#""audit_fsync":"always""#).unwrap_err().to_string();
+        assert!(
+            e.starts_with("config w.json: audit_fsync: \"always\" is not one of"),
+            "{e}"
+        );
     }
 }

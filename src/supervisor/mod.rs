@@ -290,7 +290,10 @@ impl Supervisor {
         if let Some(parent) = cfg.audit_log.parent() {
             let _ = std::fs::create_dir_all(parent);
         }
-        let log = AuditLog::open(AuditConfig::new(&cfg.audit_log))?;
+        let mut audit = AuditConfig::new(&cfg.audit_log);
+        audit.rotate_bytes = cfg.audit_rotate_bytes;
+        audit.fsync = cfg.audit_fsync;
+        let log = AuditLog::open(audit)?;
         let recorder = AuditRecorder::start(log);
         let lp = |what| move |source| SupervisorError::Loop { what, source };
         let poll = Poll::new().map_err(lp("epoll_create"))?;
