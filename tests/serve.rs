@@ -826,3 +826,28 @@ fn the_audit_log_rotates_at_the_configured_size() {
         "{kinds:?}"
     );
 }
+
+/// An allowed downgrade allows that one version: the highest version seen stays,
+/// and a version between the two is still refused as a rollback.
+#[test]
+fn an_allowed_downgrade_allows_only_that_version() {
+    if !require_sandbox() {
+        return;
+    }
+    let mut s = Serve::new("");
+    s.deploy("svc", "2.0.0", "serve", "");
+    s.start();
+    s.bring_up("svc");
+    s.deploy("svc", "1.0.0", "serve", "");
+    s.ok(&["allow-downgrade", "svc", "1.0.0"]);
+    s.wait("1.0.0 to serve", Duration::from_secs(10), || {
+        s.status("svc")["serving_version"] == "1.0.0"
+    });
+    s.deploy("svc", "1.5.0", "serve", "");
+    s.ok(&["reload"]);
+    s.wait("1.5.0 to be refused", Duration::from_secs(10), || {
+        s.log()
+            .contains("rejected: rollback: version 1.5.0 is older than 2.0.0")
+    });
+    assert_eq!(s.status("svc")["serving_version"], "1.0.0");
+}

@@ -616,15 +616,19 @@ impl Supervisor {
         }
         let same = p.bundle.as_ref().is_some_and(|old| same_bundle(old, &b));
         p.problem = None;
+        // The highest version seen never goes down: an allowed downgrade is an
+        // exception for exactly that version, kept until a version at or above
+        // the highest is accepted again (it then has no use).
+        let upgraded = version >= highest;
         let rec_changed = p.rec.version != version.to_string()
             || version > highest
-            || (allowed_down && version < highest);
+            || (upgraded && p.rec.allow_downgrade.is_some());
         if rec_changed {
             p.rec.version = version.to_string();
-            if version > highest || allowed_down {
+            if version > highest {
                 p.rec.highest = version.to_string();
             }
-            if allowed_down {
+            if upgraded {
                 p.rec.allow_downgrade = None;
             }
             let rec = p.rec.clone();
