@@ -646,6 +646,53 @@ fn hostile_plugin_attempts_are_all_blocked() {
     );
 }
 
+/// warden run's own stdin, stdout and stderr are a terminal, as in an operator's
+/// shell: the plugin gets pipes and a session of its own, never the terminal.
+#[test]
+fn the_plugin_never_gets_the_operators_terminal() {
+    if skip_for_missing_features("the_plugin_never_gets_the_operators_terminal") {
+        return;
+    }
+    let plugin = Plugin::build();
+    let (master, slave) = open_pty().expect("a pseudo-terminal");
+    let mut child = plugin
+        .command(&["tty".to_string()])
+        .stdin(Stdio::from(slave.try_clone().unwrap()))
+        .stdout(Stdio::from(slave.try_clone().unwrap()))
+        .stderr(Stdio::from(slave))
+        .spawn()
+        .expect("spawn warden run");
+    // The terminal's side: everything until the last slave descriptor closes.
+    let reader = std::thread::spawn(move || {
+        let mut m = fs::File::from(master);
+        let mut text = Vec::new();
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = m.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            text.extend_from_slice(&buf[..n]);
+        }
+        String::from_utf8_lossy(&text).into_owned()
+    });
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break st;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("warden run did not finish");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let text = reader.join().unwrap();
+    assert!(
+        text.contains("BLOCKED tty: fds 0-2 are not terminals"),
+        "{status}: {text}"
+    );
+}
+
 /// Pids (other than ours) whose command line contains `marker`.
 fn processes_with(marker: &str) -> Vec<(u32, String)> {
     let me = std::process::id();

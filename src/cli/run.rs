@@ -2,7 +2,7 @@
 //! foreground (one mio loop: the broker, the sandbox's pidfd, forwarded signals),
 //! audit every decision, and exit with the plugin's code.
 
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,7 +18,7 @@ use crate::broker::files::FileRoot;
 use crate::broker::{AuditRecorder, Broker, PluginContext, Recorder};
 use crate::bundle::{self, Capability};
 use crate::policy::{Policy, Status};
-use crate::sandbox::{Config, ExitStatus, Plan, Sandbox, SandboxError, Stdio};
+use crate::sandbox::{Config, ExitStatus, Output, Plan, Sandbox, SandboxError, Stdio};
 use crate::store::kv::Quota;
 use crate::store::Store;
 use crate::sys;
@@ -207,7 +207,21 @@ pub fn run(a: RunArgs) -> Result<u8, Failure> {
     // Launch first: the audit thread and the broker are set up while the sandbox
     // builds itself (it waits for nothing from us after its id maps), and the
     // plugin's first message waits in its socket until the loop runs.
-    let mut sb = match Sandbox::spawn(&plan, &b, Stdio::inherit()) {
+    // The plugin's stdout and stderr are pipes that warden copies to its own, never
+    // warden's terminal itself: on a tty's own descriptor a plugin could read what
+    // the operator types, change the terminal's modes or line discipline for good,
+    // or take its foreground.
+    let pipes = sys::socket::pipe(0).and_then(|o| Ok((o, sys::socket::pipe(0)?)));
+    let ((out_r, out_w), (err_r, err_w)) =
+        pipes.map_err(|e| refused(format_args!("warden: output pipes: {e}")))?;
+    let stdio = Stdio {
+        stdout: Output::Fd(out_w),
+        stderr: Output::Fd(err_w),
+    };
+    let (copied, copies) = std::sync::mpsc::channel();
+    forward(out_r, false, copied.clone());
+    forward(err_r, true, copied);
+    let mut sb = match Sandbox::spawn(&plan, &b, stdio) {
         Ok(sb) => sb,
         Err(e) => {
             let mut audit = audit;
@@ -256,6 +270,16 @@ pub fn run(a: RunArgs) -> Result<u8, Failure> {
 
     let audit_failure = serve_until_exit(&mut poll, &mut broker, &sb, sigfd.as_fd());
     let status = sb.wait().map_err(sandbox_failure);
+    // Every process of the sandbox is gone with its init: the pipes are at their
+    // end, and what the plugin wrote goes out before warden says how it ended;
+    // unless warden's own output is not being read, which must not hold it up.
+    let deadline = std::time::Instant::now() + OUTPUT_DRAIN;
+    for _ in 0..2 {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if copies.recv_timeout(left).is_err() {
+            break;
+        }
+    }
     let _ = sys::proc::sigprocmask(libc::SIG_SETMASK, &old);
     if sb.left_stale_cgroups() {
         crate::sandbox::sweep_stale_cgroups();
@@ -340,4 +364,36 @@ fn serve_until_exit(
     broker.run_pending();
     broker.detach(PLUGIN);
     None
+}
+
+/// How long `warden run` waits, once the plugin has exited, for its last output
+/// to be copied out.
+const OUTPUT_DRAIN: Duration = Duration::from_secs(2);
+
+/// Copies the plugin's output from `from` to warden's stdout (or stderr) until
+/// every writer has closed it, then says so on `done`. It writes to its own
+/// duplicate of the descriptor, without the standard stream's lock, which
+/// warden's own messages need meanwhile.
+fn forward(from: OwnedFd, to_stderr: bool, done: std::sync::mpsc::Sender<()>) {
+    let to = if to_stderr {
+        std::io::stderr().as_fd().try_clone_to_owned()
+    } else {
+        std::io::stdout().as_fd().try_clone_to_owned()
+    };
+    std::thread::Builder::new()
+        .name("warden-output".into())
+        .spawn(move || {
+            let mut from = std::fs::File::from(from);
+            match to {
+                Ok(to) => {
+                    let _ = std::io::copy(&mut from, &mut std::fs::File::from(to));
+                }
+                // Nowhere to write: read it all anyway, so the plugin never blocks.
+                Err(_) => {
+                    let _ = std::io::copy(&mut from, &mut std::io::sink());
+                }
+            }
+            let _ = done.send(());
+        })
+        .expect("spawning an output thread");
 }

@@ -331,6 +331,10 @@ pub(crate) fn init(a: &ChildArgs<'_>) -> ! {
         Step::SchedPolicy,
         sys::sched::set_policy(0, sys::sched::Policy::Batch)
     );
+    // A session of its own: no controlling terminal (an inherited tty on fd 1 or
+    // 2 is then only a file to write to: no job control, no terminal signals), and
+    // out of warden's process group.
+    step!(Step::Setsid, proc::setsid());
     step!(Step::Sethostname, sys::ns::sethostname(HOSTNAME.as_bytes()));
     step!(Step::UnshareCgroup, sys::ns::unshare(libc::CLONE_NEWCGROUP));
 

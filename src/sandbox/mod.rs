@@ -69,10 +69,11 @@ pub enum Step {
     Fork,
     Execveat,
     SchedPolicy,
+    Setsid,
 }
 
 impl Step {
-    const ALL: [Step; 42] = [
+    const ALL: [Step; 43] = [
         Step::Socketpair,
         Step::Pipe,
         Step::Landlock,
@@ -115,6 +116,7 @@ impl Step {
         Step::Fork,
         Step::Execveat,
         Step::SchedPolicy,
+        Step::Setsid,
     ];
 
     fn from_u32(n: u32) -> Option<Step> {
@@ -166,6 +168,7 @@ impl Step {
             Step::Fork => "fork",
             Step::Execveat => "execveat",
             Step::SchedPolicy => "sched_setscheduler",
+            Step::Setsid => "setsid",
         }
     }
 }

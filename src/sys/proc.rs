@@ -202,6 +202,13 @@ pub fn waitid_pidfd(pidfd: BorrowedFd<'_>) -> io::Result<Exit> {
     }
 }
 
+/// `setsid(2)`: a new session and process group led by the caller, with no
+/// controlling terminal. Allocation-free (the sandbox child calls it).
+pub fn setsid() -> io::Result<()> {
+    // SAFETY: no arguments; fails only for a process group leader.
+    cvt(unsafe { libc::setsid() }).map(drop)
+}
+
 /// `poll(2)` on `fds`, retrying on EINTR; returns the number of ready entries.
 pub fn poll(fds: &mut [libc::pollfd], timeout_ms: libc::c_int) -> io::Result<usize> {
     loop {

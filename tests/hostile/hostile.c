@@ -893,6 +893,20 @@ static void a_tiocsti(void)
     BLOCKED("%s", g_log);
 }
 
+/* warden's own stdout and stderr may be the operator's terminal: the plugin must
+   get neither it (whose keystrokes it could read, whose modes and line discipline
+   it could change) nor warden's session (whose foreground it could take). */
+static void a_tty(void)
+{
+    for (int fd = 0; fd < 3; fd++)
+        if (isatty(fd))
+            ESCAPED("fd %d is a terminal", fd);
+    pid_t sid = getsid(0);
+    if (sid != 1)
+        ESCAPED("in a session led from outside the sandbox (getsid(0) = %d)", sid);
+    BLOCKED("fds 0-2 are not terminals; the session is the sandbox init's");
+}
+
 static void a_iopl(void)
 {
     if (syscall(SYS_iopl, 3) == 0) {
@@ -1510,6 +1524,7 @@ static const struct attempt {
     {"dev_kmsg", a_dev_kmsg, SAFE, ""},
     {"dev_disk", a_dev_disk, SAFE, "[DEVICE=/dev/vda]"},
     {"tiocsti", a_tiocsti, SAFE, ""},
+    {"tty", a_tty, SAFE, ""},
     {"iopl", a_iopl, SAFE, ""},
     {"proc_sys_hostname", a_proc_sys_hostname, SAFE, "[NEWNAME]"},
     {"sys_write", a_sys_write, SAFE, ""},
