@@ -587,6 +587,8 @@ fn plan(w: &Witnesses) -> Vec<Attempt> {
         attempt("caps", &[], NONE),
         attempt("uid0", &[], SECCOMP),
         attempt("setrlimit", &[], SECCOMP),
+        attempt("prlimit_init", &[], SECCOMP),
+        attempt("fallocate_keep_size", &[], SECCOMP),
         attempt("nice", &[], SECCOMP),
         // resources
         attempt("tmp_cap", &[&tmp], NONE),

@@ -1197,6 +1197,36 @@ static void a_sethostname(void)
     BLOCKED("sethostname succeeded only in a private uts ns (%#lx); host's is '%s'", uts, host);
 }
 
+/* The sandbox init has the plugin's uid: prlimit64 on it would pass the kernel's
+   permission check. */
+static void a_prlimit_init(void)
+{
+    struct rlimit cur, low = {7, 7};
+    if (prlimit(1, RLIMIT_NOFILE, NULL, &cur) == 0)
+        note("read pid 1's RLIMIT_NOFILE (%lu)", (unsigned long)cur.rlim_cur);
+    else
+        note("read pid 1's limits: %s", E);
+    if (prlimit(1, RLIMIT_NOFILE, &low, NULL) == 0)
+        ESCAPED("lowered the sandbox init's RLIMIT_NOFILE to 7");
+    note("lower pid 1's RLIMIT_NOFILE: %s", E);
+    BLOCKED("%s", g_log);
+}
+
+/* FALLOC_FL_KEEP_SIZE allocates blocks without growing the file, so neither
+   RLIMIT_FSIZE nor the data quota's size check sees them. */
+static void a_fallocate_keep_size(void)
+{
+    int fd = open("/tmp/hostile-falloc", O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    if (fd < 0)
+        BLOCKED("open /tmp/hostile-falloc: %s", E);
+    if (fallocate(fd, FALLOC_FL_KEEP_SIZE, 0, 4096) == 0)
+        ESCAPED("fallocate(FALLOC_FL_KEEP_SIZE) allocated blocks past the file's size");
+    note("fallocate(FALLOC_FL_KEEP_SIZE): %s", E);
+    if (fallocate(fd, 0, 0, 4096) != 0)
+        note("fallocate(0) failed too: %s", E);
+    BLOCKED("%s", g_log);
+}
+
 static void a_setrlimit(void)
 {
     const struct {
@@ -1543,6 +1573,8 @@ static const struct attempt {
     {"caps", a_caps, SAFE, ""},
     {"uid0", a_uid0, SAFE, ""},
     {"setrlimit", a_setrlimit, SAFE, ""},
+    {"prlimit_init", a_prlimit_init, SAFE, ""},
+    {"fallocate_keep_size", a_fallocate_keep_size, SAFE, ""},
     {"nice", a_nice, SAFE, ""},
     {"tmp_cap", a_tmp_cap, SAFE, "[CAP_MB]"},
     {"sysrq", a_sysrq, DESTRUCTIVE, ""},
