@@ -157,6 +157,11 @@ fn reads_writes_and_refusals() {
             "fs.write err denied fs.open for writing needs static:write; static:read allows read-only opens"
         ]
     );
+    // A file the plugin did not create keeps its owner: opening it gives the plugin
+    // no more than the descriptor (before, a read made it the plugin's, to chmod).
+    let a = std::fs::metadata(r.data("reader").join("a")).unwrap();
+    // SAFETY: geteuid takes no arguments and cannot fail.
+    assert_eq!(a.uid(), unsafe { libc::geteuid() });
 }
 
 #[test]

@@ -394,7 +394,9 @@ pub fn open(root: &FileRoot, req: &OpenRequest) -> Opened {
             )),
         );
     }
-    if let Some((uid, gid)) = root.owner {
+    // What this open created is the plugin's; a file that was there (the
+    // operator's, say) keeps its owner: the descriptor is all the plugin gets.
+    if let (Some((uid, gid)), None) = (root.owner, before) {
         if st.st_uid != uid {
             if let Err(e) = sys::fs::fchown(fd.as_fd(), uid, gid) {
                 return fail(
