@@ -229,6 +229,9 @@ impl Shared {
         {
             let _ = tx.send((Err(Error::Channel(why.clone())), None));
         }
+        // Under the lock `wait_for_shutdown` checks `closed` with: the wake-up
+        // cannot fall between its check and its wait.
+        let _shutdown = self.shutdown.lock().unwrap_or_else(|p| p.into_inner());
         self.shutdown_cv.notify_all();
     }
 }
