@@ -851,3 +851,60 @@ fn an_allowed_downgrade_allows_only_that_version() {
     });
     assert_eq!(s.status("svc")["serving_version"], "1.0.0");
 }
+
+/// A control request whose write to the state database fails changes nothing:
+/// not the policy in effect, and not what a later write saves. The loop waits
+/// only briefly for the database's lock meanwhile.
+#[test]
+fn a_refused_approve_changes_nothing() {
+    if !require_sandbox() {
+        return;
+    }
+    let mut s = Serve::new("");
+    s.deploy("svc", "1.0.0", "serve", "");
+    s.start();
+    s.ok(&["policy", "approve", "svc", "--grant", "kv:write"]);
+    let before = s.ok(&["policy", "show", "svc"]);
+    // Another process holds the state database's write lock.
+    let db = rusqlite::Connection::open(s.path().join("state/warden.db")).unwrap();
+    db.execute_batch("BEGIN IMMEDIATE").unwrap();
+    let t0 = Instant::now();
+    let out = s.ctl(&[
+        "policy",
+        "approve",
+        "svc",
+        "--grant",
+        "kv:write",
+        "--egress",
+        "169.254.169.254:80",
+        "--allow-address",
+        "169.254.169.254",
+    ]);
+    assert!(!out.status.success(), "{}", stdout(&out));
+    assert!(
+        stderr(&out).contains("database is locked"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(t0.elapsed() < Duration::from_secs(5), "{:?}", t0.elapsed());
+    let out = s.ctl(&["allow-downgrade", "svc", "0.1.0"]);
+    assert!(!out.status.success(), "{}", stdout(&out));
+    db.execute_batch("ROLLBACK").unwrap();
+    drop(db);
+    let after = s.ok(&["policy", "show", "svc"]);
+    assert_eq!(after, before);
+    // A later write saves the record as it is in effect.
+    s.ok(&["install", "svc"]);
+    assert!(s.stop().success());
+    s.start();
+    assert_eq!(s.ok(&["policy", "show", "svc"]), before);
+    let db = rusqlite::Connection::open(s.path().join("state/warden.db")).unwrap();
+    let allowed: Option<String> = db
+        .query_row(
+            "SELECT allow_downgrade FROM plugins WHERE id = 'svc'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(allowed, None, "a refused allow-downgrade was saved later");
+}

@@ -223,6 +223,21 @@ impl Supervisor {
         store::plugins::put(&self.db, &rec).map_err(|e| format!("state database: {e}"))
     }
 
+    /// Applies `change` to a copy of the plugin's record and writes that; the
+    /// record in effect changes only once the write succeeded, so a refused
+    /// request changes nothing, now or at the next write.
+    fn persist_with(
+        &mut self,
+        id: &str,
+        change: impl FnOnce(&mut store::plugins::Record),
+    ) -> Result<(), String> {
+        let mut rec = self.plugins[id].rec.clone();
+        change(&mut rec);
+        store::plugins::put(&self.db, &rec).map_err(|e| format!("state database: {e}"))?;
+        self.plugins.get_mut(id).expect("present").rec = rec;
+        Ok(())
+    }
+
     fn lifecycle(&mut self, id: &str, action: Action, uid: u32) -> Result<Value, String> {
         let p = &self.plugins[id];
         let from = p.status();
@@ -335,36 +350,33 @@ impl Supervisor {
                 out
             }
         };
-        if let Some((e, a)) = egress {
-            let p = self.plugins.get_mut(id).expect("present");
-            p.rec.egress = e;
-            p.rec.allow_addresses = a;
-        }
-        self.set_policy(id, policy::Status::Approved, Some(grants), uid)
+        self.set_policy(id, policy::Status::Approved, Some(grants), egress, uid)
     }
 
     fn block(&mut self, id: &str, uid: u32) -> Result<Value, String> {
-        self.set_policy(id, policy::Status::Blocked, None, uid)
+        self.set_policy(id, policy::Status::Blocked, None, None, uid)
     }
 
+    /// Egress, when given, replaces both lists: (allow-list, allowed addresses).
     fn set_policy(
         &mut self,
         id: &str,
         status: policy::Status,
         grants: Option<Vec<String>>,
+        egress: Option<(Vec<String>, Vec<String>)>,
         uid: u32,
     ) -> Result<Value, String> {
-        let p = self.plugins.get_mut(id).expect("present");
-        let before = (p.rec.policy_status.clone(), p.rec.grants.clone());
-        p.rec.policy_status = status.as_str().into();
-        if let Some(g) = grants {
-            p.rec.grants = g;
-        }
-        if let Err(e) = self.persist(id) {
-            let p = self.plugins.get_mut(id).expect("present");
-            (p.rec.policy_status, p.rec.grants) = before;
-            return Err(e);
-        }
+        let before = self.plugins[id].rec.policy_status.clone();
+        self.persist_with(id, |rec| {
+            rec.policy_status = status.as_str().into();
+            if let Some(g) = grants {
+                rec.grants = g;
+            }
+            if let Some((e, a)) = egress {
+                rec.egress = e;
+                rec.allow_addresses = a;
+            }
+        })?;
         let p = self.plugins.get_mut(id).expect("present");
         let blocked = status == policy::Status::Blocked;
         // Blocking takes effect at once on every instance; new grants need a new
@@ -376,14 +388,14 @@ impl Supervisor {
         let grants = p.rec.grants.clone();
         self.log(format_args!(
             "plugin={id} policy {} -> {} grants [{}] (uid {uid})",
-            before.0,
+            before,
             status.as_str(),
             grants.join(",")
         ));
         self.plugin_event(
             "plugin.policy",
             id,
-            format!("{} -> {}", before.0, status.as_str()),
+            format!("{} -> {}", before, status.as_str()),
             json!({"uid": uid, "grants": grants}),
         );
         if !blocked {
@@ -402,9 +414,7 @@ impl Supervisor {
     fn allow_downgrade(&mut self, id: &str, version: &str, uid: u32) -> Result<Value, String> {
         let v = semver::Version::parse(version)
             .map_err(|e| format!("cannot allow downgrade of {id}: version {version:?}: {e}"))?;
-        let p = self.plugins.get_mut(id).expect("present");
-        p.rec.allow_downgrade = Some(v.to_string());
-        self.persist(id)?;
+        self.persist_with(id, |rec| rec.allow_downgrade = Some(v.to_string()))?;
         self.log(format_args!(
             "plugin={id} downgrade to {v} allowed (uid {uid})"
         ));

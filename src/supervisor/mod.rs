@@ -287,6 +287,15 @@ impl Supervisor {
         })?;
         let store = Store::open(&cfg.state_dir)?;
         let db = store.connect()?;
+        // The loop's own writes (control requests, versions seen) wait at most
+        // this long for another holder of the database's lock (a backup, an
+        // operator's sqlite3): every plugin's host calls wait with the loop. A
+        // request that cannot write is refused and changes nothing.
+        db.busy_timeout(LOOP_DB_WAIT)
+            .map_err(|source| crate::store::StoreError::Open {
+                path: store.path().to_owned(),
+                source,
+            })?;
         if let Some(parent) = cfg.audit_log.parent() {
             let _ = std::fs::create_dir_all(parent);
         }
@@ -769,6 +778,9 @@ fn same_bundle(a: &VerifiedBundle, b: &VerifiedBundle) -> bool {
     a.sha256() == b.sha256()
         && serde_json::to_string(a.manifest()).ok() == serde_json::to_string(b.manifest()).ok()
 }
+
+/// How long the supervisor's loop waits for the state database's lock.
+const LOOP_DB_WAIT: Duration = Duration::from_millis(500);
 
 /// Stops the broker's worker pool (auditing the calls it still finishes), then
 /// drains, syncs and closes the audit log; an audit failure, earlier or now, is
