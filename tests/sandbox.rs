@@ -552,3 +552,43 @@ fn runs_as_an_unprivileged_user() {
     );
     assert!(s.contains("cgroup: absent: "), "{s}");
 }
+
+/// A host mount beneath a read-only bind (here a tmpfs under /usr, in a private
+/// mount namespace of this test's own) is read-only inside too, not only the
+/// bind's top mount.
+#[test]
+fn mounts_under_read_only_binds_are_read_only() {
+    if !require_sandbox() {
+        return;
+    }
+    let under = "/usr/local/src";
+    if !std::path::Path::new(under).is_dir() {
+        assert!(
+            std::env::var_os("WARDEN_TEST_STRICT").is_none(),
+            "{under} is missing"
+        );
+        eprintln!("skipped: no {under} to mount a tmpfs on");
+        return;
+    }
+    let f = Fixture::new();
+    let b = f.bundle("probe", &plugin("probe"), r#""resources":{"tmp_mb":2}"#);
+    let script = format!(
+        "mount -t tmpfs warden-test {under} && exec \"$0\" run \"$1\" --trust \"$2\" --state-dir \"$3\""
+    );
+    let out = std::process::Command::new("unshare")
+        .args(["-m", "--propagation", "private", "sh", "-c", &script])
+        .arg(common::WARDEN)
+        .arg(&b)
+        .arg(f.trust())
+        .arg(f.state_dir())
+        .output()
+        .expect("unshare (util-linux)");
+    let s = stdout(&out);
+    assert_eq!(out.status.code(), Some(0), "{s}\n{}", stderr(&out));
+    assert!(s.contains(&format!("mount {under} ")), "{s}");
+    let rw: Vec<&str> = s
+        .lines()
+        .filter(|l| l.starts_with("mount ") && l.ends_with(" rw"))
+        .collect();
+    assert!(rw.is_empty(), "writable mounts under /usr: {rw:?}");
+}

@@ -213,6 +213,10 @@ pub(crate) fn init(a: &ChildArgs<'_>) -> ! {
                             None
                         )
                     );
+                    // The remount covers the top mount only: host mounts beneath
+                    // it (a tmpfs under /usr, say) come in by MS_REC and are made
+                    // read-only here too.
+                    step!(Step::RemountRo, mount::make_tree_readonly(target));
                 }
             }
             MountOp::BindBundle { target, keep } => {
@@ -241,6 +245,7 @@ pub(crate) fn init(a: &ChildArgs<'_>) -> ! {
                         None
                     )
                 );
+                step!(Step::RemountRo, mount::make_tree_readonly(target));
             }
             MountOp::Tmpfs {
                 target,

@@ -37,6 +37,45 @@ pub fn mount(
     .map(drop)
 }
 
+/// `struct mount_attr` of mount_setattr(2).
+#[repr(C)]
+struct MountAttr {
+    attr_set: u64,
+    attr_clr: u64,
+    propagation: u64,
+    userns_fd: u64,
+}
+
+/// MOUNT_ATTR_RDONLY (linux/mount.h).
+const MOUNT_ATTR_RDONLY: u64 = 0x1;
+
+/// `mount_setattr(AT_FDCWD, path, AT_RECURSIVE, {attr_set: MOUNT_ATTR_RDONLY})`:
+/// the mount at `path` and every mount beneath it read-only, other flags left as
+/// they are. Allocation-free.
+pub fn make_tree_readonly(path: &CStr) -> io::Result<()> {
+    let attr = MountAttr {
+        attr_set: MOUNT_ATTR_RDONLY,
+        attr_clr: 0,
+        propagation: 0,
+        userns_fd: 0,
+    };
+    // SAFETY: `path` is NUL-terminated and `attr` a live mount_attr whose exact
+    // size is passed; the kernel only reads both. syscall(2) is variadic: each
+    // argument is passed at the type mount_setattr(2) takes (int dirfd, path
+    // pointer, unsigned flags, attr pointer, size_t size).
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            libc::AT_FDCWD,
+            path.as_ptr(),
+            libc::AT_RECURSIVE as libc::c_uint,
+            &attr as *const MountAttr,
+            std::mem::size_of::<MountAttr>(),
+        )
+    };
+    cvt_syscall(r).map(drop)
+}
+
 /// `pivot_root(2)`.
 pub fn pivot_root(new_root: &CStr, put_old: &CStr) -> io::Result<()> {
     // SAFETY: both arguments are NUL-terminated strings that outlive the call.

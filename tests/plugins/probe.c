@@ -84,6 +84,15 @@ int main(int argc, char **argv) {
   char host[256] = {0};
   gethostname(host, sizeof host - 1);
   printf("hostname %s\n", host);
+  /* Every mount at or under /usr, with its read-only or read-write flag. */
+  FILE *mi = fopen("/proc/self/mountinfo", "r");
+  char ml[1024];
+  while (mi && fgets(ml, sizeof ml, mi)) {
+    char point[512], opts[256];
+    if (sscanf(ml, "%*s %*s %*s %*s %511s %255s", point, opts) == 2 && !strncmp(point, "/usr", 4))
+      printf("mount %s %s\n", point, strncmp(opts, "ro", 2) ? "rw" : "ro");
+  }
+  if (mi) fclose(mi);
   int policy = sched_getscheduler(0);
   printf("sched %s\n", policy == SCHED_BATCH ? "batch" : policy == SCHED_OTHER ? "other" : policy < 0 ? strerrorname_np(errno) : "other-policy");
   struct sched_param sp = {0};
