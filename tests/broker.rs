@@ -995,3 +995,73 @@ fn an_empty_datagram_is_a_framing_violation() {
     closes_after(s, "protocol violation");
     assert_eq!(h.log.decisions("p", "framing"), vec![Decision::Error]);
 }
+
+// ---- the I/O threads are shared fairly ---------------------------------------
+
+/// A loopback listener whose accept queue is full: further connects hang, as to
+/// a firewalled host. Returns its port and what keeps it so.
+fn blackhole() -> (u16, std::net::TcpListener, Vec<std::net::TcpStream>) {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let fd = std::os::fd::AsRawFd::as_raw_fd(&l);
+    // SAFETY: listen(2) on a socket we own, with a backlog of 0.
+    let r = unsafe { libc::listen(fd, 0) };
+    assert_eq!(r, 0);
+    let port = l.local_addr().unwrap().port();
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let held = (0..2)
+        .filter_map(|_| {
+            std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(300)).ok()
+        })
+        .collect();
+    (port, l, held)
+}
+
+/// One plugin dialling a host that never answers holds at most its share of
+/// the I/O threads: another plugin's fs.open and net.dial go on meanwhile.
+#[test]
+fn one_plugins_hanging_dials_do_not_hold_up_anothers_io() {
+    use warden::broker::egress::Egress;
+    use warden::broker::files::FileRoot;
+    let (port, _l, _held) = blackhole();
+    let good = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let good_port = good.local_addr().unwrap().port();
+    let egress = |p: u16| {
+        Some(Arc::new(
+            Egress::parse(&[format!("127.0.0.1:{p}")], &["127.0.0.1".into()]).unwrap(),
+        ))
+    };
+    let mut slow = with_timeout(
+        ctx("slow", &[HttpEgress], &[HttpEgress]),
+        Duration::from_secs(1),
+    );
+    slow.egress = egress(port);
+    let data = tempfile::tempdir().unwrap();
+    let root = FileRoot::prepare(data.path(), "other", 1 << 20, None).unwrap();
+    std::fs::write(root.path.join("a"), "A").unwrap();
+    let mut other = ctx(
+        "other",
+        &[HttpEgress, StaticRead],
+        &[HttpEgress, StaticRead],
+    );
+    other.egress = egress(good_port);
+    other.files = Some(Arc::new(root));
+    let (_h, mut socks) = Harness::start(vec![slow, other]);
+    let other = connect(socks.pop().unwrap(), "other");
+    let slow = Arc::new(connect(socks.pop().unwrap(), "slow"));
+    let dials: Vec<_> = (0..8)
+        .map(|_| {
+            let s = Arc::clone(&slow);
+            std::thread::spawn(move || s.dial("127.0.0.1", port).map(drop))
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(200));
+    let t0 = Instant::now();
+    let opened = other.open("a", warden_plugin::OpenFlags::READ).map(drop);
+    let dialled = other.dial("127.0.0.1", good_port).map(drop);
+    let took = t0.elapsed();
+    assert!(opened.is_ok() && dialled.is_ok(), "{opened:?} {dialled:?}");
+    assert!(took < Duration::from_millis(500), "held up for {took:?}");
+    for d in dials {
+        let _ = d.join();
+    }
+}

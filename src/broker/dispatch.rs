@@ -242,7 +242,12 @@ impl<R: Recorder> Broker<R> {
         );
         self.deadlines.push(std::cmp::Reverse((deadline, seq)));
         let ns = Arc::clone(&conn.ns);
-        self.pool.submit(Job { seq, ns, work });
+        self.pool.submit(Job {
+            seq,
+            ns,
+            work,
+            deadline,
+        });
     }
 
     pub(super) fn reply(

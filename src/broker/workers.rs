@@ -3,12 +3,16 @@
 //! the writes waiting at that moment). Results come back through a shared list and
 //! a mio `Waker`; the event loop never waits on a worker. Dials and file opens
 //! (`net.dial`, `fs.open`) run on I/O threads of their own, so a slow resolver or
-//! connect never delays KV work; their results can carry a descriptor.
+//! connect never delays KV work; their results can carry a descriptor. Plugins
+//! take turns there, each with at most [`IO_PER_PLUGIN`] running, so that one
+//! plugin's dials to hosts that never answer cannot hold every I/O thread.
 
+use std::collections::{HashMap, VecDeque};
 use std::os::fd::OwnedFd;
 use std::sync::mpsc::{self, Receiver, Sender};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
+use std::time::Instant;
 
 use mio::Waker;
 use rusqlite::Connection;
@@ -33,6 +37,9 @@ pub struct Job {
     pub seq: u64,
     pub ns: Arc<str>,
     pub work: Work,
+    /// When the call times out: a dial or open not started by then is not
+    /// started at all, and a dial gives up by then.
+    pub deadline: Instant,
 }
 
 #[derive(Debug)]
@@ -121,17 +128,18 @@ pub struct Pool {
     readers: usize,
     reads: Option<Sender<Job>>,
     writes: Option<Sender<Job>>,
-    io: Option<Sender<Job>>,
+    /// The I/O lane's queue, once its threads run.
+    io: Option<Arc<IoQueue>>,
     completions: Arc<Completions>,
     threads: Vec<JoinHandle<()>>,
 }
 
-/// Which group of threads a job runs on.
+/// Which database thread group a KV job runs on (dials and opens go to the
+/// I/O queue).
 #[derive(Clone, Copy)]
 enum Lane {
     Read,
     Write,
-    Io,
 }
 
 impl Pool {
@@ -154,52 +162,54 @@ impl Pool {
         })
     }
 
-    /// The queue of `lane`, starting its threads on first use.
+    /// The queue of the database lane `lane`, starting its threads on first use.
     fn queue(&mut self, lane: Lane) -> &Sender<Job> {
         let slot = match lane {
             Lane::Read => &mut self.reads,
             Lane::Write => &mut self.writes,
-            Lane::Io => &mut self.io,
         };
         if slot.is_none() {
             let (tx, rx) = mpsc::channel::<Job>();
             let c = &self.completions;
-            match lane {
-                Lane::Read => {
-                    let rx = Arc::new(Mutex::new(rx));
-                    for i in 0..self.readers {
-                        let (conn, rx, c) =
-                            (Lazy::new(&self.store), Arc::clone(&rx), Arc::clone(c));
-                        self.threads
-                            .push(spawn(format!("warden-read-{i}"), move || {
-                                reader(conn, rx, c)
-                            }));
-                    }
-                }
-                Lane::Write => {
-                    let (conn, c) = (Lazy::new(&self.store), Arc::clone(c));
+            if let Lane::Read = lane {
+                let rx = Arc::new(Mutex::new(rx));
+                for i in 0..self.readers {
+                    let (conn, rx, c) = (Lazy::new(&self.store), Arc::clone(&rx), Arc::clone(c));
                     self.threads
-                        .push(spawn("warden-write".into(), move || writer(conn, rx, c)));
+                        .push(spawn(format!("warden-read-{i}"), move || {
+                            reader(conn, rx, c)
+                        }));
                 }
-                Lane::Io => {
-                    let rx = Arc::new(Mutex::new(rx));
-                    for i in 0..IO_THREADS {
-                        let (rx, c) = (Arc::clone(&rx), Arc::clone(c));
-                        self.threads
-                            .push(spawn(format!("warden-io-{i}"), move || io_worker(rx, c)));
-                    }
-                }
+            } else {
+                let (conn, c) = (Lazy::new(&self.store), Arc::clone(c));
+                self.threads
+                    .push(spawn("warden-write".into(), move || writer(conn, rx, c)));
             }
             *slot = Some(tx);
         }
         slot.as_ref().expect("just started")
     }
 
+    /// The I/O lane's queue, starting its threads on first use.
+    fn io_queue(&mut self) -> &Arc<IoQueue> {
+        if self.io.is_none() {
+            let q = Arc::new(IoQueue::default());
+            for i in 0..IO_THREADS {
+                let (q, c) = (Arc::clone(&q), Arc::clone(&self.completions));
+                self.threads
+                    .push(spawn(format!("warden-io-{i}"), move || io_worker(&q, &c)));
+            }
+            self.io = Some(q);
+        }
+        self.io.as_ref().expect("just started")
+    }
+
     /// Queues a job; its result arrives through [`Pool::take_done`].
     pub fn submit(&mut self, job: Job) {
-        let lane = if job.work.is_io() {
-            Lane::Io
-        } else if job.work.is_write() {
+        if job.work.is_io() {
+            return self.io_queue().push(job);
+        }
+        let lane = if job.work.is_write() {
             Lane::Write
         } else {
             Lane::Read
@@ -237,7 +247,9 @@ impl Pool {
     fn stop(&mut self) {
         self.reads.take();
         self.writes.take();
-        self.io.take();
+        if let Some(q) = self.io.take() {
+            q.close();
+        }
         for t in self.threads.drain(..) {
             let _ = t.join();
         }
@@ -304,43 +316,135 @@ fn reader(mut conn: Lazy, rx: Arc<Mutex<Receiver<Job>>>, out: Arc<Completions>) 
     }
 }
 
-/// Serves dials and file opens, one at a time per thread.
-fn io_worker(rx: Arc<Mutex<Receiver<Job>>>, out: Arc<Completions>) {
-    loop {
-        let job = {
-            let rx = rx.lock().unwrap_or_else(|p| p.into_inner());
-            let Ok(job) = rx.recv() else { return };
-            job
-        };
-        let done = match &job.work {
-            Work::Dial(req) => {
-                let d = egress::dial(req);
-                Done {
-                    seq: job.seq,
-                    result: d.result,
-                    fd: d.fd,
-                    audit: Some(d.audit),
-                    wrote: None,
+/// Dials and file opens a plugin may have on the I/O threads at once: one
+/// plugin dialling hosts that never answer holds at most this many of the
+/// [`IO_THREADS`], and the others' dials and opens go on meanwhile.
+pub const IO_PER_PLUGIN: usize = 2;
+
+/// The I/O lane's queue: per plugin (by namespace), first in first out, and
+/// the plugins in turn, each with at most [`IO_PER_PLUGIN`] jobs running.
+#[derive(Default)]
+struct IoQueue {
+    state: Mutex<IoState>,
+    ready: Condvar,
+}
+
+#[derive(Default)]
+struct IoState {
+    waiting: HashMap<Arc<str>, VecDeque<Job>>,
+    /// Plugins with jobs waiting, in the order they are served.
+    turns: VecDeque<Arc<str>>,
+    running: HashMap<Arc<str>, usize>,
+    closed: bool,
+}
+
+impl IoQueue {
+    fn push(&self, job: Job) {
+        let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let ns = Arc::clone(&job.ns);
+        let queue = s.waiting.entry(Arc::clone(&ns)).or_default();
+        queue.push_back(job);
+        if queue.len() == 1 {
+            s.turns.push_back(ns);
+        }
+        self.ready.notify_one();
+    }
+
+    /// The next job for a free thread: the first plugin in turn that has fewer
+    /// than [`IO_PER_PLUGIN`] running; `None` once closed and drained.
+    fn take(&self) -> Option<Job> {
+        let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        loop {
+            let st = &mut *s;
+            let pick = st
+                .turns
+                .iter()
+                .position(|ns| st.running.get(ns).copied().unwrap_or(0) < IO_PER_PLUGIN);
+            if let Some(i) = pick {
+                let ns = st.turns.remove(i).expect("found above");
+                let queue = st.waiting.get_mut(&ns).expect("a turn has jobs");
+                let job = queue.pop_front().expect("a turn has jobs");
+                if queue.is_empty() {
+                    st.waiting.remove(&ns);
+                } else {
+                    st.turns.push_back(Arc::clone(&ns));
                 }
+                *st.running.entry(ns).or_default() += 1;
+                return Some(job);
             }
-            Work::Open { root, req } => {
-                let o = files::open(root, req);
-                Done {
-                    seq: job.seq,
-                    result: o.result,
-                    fd: o.fd,
-                    audit: Some(o.audit),
-                    wrote: None,
-                }
+            if st.closed && st.turns.is_empty() {
+                return None;
             }
-            _ => Done::plain(
+            s = self.ready.wait(s).unwrap_or_else(|p| p.into_inner());
+        }
+    }
+
+    /// A job of `ns` finished: its place goes to the next.
+    fn done(&self, ns: &Arc<str>) {
+        let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = s.running.get_mut(ns) {
+            *n -= 1;
+            if *n == 0 {
+                s.running.remove(ns);
+            }
+        }
+        self.ready.notify_all();
+    }
+
+    /// No more jobs: the threads finish what is queued, then stop.
+    fn close(&self) {
+        self.state.lock().unwrap_or_else(|p| p.into_inner()).closed = true;
+        self.ready.notify_all();
+    }
+}
+
+/// Serves dials and file opens, one at a time per thread. A job whose call has
+/// already timed out is not started (the plugin was answered); a dial stops
+/// trying at the call's deadline.
+fn io_worker(q: &IoQueue, out: &Completions) {
+    while let Some(job) = q.take() {
+        let done = if Instant::now() >= job.deadline {
+            Done::plain(
                 job.seq,
                 Err(CallError::new(
-                    ErrorCode::Internal,
-                    "a database job was queued to an I/O thread",
+                    ErrorCode::Timeout,
+                    "the call timed out before its turn on an I/O thread",
                 )),
-            ),
+            )
+        } else {
+            match job.work {
+                Work::Dial(mut req) => {
+                    let left = job.deadline.saturating_duration_since(Instant::now());
+                    req.timeout = req.timeout.min(left);
+                    let d = egress::dial(&req);
+                    Done {
+                        seq: job.seq,
+                        result: d.result,
+                        fd: d.fd,
+                        audit: Some(d.audit),
+                        wrote: None,
+                    }
+                }
+                Work::Open { ref root, ref req } => {
+                    let o = files::open(root, req);
+                    Done {
+                        seq: job.seq,
+                        result: o.result,
+                        fd: o.fd,
+                        audit: Some(o.audit),
+                        wrote: None,
+                    }
+                }
+                _ => Done::plain(
+                    job.seq,
+                    Err(CallError::new(
+                        ErrorCode::Internal,
+                        "a database job was queued to an I/O thread",
+                    )),
+                ),
+            }
         };
+        q.done(&job.ns);
         out.push([done]);
     }
 }
