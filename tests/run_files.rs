@@ -145,6 +145,12 @@ fn reads_writes_and_refusals() {
     assert_eq!((file.uid(), file.mode() & 0o777), (dir.uid(), 0o600));
     let audit = std::fs::read_to_string(r.f.state_dir().join("audit.log")).unwrap();
     assert!(audit.contains(r#""path":"notes.txt""#), "{audit}");
+    // The launch says whether the sandbox has a cgroup (an optional layer).
+    let launch = audit
+        .lines()
+        .find(|l| l.contains(r#""kind":"launch""#))
+        .expect("a launch event");
+    assert!(launch.contains(r#""cgroup":""#), "{launch}");
 
     // static:read alone opens read-only.
     let ro = r.bundle("reader", &["static:read"]);

@@ -238,6 +238,9 @@ pub fn run(a: RunArgs) -> Result<u8, Failure> {
         .extra
         .insert("landlock_abi".into(), plan.landlock_abi().into());
     launch.extra.insert("pid".into(), sb.pid().into());
+    launch
+        .extra
+        .insert("cgroup".into(), plan.cgroup_audit().into());
     recorder.append(launch);
     // (Should this fail, the sandbox is killed as `sb` drops, and the recorder,
     // dropped inside, still writes the launch event.)

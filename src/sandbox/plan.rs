@@ -476,6 +476,15 @@ impl Plan {
         &self.cgroup
     }
 
+    /// For the launch's audit event: `"v1 memory+pids"`, or `"none: <why>"` (an
+    /// optional layer's absence is audited).
+    pub fn cgroup_audit(&self) -> String {
+        match &self.cgroup {
+            CgroupPlan::V1 { .. } => "v1 memory+pids".into(),
+            CgroupPlan::Absent(why) => format!("none: {why}"),
+        }
+    }
+
     /// The effective resource limits.
     pub fn resources(&self) -> Resources {
         self.resources

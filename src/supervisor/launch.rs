@@ -130,7 +130,7 @@ impl Supervisor {
             "launch",
             id,
             format!("pid {pid}"),
-            json!({"pid": pid, "landlock_abi": plan.landlock_abi()}),
+            json!({"pid": pid, "landlock_abi": plan.landlock_abi(), "cgroup": plan.cgroup_audit()}),
         );
         Ok(Instance {
             base,
