@@ -908,3 +908,22 @@ fn a_refused_approve_changes_nothing() {
         .unwrap();
     assert_eq!(allowed, None, "a refused allow-downgrade was saved later");
 }
+
+/// SemVer precedence ignores build metadata: `1.0.0` after `1.0.0+build.2` is
+/// not a rollback.
+#[test]
+fn build_metadata_does_not_order_versions() {
+    if !require_sandbox() {
+        return;
+    }
+    let mut s = Serve::new("");
+    s.deploy("svc", "1.0.0+build.2", "serve", "");
+    s.start();
+    s.bring_up("svc");
+    s.deploy("svc", "1.0.0", "serve", "");
+    s.ok(&["reload"]);
+    s.wait("1.0.0 to serve", Duration::from_secs(10), || {
+        s.status("svc")["serving_version"] == "1.0.0"
+    });
+    assert!(!s.log().contains("rejected: rollback"), "{}", s.log());
+}

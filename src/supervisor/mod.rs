@@ -605,7 +605,9 @@ impl Supervisor {
         let p = self.plugins.get_mut(&id).expect("inserted above");
         let highest = semver::Version::parse(&p.rec.highest).unwrap_or(version.clone());
         let allowed_down = p.rec.allow_downgrade.as_deref() == Some(&version.to_string());
-        if version < highest && !allowed_down {
+        // SemVer precedence: build metadata (`+...`) does not make a version newer.
+        let order = version.cmp_precedence(&highest);
+        if order.is_lt() && !allowed_down {
             let why = format!(
                 "rejected: rollback: version {version} is older than {highest}, the highest seen (allow it with `warden ctl allow-downgrade {id} {version}`)"
             );
@@ -628,13 +630,13 @@ impl Supervisor {
         // The highest version seen never goes down: an allowed downgrade is an
         // exception for exactly that version, kept until a version at or above
         // the highest is accepted again (it then has no use).
-        let upgraded = version >= highest;
+        let upgraded = order.is_ge();
         let rec_changed = p.rec.version != version.to_string()
-            || version > highest
+            || order.is_gt()
             || (upgraded && p.rec.allow_downgrade.is_some());
         if rec_changed {
             p.rec.version = version.to_string();
-            if version > highest {
+            if order.is_gt() {
                 p.rec.highest = version.to_string();
             }
             if upgraded {
