@@ -216,7 +216,14 @@ impl Shared {
                 bytes.len()
             )));
         }
-        self.sock.send(&bytes).map(drop).map_err(channel)
+        // A signal handler installed without SA_RESTART interrupts the send; that
+        // is not the channel failing.
+        loop {
+            match self.sock.send(&bytes) {
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                r => return r.map(drop).map_err(channel),
+            }
+        }
     }
 
     fn close(&self, why: String) {
@@ -278,7 +285,12 @@ impl Client {
             &json!({"type": "hello", "versions": VERSIONS, "plugin": id, "version": version}),
         )?;
         let mut buf = vec![0u8; MAX_MESSAGE];
-        let n = shared.sock.recv(&mut buf).map_err(channel)?;
+        let n = loop {
+            match shared.sock.recv(&mut buf) {
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                r => break r.map_err(channel)?,
+            }
+        };
         let msg: Value = serde_json::from_slice(&buf[..n]).map_err(channel)?;
         let welcome = match msg["type"].as_str() {
             Some("welcome") => Welcome {
