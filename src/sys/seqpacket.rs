@@ -89,12 +89,12 @@ pub fn recv_batch<const N: usize>(
         m.msg_hdr.msg_controllen = CMSG_SPACE;
     }
     // The raw system call, not glibc's recvmmsg(): see the module header.
-    // SAFETY: raw recvmmsg(2): each of the N headers points at its own iovec
-    // (covering one caller buffer) and its own control buffer, all live and
-    // writable for the call, with their true lengths; syscall(2) is variadic, so
-    // every argument is passed at the type recvmmsg(2) takes (int fd, header
-    // pointer, unsigned count, int flags, timespec pointer), the timeout a typed
-    // null, which means none.
+    // SAFETY: raw recvmmsg(2), its result checked by cvt_syscall: each of the N
+    // headers points at its own iovec (covering one caller buffer) and its own
+    // control buffer, all live and writable for the call, with their true
+    // lengths; syscall(2) is variadic, so every argument is passed at the type
+    // recvmmsg(2) takes (int fd, header pointer, unsigned count, int flags,
+    // timespec pointer), the timeout a typed null, which means none.
     let n = cvt_syscall(unsafe {
         libc::syscall(
             libc::SYS_recvmmsg,
@@ -289,8 +289,11 @@ pub fn send(fd: BorrowedFd<'_>, bytes: &[u8], fds: &[BorrowedFd<'_>]) -> io::Res
 /// less of the event loop's CPU per reply). Made through syscall(2): see the module
 /// header.
 fn send_plain(fd: BorrowedFd<'_>, bytes: &[u8]) -> io::Result<()> {
-    // SAFETY: `bytes` is valid for reads of its length for the call; a null
-    // address with length 0 is what send(2) passes to sendto.
+    // SAFETY: raw sendto(2): `bytes` is valid for reads of its length for the
+    // call; a null address with length 0 is what send(2) passes to sendto.
+    // syscall(2) is variadic, so every argument is passed at the type sendto(2)
+    // takes (int fd, buffer pointer, size_t length, int flags, address pointer,
+    // socklen_t length).
     cvt_syscall(unsafe {
         libc::syscall(
             libc::SYS_sendto,
