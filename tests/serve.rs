@@ -927,3 +927,37 @@ fn build_metadata_does_not_order_versions() {
     });
     assert!(!s.log().contains("rejected: rollback"), "{}", s.log());
 }
+
+/// A revocation takes effect at `reload` even when something else in the trust
+/// directory is wrong: the keys loaded before are kept, the revocation list is
+/// applied, and `ctl reload` fails naming the problem.
+#[test]
+fn a_revocation_applies_on_reload_whatever_else_is_wrong() {
+    if !require_sandbox() {
+        return;
+    }
+    let mut s = Serve::new("");
+    s.deploy("svc", "1.0.0", "serve", "");
+    s.start();
+    s.bring_up("svc");
+    let public = std::fs::read_to_string(s.path().join("acme.pub")).unwrap();
+    let key = public
+        .lines()
+        .next()
+        .unwrap()
+        .rsplit(' ')
+        .next()
+        .unwrap()
+        .to_owned();
+    std::fs::write(s.path().join("trust/revoked"), format!("{key}\n")).unwrap();
+    std::fs::write(s.path().join("trust/NOTES.txt"), "acme's key leaked\n").unwrap();
+    let out = s.ctl(&["reload"]);
+    assert!(!out.status.success(), "{}", stdout(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("NOTES.txt") && err.contains("applied its revocation list (1 keys)"),
+        "{err}"
+    );
+    let st = s.wait_runtime("svc", "stopped");
+    assert!(st["problem"].as_str().unwrap().contains("revoked"), "{st}");
+}

@@ -69,7 +69,8 @@ impl std::str::FromStr for KeyId {
     type Err = MinisignError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        if s.len() != 16 {
+        // from_str_radix alone would take a sign (`+34E7...` as a 15-digit id).
+        if s.len() != 16 || !s.bytes().all(|c| c.is_ascii_hexdigit()) {
             return Err(malformed("key id", format!("{s:?} is not 16 hex digits")));
         }
         let n = u64::from_str_radix(s, 16)

@@ -7,8 +7,10 @@
 //! TRUSTDIR/revoked                  optional; key ids refused everywhere, one per line
 //! ```
 //!
-//! Loading is strict: an unreadable or malformed key, a key id pinned twice, or an
-//! unexpected file is an error naming the path, never skipped.
+//! Loading is strict: an unreadable or malformed key, a key id pinned twice, an
+//! unexpected file, or anything every user may write (the directory, a publisher
+//! directory, a key, the revocation list) is an error naming the path, never
+//! skipped. Names starting with `.` (`.git`, `.keep`) are ignored.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs;
@@ -19,6 +21,9 @@ use super::minisign::{KeyId, PublicKey, MAX_KEY_BYTES};
 
 /// The name of the revocation list inside a trust directory.
 pub const REVOKED_FILE: &str = "revoked";
+
+/// The largest revocation list read, in bytes (tens of thousands of key ids).
+pub const MAX_REVOKED_BYTES: usize = 1 << 20;
 
 /// Why a trust directory could not be loaded.
 #[derive(Debug, thiserror::Error)]
@@ -47,6 +52,9 @@ impl TrustStore {
         for entry in read_dir_sorted(dir)? {
             let name = entry.file_name().to_string_lossy().into_owned();
             let path = entry.path();
+            if name.starts_with('.') {
+                continue;
+            }
             let kind = entry.file_type().map_err(|source| TrustError::Read {
                 path: path.clone(),
                 source,
@@ -59,7 +67,7 @@ impl TrustStore {
                     why: format!("publisher directory: {why}"),
                 })?;
                 store.load_publisher(publisher, &path)?;
-            } else if !name.starts_with('.') && !name.starts_with("README") {
+            } else if !name.starts_with("README") {
                 return Err(TrustError::Invalid {
                     path,
                     why: "unexpected entry: keys live in <publisher>/<name>.pub, revocations in `revoked`"
@@ -76,7 +84,8 @@ impl TrustStore {
             if path.extension().is_none_or(|e| e != "pub") {
                 continue;
             }
-            let key = PublicKey::parse(&read_capped(&path)?).map_err(|e| TrustError::Invalid {
+            let text = read_capped(&path, MAX_KEY_BYTES)?;
+            let key = PublicKey::parse(&text).map_err(|e| TrustError::Invalid {
                 path: path.clone(),
                 why: e.to_string(),
             })?;
@@ -96,18 +105,22 @@ impl TrustStore {
     }
 
     fn load_revoked(&mut self, path: &Path) -> Result<(), TrustError> {
-        for (n, line) in read_capped(path)?.lines().enumerate() {
-            let line = line.split('#').next().unwrap_or("").trim();
-            if line.is_empty() {
-                continue;
-            }
-            let id: KeyId = line.parse().map_err(|e| TrustError::Invalid {
-                path: path.to_owned(),
-                why: format!("line {}: {e}", n + 1),
-            })?;
-            self.revoked.insert(id);
-        }
+        self.revoked.extend(revocations(path)?);
         Ok(())
+    }
+
+    /// Adds the revocations of `dir`'s list, as far as it can be read, to these
+    /// keys: for a reload whose full load failed, since a revocation must take
+    /// effect whatever else is wrong in the directory.
+    pub fn revoke_from(&mut self, dir: &Path) -> Result<usize, TrustError> {
+        let path = dir.join(REVOKED_FILE);
+        if !path.exists() {
+            return Ok(0);
+        }
+        let ids = revocations(&path)?;
+        let n = ids.len();
+        self.revoked.extend(ids);
+        Ok(n)
     }
 
     /// The pinned key with this id and the publisher it is pinned for.
@@ -134,11 +147,14 @@ impl TrustStore {
     }
 }
 
+/// The entries of a trust directory (the top one or a publisher's), which must
+/// not be writable by every user, sorted by name.
 fn read_dir_sorted(dir: &Path) -> Result<Vec<fs::DirEntry>, TrustError> {
     let err = |source| TrustError::Read {
         path: dir.to_owned(),
         source,
     };
+    not_world_writable(dir, &fs::metadata(dir).map_err(err)?)?;
     let mut entries = fs::read_dir(dir)
         .map_err(err)?
         .collect::<Result<Vec<_>, _>>()
@@ -147,21 +163,69 @@ fn read_dir_sorted(dir: &Path) -> Result<Vec<fs::DirEntry>, TrustError> {
     Ok(entries)
 }
 
-fn read_capped(path: &Path) -> Result<String, TrustError> {
-    let meta = fs::metadata(path).map_err(|source| TrustError::Read {
-        path: path.to_owned(),
-        source,
-    })?;
-    if meta.len() > MAX_KEY_BYTES as u64 {
+/// The key ids listed in a revocation list file.
+fn revocations(path: &Path) -> Result<HashSet<KeyId>, TrustError> {
+    let mut ids = HashSet::new();
+    for (n, line) in read_capped(path, MAX_REVOKED_BYTES)?.lines().enumerate() {
+        let line = line.split('#').next().unwrap_or("").trim();
+        if line.is_empty() {
+            continue;
+        }
+        let id: KeyId = line.parse().map_err(|e| TrustError::Invalid {
+            path: path.to_owned(),
+            why: format!("line {}: {e}", n + 1),
+        })?;
+        ids.insert(id);
+    }
+    Ok(ids)
+}
+
+/// Refuses what every user may write: whoever can change it can change whom
+/// warden trusts.
+fn not_world_writable(path: &Path, meta: &fs::Metadata) -> Result<(), TrustError> {
+    use std::os::unix::fs::PermissionsExt;
+    if meta.permissions().mode() & 0o002 != 0 {
         return Err(TrustError::Invalid {
             path: path.to_owned(),
-            why: format!("larger than {MAX_KEY_BYTES} bytes"),
+            why: "every user may write it; refusing to trust what it holds (chmod o-w)".into(),
         });
     }
-    fs::read_to_string(path).map_err(|source| TrustError::Read {
+    Ok(())
+}
+
+/// Reads a small regular file: never through a symlink, never a fifo or device
+/// (opened without blocking, then checked), at most `max` bytes.
+fn read_capped(path: &Path, max: usize) -> Result<String, TrustError> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let read_err = |source| TrustError::Read {
         path: path.to_owned(),
         source,
-    })
+    };
+    let file = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)
+        .map_err(read_err)?;
+    let meta = file.metadata().map_err(read_err)?;
+    if !meta.is_file() {
+        return Err(TrustError::Invalid {
+            path: path.to_owned(),
+            why: "not a regular file".into(),
+        });
+    }
+    not_world_writable(path, &meta)?;
+    let mut text = String::new();
+    file.take(max as u64 + 1)
+        .read_to_string(&mut text)
+        .map_err(read_err)?;
+    if text.len() > max {
+        return Err(TrustError::Invalid {
+            path: path.to_owned(),
+            why: format!("larger than {max} bytes"),
+        });
+    }
+    Ok(text)
 }
 
 #[cfg(test)]
@@ -221,5 +285,75 @@ mod tests {
         fs::write(dir.path().join(REVOKED_FILE), "nothex\n").unwrap();
         let e = TrustStore::load(dir.path()).unwrap_err().to_string();
         assert!(e.contains("line 1"), "{e}");
+        // A sign is not a hex digit (from_str_radix would take `+` and 15 digits).
+        fs::write(dir.path().join(REVOKED_FILE), "+34E7681CC01A989\n").unwrap();
+        let e = TrustStore::load(dir.path()).unwrap_err().to_string();
+        assert!(e.contains("line 1") && e.contains("16 hex digits"), "{e}");
+    }
+
+    /// A fifo, or a symlink to a device, named like a key is refused at once,
+    /// not waited on or read without end.
+    #[test]
+    fn refuses_what_is_not_a_regular_file() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::create_dir(dir.path().join("acme")).unwrap();
+        let fifo = dir.path().join("acme/f.pub");
+        let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+        // SAFETY: `c` is a NUL-terminated path that outlives the call.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o644) }, 0);
+        let e = TrustStore::load(dir.path()).unwrap_err().to_string();
+        assert!(
+            e.contains("f.pub") && e.contains("not a regular file"),
+            "{e}"
+        );
+        fs::remove_file(&fifo).unwrap();
+        std::os::unix::fs::symlink("/dev/zero", dir.path().join("acme/z.pub")).unwrap();
+        let e = TrustStore::load(dir.path()).unwrap_err().to_string();
+        assert!(e.contains("z.pub"), "{e}");
+    }
+
+    #[test]
+    fn refuses_what_every_user_may_write() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let k = SecretKey::generate().unwrap();
+        fs::create_dir(dir.path().join("acme")).unwrap();
+        fs::write(dir.path().join("acme/k.pub"), k.public().to_file()).unwrap();
+        assert!(TrustStore::load(dir.path()).is_ok());
+        let mode =
+            |p: &Path, m: u32| fs::set_permissions(p, fs::Permissions::from_mode(m)).unwrap();
+        for (p, m) in [
+            (dir.path().to_owned(), 0o700),
+            (dir.path().join("acme"), 0o755),
+            (dir.path().join("acme/k.pub"), 0o644),
+        ] {
+            mode(&p, m | 0o002);
+            let e = TrustStore::load(dir.path()).unwrap_err().to_string();
+            assert!(e.contains("every user may write"), "{e}");
+            assert!(e.starts_with(&p.display().to_string()), "{e}");
+            mode(&p, m);
+        }
+    }
+
+    /// Dot entries (`.git`, `.keep`) are not publishers; a long revocation list
+    /// loads; `revoke_from` applies a list when the rest of the directory fails.
+    #[test]
+    fn dot_entries_long_revocation_lists_and_revocations_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::create_dir(dir.path().join(".git")).unwrap();
+        fs::write(dir.path().join(".keep"), "").unwrap();
+        let list: String = (1..=300u64)
+            .map(|i| format!("{i:016X}  # leaked\n"))
+            .collect();
+        assert!(list.len() > MAX_KEY_BYTES);
+        fs::write(dir.path().join(REVOKED_FILE), &list).unwrap();
+        let t = TrustStore::load(dir.path()).unwrap();
+        assert!(t.is_revoked("000000000000012C".parse().unwrap()));
+
+        let mut old = TrustStore::default();
+        fs::write(dir.path().join("NOTES.txt"), "stray").unwrap();
+        assert!(TrustStore::load(dir.path()).is_err());
+        assert_eq!(old.revoke_from(dir.path()).unwrap(), 300);
+        assert!(old.is_revoked("0000000000000001".parse().unwrap()));
     }
 }

@@ -706,7 +706,10 @@ impl Supervisor {
                 Ok(n) if n >= 4 => {
                     let signo = u32::from_ne_bytes(info[..4].try_into().expect("4 bytes"));
                     match signo as libc::c_int {
-                        libc::SIGHUP => self.reload("SIGHUP"),
+                        libc::SIGHUP => {
+                            // Logged by reload itself.
+                            let _ = self.reload("SIGHUP");
+                        }
                         _ => self.shutdown(signo),
                     }
                 }
@@ -715,18 +718,35 @@ impl Supervisor {
         }
     }
 
-    fn reload(&mut self, by: &str) {
+    /// Reloads the trust directory and rescans the plugins. A trust directory
+    /// that no longer loads keeps the keys loaded before, but its revocations
+    /// still take effect (a revocation must never wait for a typo elsewhere to be
+    /// fixed); that problem is returned, for `ctl reload` to report.
+    fn reload(&mut self, by: &str) -> Result<(), String> {
         self.notifier.send("RELOADING=1");
         self.log(format_args!("reload ({by}): rescanning"));
-        match TrustStore::load(&self.cfg.trust_dir) {
-            Ok(t) => self.trust = t,
-            Err(e) => self.log(format_args!(
-                "trust directory {}: {e}; keeping the keys loaded before",
-                self.cfg.trust_dir.display()
-            )),
-        }
+        let dir = self.cfg.trust_dir.clone();
+        let problem = match TrustStore::load(&dir) {
+            Ok(t) => {
+                self.trust = t;
+                None
+            }
+            Err(e) => {
+                let revoked = match self.trust.revoke_from(&dir) {
+                    Ok(n) => format!("applied its revocation list ({n} keys)"),
+                    Err(r) => format!("could not read its revocation list either: {r}"),
+                };
+                let why = format!(
+                    "trust directory {}: {e}; kept the keys loaded before and {revoked}",
+                    dir.display()
+                );
+                self.log(format_args!("{why}"));
+                Some(why)
+            }
+        };
         self.scan();
         self.notifier.send("READY=1");
+        problem.map_or(Ok(()), Err)
     }
 
     fn shutdown(&mut self, signo: u32) {
