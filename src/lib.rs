@@ -16,3 +16,4 @@ pub mod sandbox;
 pub mod store;
 pub mod supervisor;
 pub mod sys;
+pub mod text;

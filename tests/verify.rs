@@ -256,6 +256,29 @@ fn unpinned_key_is_key_mismatch() {
     assert!(err.contains("not pinned for publisher acme"), "{err}");
 }
 
+/// A manifest nobody vouches for (signed by a key nobody pinned) cannot put
+/// escape sequences or extra lines into the rejection: it stays one line.
+#[test]
+fn an_unauthenticated_manifest_cannot_drive_the_terminal() {
+    let f = Fixture::new();
+    ok(&f.warden(&["keygen", "--out", "rogue"]));
+    f.resign_with(
+        |t| {
+            t.replacen(
+                '{',
+                "{\"\\u001b]0;owned\\u0007\\u001b[2J\\nverified echo 1.0.0\": 1,",
+                1,
+            )
+        },
+        "rogue.key",
+    );
+    let out = f.verify();
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err:?}");
+    assert!(!err.contains(['\u{1b}', '\u{7}']), "{err:?}");
+}
+
 #[test]
 fn another_publishers_key_is_key_mismatch() {
     let f = Fixture::new();

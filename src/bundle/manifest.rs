@@ -50,7 +50,9 @@ impl ManifestError {
         ManifestError::Syntax {
             line: e.line(),
             column: e.column(),
-            msg,
+            // It may quote the manifest (an unknown field's name), which is not
+            // authenticated yet when a parse fails: one line, no escape sequences.
+            msg: crate::text::printable(&msg),
         }
     }
 }
