@@ -961,3 +961,41 @@ fn a_revocation_applies_on_reload_whatever_else_is_wrong() {
     let st = s.wait_runtime("svc", "stopped");
     assert!(st["problem"].as_str().unwrap().contains("revoked"), "{st}");
 }
+
+/// A control reply larger than the socket's buffer is delivered in full to a
+/// client that reads it late (2000 plugin records: about 0.5 MB of `list`).
+#[test]
+fn a_large_control_reply_is_delivered_in_full() {
+    if !require_sandbox() {
+        return;
+    }
+    use std::io::{Read, Write};
+    let mut s = Serve::new("");
+    s.start();
+    assert!(s.stop().success());
+    let db = rusqlite::Connection::open(s.path().join("state/warden.db")).unwrap();
+    for i in 0..2000 {
+        db.execute(
+            "INSERT INTO plugins (id, status, version, highest, policy_status, grants, updated_us)
+             VALUES (?1, 'disabled', '1.0.0', '1.0.0', 'approved', '[\"kv:read\",\"kv:write\"]', 0)",
+            [format!("plugin-number-{i:05}")],
+        )
+        .unwrap();
+    }
+    drop(db);
+    s.start();
+    let mut c = std::os::unix::net::UnixStream::connect(s.path().join("control.sock")).unwrap();
+    c.write_all(b"{\"op\":\"list\"}\n").unwrap();
+    // The client reads only later: the reply has to wait for room.
+    std::thread::sleep(Duration::from_millis(500));
+    c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut got = Vec::new();
+    let r = c.read_to_end(&mut got);
+    assert!(
+        r.is_ok() && got.ends_with(b"\n"),
+        "{r:?} after {} bytes",
+        got.len()
+    );
+    let v: Value = serde_json::from_slice(&got).unwrap();
+    assert_eq!(v["ok"].as_array().unwrap().len(), 2000);
+}

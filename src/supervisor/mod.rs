@@ -407,11 +407,13 @@ impl Supervisor {
                     what: "epoll_wait",
                     source,
                 })?;
-            for &(token, readable, _) in &others {
+            for &(token, readable, writable) in &others {
                 match token {
                     SIGNALS => self.signals(),
                     CONTROL => self.accept(),
-                    Token(t) if readable => self.dynamic(t),
+                    // Writable: a control client's reply that did not fit the
+                    // socket at once goes on.
+                    Token(t) if readable || writable => self.dynamic(t),
                     _ => {}
                 }
             }
