@@ -999,3 +999,24 @@ fn a_large_control_reply_is_delivered_in_full() {
     let v: Value = serde_json::from_slice(&got).unwrap();
     assert_eq!(v["ok"].as_array().unwrap().len(), 2000);
 }
+
+/// Activated again while it is still stopping (disable, then activate before the
+/// old instance is gone): it runs again once the old one has stopped.
+#[test]
+fn activating_during_a_graceful_stop_brings_it_back() {
+    if !require_sandbox() {
+        return;
+    }
+    let mut s = Serve::new("");
+    // Says hello, then ignores `shutdown`: stopping takes the 1 s deadline.
+    s.deploy("h", "1.0.0", "hang", "");
+    s.start();
+    s.bring_up("h");
+    s.ok(&["disable", "h"]);
+    assert_eq!(s.status("h")["runtime"], "stopping");
+    s.ok(&["activate", "h"]);
+    s.wait("h to run again", Duration::from_secs(10), || {
+        let st = s.status("h");
+        st["runtime"] == "running" && st["last_exit"].is_string()
+    });
+}

@@ -393,6 +393,9 @@ impl Supervisor {
             Role::Live => {
                 let p = self.plugins.get_mut(id).expect("present");
                 p.last_exit = Some(status.clone());
+                // Stopped because it was to go down: what it should do now may
+                // have changed meanwhile (activated again while it was stopping).
+                let recheck = matches!(why, Some(Stop::Down));
                 match why {
                     Some(Stop::Down) | Some(Stop::Shutdown) | Some(Stop::Retired) => {
                         self.log(format_args!("plugin={id} {version} stopped ({status})"));
@@ -418,6 +421,9 @@ impl Supervisor {
                         p.live = Some(c);
                         p.backoff_until = None;
                     }
+                }
+                if recheck {
+                    self.reconcile(id, now);
                 }
             }
         }
