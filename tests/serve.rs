@@ -1020,3 +1020,67 @@ fn activating_during_a_graceful_stop_brings_it_back() {
         st["runtime"] == "running" && st["last_exit"].is_string()
     });
 }
+
+/// A new version deployed while the plugin is still starting (before its hello)
+/// is the one that ends up serving.
+#[test]
+fn a_version_deployed_while_the_plugin_starts_is_run() {
+    if !require_sandbox() {
+        return;
+    }
+    let mut s = Serve::new("");
+    s.deploy("slow", "1.0.0", "slowhello", "");
+    s.start();
+    s.ok(&["install", "slow"]);
+    s.ok(&["policy", "approve", "slow"]);
+    s.ok(&["activate", "slow"]);
+    assert_eq!(s.status("slow")["runtime"], "starting");
+    s.deploy("slow", "2.0.0", "serve", "");
+    s.ok(&["reload"]);
+    s.wait("2.0.0 to serve", Duration::from_secs(10), || {
+        s.status("slow")["serving_version"] == "2.0.0"
+    });
+}
+
+/// During a swap: a rescan with nothing new leaves the candidate alone, and the
+/// serving version put back calls the swap off.
+#[test]
+fn a_swap_survives_rescans_and_is_called_off_by_a_revert() {
+    if !require_sandbox() {
+        return;
+    }
+    let mut s = Serve::new("");
+    s.deploy("sw", "1.0.0", "serve", "");
+    s.start();
+    s.bring_up("sw");
+    s.deploy("sw", "2.0.0", "slowhello", "");
+    s.ok(&["reload"]);
+    std::thread::sleep(Duration::from_millis(700));
+    s.ok(&["reload"]); // nothing changed on disk
+    s.wait("2.0.0 to serve", Duration::from_secs(10), || {
+        s.status("sw")["serving_version"] == "2.0.0"
+    });
+    let log = s.log();
+    assert_eq!(
+        log.matches("plugin=sw replacing: 2.0.0 started").count(),
+        1,
+        "{log}"
+    );
+
+    // 3.0.0 starts proving itself; the operator puts 2.0.0 back meanwhile.
+    s.deploy("sw", "3.0.0", "slowhello", "");
+    s.ok(&["reload"]);
+    assert_eq!(s.status("sw")["replacing"], "3.0.0");
+    s.deploy("sw", "2.0.0", "slowhello", "");
+    s.ok(&["allow-downgrade", "sw", "2.0.0"]);
+    std::thread::sleep(Duration::from_secs(3));
+    let st = s.status("sw");
+    assert_eq!(st["serving_version"], "2.0.0", "{st}\n{}", s.log());
+    assert!(
+        s.log().contains(
+            "plugin=sw replacement by 3.0.0 called off: 2.0.0 is in the plugin directory again"
+        ),
+        "{}",
+        s.log()
+    );
+}

@@ -179,6 +179,21 @@ impl Supervisor {
 
     pub(super) fn start_candidate(&mut self, id: &str, b: Rc<VerifiedBundle>, now: Instant) {
         let version = b.manifest().version.to_string();
+        self.retire_candidate(id, now);
+        match self.launch(id, b, now) {
+            Ok(inst) => {
+                self.log(format_args!(
+                    "plugin={id} replacing: {version} started next to the serving instance (pid {})",
+                    inst.sandbox.pid()
+                ));
+                self.plugins.get_mut(id).expect("present").candidate = Some(inst);
+            }
+            Err(why) => self.replacement_failed(id, &version, &why),
+        }
+    }
+
+    /// Stops the candidate of `id`, if there is one, at once: its swap is off.
+    pub(super) fn retire_candidate(&mut self, id: &str, now: Instant) {
         if let Some(mut old) = self.plugins.get_mut(id).and_then(|p| p.candidate.take()) {
             Self::begin_stop(
                 &mut self.broker,
@@ -192,16 +207,6 @@ impl Supervisor {
                 .expect("present")
                 .retiring
                 .push(old);
-        }
-        match self.launch(id, b, now) {
-            Ok(inst) => {
-                self.log(format_args!(
-                    "plugin={id} replacing: {version} started next to the serving instance (pid {})",
-                    inst.sandbox.pid()
-                ));
-                self.plugins.get_mut(id).expect("present").candidate = Some(inst);
-            }
-            Err(why) => self.replacement_failed(id, &version, &why),
         }
     }
 

@@ -628,6 +628,10 @@ impl Supervisor {
             return;
         }
         let same = p.bundle.as_ref().is_some_and(|old| same_bundle(old, &b));
+        let swapping_to_it = p
+            .candidate
+            .as_ref()
+            .is_some_and(|c| same_bundle(&c.bundle, &b));
         p.problem = None;
         // The highest version seen never goes down: an allowed downgrade is an
         // exception for exactly that version, kept until a version at or above
@@ -649,7 +653,19 @@ impl Supervisor {
                 self.log(format_args!("plugin={id} state database: {e}"));
             }
         }
+        if swapping_to_it {
+            // Already proving itself: a rescan does not start the swap over.
+            return;
+        }
         if same {
+            // What serves is on disk again: a swap to anything else is off.
+            if let Some(c) = self.plugins[&id].candidate.as_ref() {
+                let dropped = c.bundle.manifest().version.to_string();
+                self.log(format_args!(
+                    "plugin={id} replacement by {dropped} called off: {version} is in the plugin directory again"
+                ));
+                self.retire_candidate(&id, now);
+            }
             return;
         }
         let b = Rc::new(b);
@@ -663,6 +679,12 @@ impl Supervisor {
             self.start_candidate(&id, b, now);
         } else {
             p.bundle = Some(b);
+            // Still starting with the bundle before: it is restarted with this
+            // one (nothing is served yet that a swap would keep going).
+            if let Some(l) = p.live.as_mut().filter(|l| l.stop.is_none()) {
+                let grace = self.cfg.shutdown_deadline;
+                Self::begin_stop(&mut self.broker, l, Stop::Restart, now, grace);
+            }
         }
     }
 

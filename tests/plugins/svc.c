@@ -7,6 +7,7 @@
  *   hang    hello, then stop reading (never answers a ping)
  *   nohello never says hello
  *   chatty  hello, then print many stdout lines and serve
+ *   slowhello  like serve, with hello 1.5 s late
  */
 #define _GNU_SOURCE
 #include <stdio.h>
@@ -65,6 +66,10 @@ int main(int argc, char **argv) {
   }
   if (!strcmp(mode, "nohello")) {
     for (;;) pause();
+  }
+  if (!strcmp(mode, "slowhello")) {
+    struct timespec ts = {1, 500 * 1000 * 1000};
+    nanosleep(&ts, 0);
   }
   char hello[512];
   snprintf(hello, sizeof hello,
