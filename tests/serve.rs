@@ -1084,3 +1084,47 @@ fn a_swap_survives_rescans_and_is_called_off_by_a_revert() {
         s.log()
     );
 }
+
+/// Control clients that never finish their request are capped: warden does not
+/// run out of descriptors, and the ones over the cap are told it is busy.
+#[test]
+fn idle_control_clients_are_capped() {
+    if !require_sandbox() {
+        return;
+    }
+    use std::io::{Read, Write};
+    let mut s = Serve::new("");
+    s.start();
+    let fds = |s: &Serve| {
+        std::fs::read_dir(format!("/proc/{}/fd", s.pid()))
+            .unwrap()
+            .count()
+    };
+    let before = fds(&s);
+    let mut idle = Vec::new();
+    for _ in 0..100 {
+        let mut c = std::os::unix::net::UnixStream::connect(s.path().join("control.sock")).unwrap();
+        c.write_all(b"{\"op\":").unwrap(); // never finished
+        idle.push(c);
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let after = fds(&s);
+    assert!(
+        after <= before + 64 + 4,
+        "{before} descriptors before, {after} after"
+    );
+    let last = idle.last_mut().unwrap();
+    last.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut answer = String::new();
+    let _ = last.read_to_string(&mut answer);
+    assert!(answer.contains("busy"), "{answer:?}");
+    drop(idle);
+    // An oversized request is answered, not just closed.
+    std::thread::sleep(Duration::from_millis(300));
+    let mut c = std::os::unix::net::UnixStream::connect(s.path().join("control.sock")).unwrap();
+    c.write_all(&vec![b'a'; 70_000]).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut answer = String::new();
+    let _ = c.read_to_string(&mut answer);
+    assert!(answer.contains("larger than 65536 bytes"), "{answer:?}");
+}

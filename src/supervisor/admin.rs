@@ -52,6 +52,15 @@ impl Supervisor {
                 ))));
                 continue;
             }
+            if self.clients.len() >= MAX_CLIENTS {
+                self.log(format_args!(
+                    "control socket: refused uid {uid} (pid {pid}): {MAX_CLIENTS} clients are being served"
+                ));
+                let _ = stream.write(&control::answer(&Err(format!(
+                    "busy: {MAX_CLIENTS} control clients are being served; try again"
+                ))));
+                continue;
+            }
             let t = self.next_token;
             self.next_token += PER_INSTANCE;
             if self
@@ -67,8 +76,30 @@ impl Supervisor {
                         uid,
                         buf: Vec::new(),
                         out: None,
+                        until: Instant::now() + CLIENT_DEADLINE,
                     },
                 );
+            }
+        }
+    }
+
+    /// Drops the control clients past their deadline (a request never
+    /// finished, or an answer never read).
+    pub(super) fn expire_clients(&mut self, now: Instant) {
+        let late: Vec<usize> = self
+            .clients
+            .iter()
+            .filter(|(_, c)| now >= c.until)
+            .map(|(&t, _)| t)
+            .collect();
+        for t in late {
+            if let Some(mut c) = self.clients.remove(&t) {
+                let _ = self.poll.registry().deregister(&mut c.stream);
+                self.log(format_args!(
+                    "control socket: dropped uid {}'s connection: no complete request and answer within {} s",
+                    c.uid,
+                    CLIENT_DEADLINE.as_secs()
+                ));
             }
         }
     }
@@ -79,6 +110,7 @@ impl Supervisor {
         };
         let mut buf = [0u8; 4096];
         let mut eof = false;
+        let mut too_large = false;
         loop {
             match c.stream.read(&mut buf) {
                 Ok(0) => {
@@ -88,7 +120,7 @@ impl Supervisor {
                 Ok(n) => {
                     c.buf.extend_from_slice(&buf[..n]);
                     if c.buf.len() > control::MAX_REQUEST {
-                        eof = true;
+                        too_large = true;
                         break;
                     }
                 }
@@ -100,18 +132,28 @@ impl Supervisor {
                 }
             }
         }
-        let Some(end) = c.buf.iter().position(|&b| b == b'\n') else {
+        let end = c.buf.iter().position(|&b| b == b'\n');
+        if end.is_none() && !too_large {
             if eof {
                 let mut c = self.clients.remove(&t).expect("present");
                 let _ = self.poll.registry().deregister(&mut c.stream);
             }
             return;
-        };
+        }
         let mut c = self.clients.remove(&t).expect("present");
         let _ = self.poll.registry().deregister(&mut c.stream);
-        let result = match serde_json::from_slice::<Request>(&c.buf[..end]) {
-            Ok(req) => self.handle(req, c.uid),
-            Err(e) => Err(format!("bad request: {e}")),
+        let result = match end {
+            Some(end) if end <= control::MAX_REQUEST => {
+                match serde_json::from_slice::<Request>(&c.buf[..end]) {
+                    Ok(req) => self.handle(req, c.uid),
+                    Err(e) => Err(format!("bad request: {e}")),
+                }
+            }
+            // Told why, not just closed.
+            _ => Err(format!(
+                "bad request: larger than {} bytes",
+                control::MAX_REQUEST
+            )),
         };
         // The answer is written without blocking; what does not fit waits for the
         // socket to become writable, so a client that never reads cannot stall

@@ -241,7 +241,15 @@ struct Client {
     buf: Vec<u8>,
     /// The answer still to be written, once the request was served.
     out: Option<Vec<u8>>,
+    /// By then it has sent its request and read its answer, or it is dropped.
+    until: Instant,
 }
+
+/// Control clients served at once; more are answered "busy" and closed, so that
+/// clients that never finish cannot take every descriptor warden has.
+const MAX_CLIENTS: usize = 64;
+/// How long a control client has to send its request and read the answer.
+const CLIENT_DEADLINE: Duration = Duration::from_secs(10);
 
 /// The running service.
 pub struct Supervisor {

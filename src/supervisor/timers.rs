@@ -1,7 +1,7 @@
 //! The supervisor's clock: everything due by now (restart backoffs, hello
 //! timeouts, health pings and their deadlines, blue-green promotion, stop
-//! deadlines, the systemd watchdog) and when the next thing is due, for the event
-//! loop's poll timeout.
+//! deadlines, the systemd watchdog, control clients' deadlines) and when the next
+//! thing is due, for the event loop's poll timeout.
 
 use super::*;
 
@@ -19,6 +19,7 @@ impl Supervisor {
         for id in ids {
             self.tick_plugin(&id, now);
         }
+        self.expire_clients(now);
     }
 
     pub(super) fn tick_plugin(&mut self, id: &str, now: Instant) {
@@ -168,6 +169,9 @@ impl Supervisor {
                 due = Some(due.map_or(t, |d| d.min(t)));
             }
         };
+        for c in self.clients.values() {
+            at(Some(c.until));
+        }
         for p in self.plugins.values() {
             at(p.backoff_until);
             for (inst, role) in p.instances() {
