@@ -1128,3 +1128,24 @@ fn idle_control_clients_are_capped() {
     let _ = c.read_to_string(&mut answer);
     assert!(answer.contains("larger than 65536 bytes"), "{answer:?}");
 }
+
+/// A plugin-directory entry that is a symlink to a bundle (an atomic deploy) is
+/// a plugin like any other.
+#[test]
+fn a_symlinked_bundle_is_a_plugin() {
+    if !require_sandbox() {
+        return;
+    }
+    let mut s = Serve::new("");
+    s.deploy("svc", "1.0.0", "serve", "");
+    std::fs::create_dir_all(s.path().join("bundles")).unwrap();
+    std::fs::rename(
+        s.path().join("plugins/svc"),
+        s.path().join("bundles/svc-1.0.0"),
+    )
+    .unwrap();
+    std::os::unix::fs::symlink("../bundles/svc-1.0.0", s.path().join("plugins/svc")).unwrap();
+    s.start();
+    let st = s.bring_up("svc");
+    assert_eq!(st["serving_version"], "1.0.0", "{st}");
+}

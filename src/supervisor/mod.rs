@@ -511,9 +511,15 @@ impl Supervisor {
         match std::fs::read_dir(&dir) {
             Err(e) => self.log(format_args!("plugin directory {}: {e}", dir.display())),
             Ok(entries) => {
+                // A symlink to a directory counts (`plugins/x -> ../bundles/x-1.2.0`,
+                // the atomic deploy), as for `warden run`: the bundle is verified
+                // and launched through one handle opened on its target.
                 let mut names: Vec<_> = entries
                     .flatten()
-                    .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+                    .filter(|e| {
+                        e.file_type()
+                            .is_ok_and(|t| t.is_dir() || (t.is_symlink() && e.path().is_dir()))
+                    })
                     .map(|e| e.file_name().to_string_lossy().into_owned())
                     .collect();
                 names.sort();
