@@ -1149,3 +1149,29 @@ fn a_symlinked_bundle_is_a_plugin() {
     let st = s.bring_up("svc");
     assert_eq!(st["serving_version"], "1.0.0", "{st}");
 }
+
+/// A candidate that never says hello is reported failed once, not again when
+/// its kill is reaped.
+#[test]
+fn a_candidate_without_hello_fails_once() {
+    if !require_sandbox() {
+        return;
+    }
+    let mut s = Serve::new(r#""start_timeout_ms":500"#);
+    s.deploy("sw", "1.0.0", "serve", "");
+    s.start();
+    s.bring_up("sw");
+    s.deploy("sw", "2.0.0", "nohello", "");
+    s.ok(&["reload"]);
+    s.wait("the replacement to fail", Duration::from_secs(10), || {
+        s.log().contains("plugin=sw replacement by 2.0.0 failed")
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(s.status("sw")["serving_version"], "1.0.0");
+    let log = s.log();
+    assert_eq!(
+        log.matches("plugin=sw replacement by 2.0.0 failed").count(),
+        1,
+        "{log}"
+    );
+}
