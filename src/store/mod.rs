@@ -86,12 +86,18 @@ impl Store {
     /// brings the schema up to date.
     pub fn open(state_dir: &Path) -> Result<Store, StoreError> {
         let store = Store::unopened(state_dir)?;
-        let conn = store.connect()?;
+        let mut conn = store.connect()?;
         let err = |source| StoreError::Open {
             path: store.path.clone(),
             source,
         };
-        let found: i64 = conn
+        // One transaction, holding the write lock from the start: a crash in the
+        // middle leaves the schema as it was, and two wardens starting on a fresh
+        // state directory at once migrate it once.
+        let tx = conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(err)?;
+        let found: i64 = tx
             .query_row("PRAGMA user_version", [], |r| r.get(0))
             .map_err(err)?;
         if found > SCHEMA_VERSION {
@@ -102,18 +108,19 @@ impl Store {
             });
         }
         if found < 1 {
-            conn.execute_batch(SCHEMA_V1).map_err(err)?;
+            tx.execute_batch(SCHEMA_V1).map_err(err)?;
         }
         if found < 2 {
-            conn.execute_batch(SCHEMA_V2).map_err(err)?;
+            tx.execute_batch(SCHEMA_V2).map_err(err)?;
         }
         if found < 3 {
-            conn.execute_batch(SCHEMA_V3).map_err(err)?;
+            tx.execute_batch(SCHEMA_V3).map_err(err)?;
         }
         if found < SCHEMA_VERSION {
-            conn.pragma_update(None, "user_version", SCHEMA_VERSION)
+            tx.pragma_update(None, "user_version", SCHEMA_VERSION)
                 .map_err(err)?;
         }
+        tx.commit().map_err(err)?;
         Ok(store)
     }
 
@@ -143,16 +150,52 @@ impl Store {
             source,
         };
         let conn = Connection::open(&self.path).map_err(err)?;
-        conn.pragma_update(None, "journal_mode", "WAL")
-            .map_err(err)?;
-        conn.pragma_update(None, "synchronous", "FULL")
-            .map_err(err)?;
         conn.busy_timeout(std::time::Duration::from_secs(10))
+            .map_err(err)?;
+        // Switching a new database to WAL needs it to itself, and SQLite answers
+        // "busy" at once rather than waiting: retried for the same 10 s (only a
+        // fresh database opened by several at once meets this).
+        let mut tries = 0;
+        loop {
+            match conn.pragma_update(None, "journal_mode", "WAL") {
+                Err(rusqlite::Error::SqliteFailure(e, _))
+                    if e.code == rusqlite::ErrorCode::DatabaseBusy && tries < 1000 =>
+                {
+                    tries += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+                r => break r.map_err(err)?,
+            }
+        }
+        conn.pragma_update(None, "synchronous", "FULL")
             .map_err(err)?;
         Ok(conn)
     }
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Wardens starting on a fresh state directory at once migrate it once,
+    /// without one tripping over the other's half-done schema.
+    #[test]
+    fn concurrent_opens_of_a_fresh_directory_all_succeed() {
+        for _ in 0..20 {
+            let dir = tempfile::tempdir().unwrap();
+            let opens: Vec<_> = (0..6)
+                .map(|_| {
+                    let p = dir.path().to_owned();
+                    std::thread::spawn(move || Store::open(&p).map(drop).map_err(|e| e.to_string()))
+                })
+                .collect();
+            for o in opens {
+                o.join().unwrap().unwrap();
+            }
+        }
     }
 }
