@@ -392,10 +392,6 @@ impl Supervisor {
             Role::Retiring => {
                 self.log(format_args!("plugin={id} {version} stopped ({status})"));
             }
-            // One stopped for failing its checks was reported then.
-            Role::Candidate if matches!(why, Some(Stop::Unhealthy)) => {
-                self.log(format_args!("plugin={id} {version} stopped ({status})"));
-            }
             Role::Candidate => {
                 self.replacement_failed(id, &version, &format!("it exited ({status})"));
             }

@@ -158,6 +158,12 @@ impl Supervisor {
         }
         if let Some((version, why)) = candidate_failed {
             self.replacement_failed(id, &version, &why);
+            // Reported now, and being killed: its exit is only logged.
+            if let Some(p) = self.plugins.get_mut(id) {
+                if let Some(c) = p.candidate.take() {
+                    p.retiring.push(c);
+                }
+            }
         }
     }
 
