@@ -280,6 +280,14 @@ fn an_unauthenticated_manifest_cannot_drive_the_terminal() {
 }
 
 #[test]
+fn a_missing_manifest_says_so_without_a_position() {
+    let f = Fixture::new();
+    fs::remove_file(f.p("bundle/manifest.json")).unwrap();
+    let err = f.rejected("bad_manifest");
+    assert!(err.contains("manifest.json: is missing"), "{err}");
+}
+
+#[test]
 fn another_publishers_key_is_key_mismatch() {
     let f = Fixture::new();
     ok(&f.warden(&["keygen", "--out", "other"]));

@@ -37,7 +37,16 @@ pub enum ManifestError {
     UnknownCapability(UnknownCapability),
     #[error("capability {0} is listed twice")]
     DuplicateCapability(Capability),
+    /// The file could not be read (missing, too large, not a regular file).
+    #[error("{0}")]
+    Unreadable(String),
+    #[error("{field} is {len} characters long; at most {MAX_VERSION_LEN}")]
+    VersionTooLong { field: &'static str, len: usize },
 }
+
+/// The longest `version` or `min_core`, in characters: a signature's trusted
+/// comment carries the version, and must stay within what verify reads.
+pub const MAX_VERSION_LEN: usize = 128;
 
 impl ManifestError {
     fn from_json(e: serde_json::Error) -> Self {
@@ -177,6 +186,12 @@ impl Manifest {
             return Err(ManifestError::TooLarge(bytes.len()));
         }
         let raw: RawManifest = serde_json::from_slice(bytes).map_err(ManifestError::from_json)?;
+        for (field, v) in [("version", &raw.version), ("min_core", &raw.min_core)] {
+            let len = v.to_string().len();
+            if len > MAX_VERSION_LEN {
+                return Err(ManifestError::VersionTooLong { field, len });
+            }
+        }
         let mut capabilities = Vec::with_capacity(raw.capabilities.len());
         for name in &raw.capabilities {
             let cap: Capability = name.parse().map_err(ManifestError::UnknownCapability)?;
@@ -207,7 +222,8 @@ impl Manifest {
 
     /// Whether this warden is too old for the manifest (`min_core` is newer).
     pub fn needs_newer_core(&self) -> bool {
-        self.min_core > Self::core_version()
+        // SemVer precedence: build metadata does not make a version newer.
+        self.min_core.cmp_precedence(&Self::core_version()).is_gt()
     }
 }
 
@@ -371,8 +387,13 @@ impl ServiceName {
             && b.len() <= 64
             && b.iter()
                 .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'.' || *c == b'-');
-        let major_ok = major
-            .is_none_or(|m| !m.is_empty() && m.len() <= 9 && m.bytes().all(|c| c.is_ascii_digit()));
+        // No leading zero: `@01` would be `@1` written another way.
+        let major_ok = major.is_none_or(|m| {
+            !m.is_empty()
+                && m.len() <= 9
+                && m.bytes().all(|c| c.is_ascii_digit())
+                && (m == "0" || !m.starts_with('0'))
+        });
         if name_ok && major_ok {
             Ok(ServiceName(s.to_owned()))
         } else {
@@ -497,6 +518,31 @@ mod tests {
             let (_, _, msg) = syntax_error(&with(field, value));
             assert!(msg.contains(needle), "{field}={value}: {msg}");
         }
+    }
+
+    /// SemVer rules where they matter: build metadata does not make `min_core`
+    /// newer, a service major has no leading zero, versions are short.
+    #[test]
+    fn versions_follow_semver_and_stay_short() {
+        let m = Manifest::parse(with("min_core", r#""0.1.0+build.5""#).as_bytes()).unwrap();
+        assert!(!m.needs_newer_core(), "warden {}", Manifest::core_version());
+        let (_, _, msg) = syntax_error(&with("provides", r#"["dns@01"]"#));
+        assert!(msg.contains("not a service name"), "{msg}");
+        assert!(
+            Manifest::parse(with("provides", r#"["dns@0", "dns.zone@10"]"#).as_bytes()).is_ok()
+        );
+        let long = format!(r#""1.0.0+{}""#, "a".repeat(200));
+        let e = Manifest::parse(with("version", &long).as_bytes());
+        assert!(
+            matches!(
+                e,
+                Err(ManifestError::VersionTooLong {
+                    field: "version",
+                    ..
+                })
+            ),
+            "{e:?}"
+        );
     }
 
     #[test]

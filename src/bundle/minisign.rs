@@ -90,11 +90,19 @@ impl PublicKey {
     /// Parses a public key file (`untrusted comment:` line, then the base64 key) or
     /// the bare base64 line that `minisign -P` takes.
     pub fn parse(text: &str) -> Result<PublicKey, MinisignError> {
-        let line = match text.lines().next() {
-            Some(first) if first.starts_with("untrusted comment:") => text.lines().nth(1),
+        let mut lines = text.lines();
+        let line = match lines.next() {
+            Some(first) if first.starts_with("untrusted comment:") => lines.next(),
             first => first,
         }
         .ok_or_else(|| malformed("public key", "file is empty"))?;
+        // One key per file: a second one would be silently not pinned.
+        if lines.any(|l| !l.trim().is_empty()) {
+            return Err(malformed(
+                "public key",
+                "more than one key in the file: pin each in a .pub file of its own",
+            ));
+        }
         let raw = decode_b64("public key", line.trim(), 42)?;
         if raw[..2] != ALG_PLAIN {
             return Err(malformed("public key", "algorithm is not Ed"));
@@ -340,6 +348,11 @@ mod tests {
         );
         let bare = sk.public().to_file().lines().nth(1).unwrap().to_owned();
         assert_eq!(PublicKey::parse(&bare).unwrap(), sk.public());
+        // Two keys in one file: refused, not the first one pinned silently.
+        let other = SecretKey::generate().unwrap();
+        let two = format!("{}{}", sk.public().to_file(), other.public().to_file());
+        let e = PublicKey::parse(&two).unwrap_err().to_string();
+        assert!(e.contains("more than one key"), "{e}");
     }
 
     #[test]

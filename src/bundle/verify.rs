@@ -162,11 +162,7 @@ pub fn verify(dir: &Path, trust: &TrustStore) -> Result<VerifiedBundle, VerifyEr
     let manifest_bytes = read_capped(dir_fd.as_fd(), MANIFEST_FILE, MAX_MANIFEST_BYTES as u64)
         .map_err(|why| VerifyError::BadManifest {
             path: manifest_path.clone(),
-            source: ManifestError::Syntax {
-                line: 0,
-                column: 0,
-                msg: why,
-            },
+            source: ManifestError::Unreadable(why),
         })?;
     let sig_path = in_dir(SIGNATURE_FILE);
     let sig = read_capped(dir_fd.as_fd(), SIGNATURE_FILE, MAX_SIGNATURE_BYTES as u64)
