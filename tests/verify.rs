@@ -171,6 +171,35 @@ fn a_packed_bundle_verifies_with_one_line() {
     );
 }
 
+/// A template that says a key twice is refused: a reader would see the first,
+/// the signed manifest would carry the last.
+#[test]
+fn pack_refuses_a_template_with_a_key_twice() {
+    let f = Fixture::new();
+    fs::write(
+        f.p("dup.json"),
+        r#"{"id":"echo","version":"1.0.0","publisher":"acme","min_core":"0.1.0",
+"capabilities":["log:write"],
+"capabilities":["log:write","node:admin"]}"#,
+    )
+    .unwrap();
+    let out = f.warden(&[
+        "pack",
+        "--manifest",
+        "dup.json",
+        "--artifact",
+        "true",
+        "--key",
+        "acme.key",
+        "--out",
+        "dup-bundle",
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(err.contains("\"capabilities\" appears twice"), "{err}");
+    assert!(!f.p("dup-bundle").exists());
+}
+
 #[test]
 fn pack_fills_in_a_missing_artifact_digest() {
     let f = Fixture::new();
