@@ -200,6 +200,39 @@ fn pack_refuses_a_template_with_a_key_twice() {
     assert!(!f.p("dup-bundle").exists());
 }
 
+/// A pack or keygen that fails part-way leaves what was there as it was: no
+/// bundle whose manifest pins another artifact, no key without its public half.
+/// (The failure is forced with a directory where a temporary file would go.)
+#[test]
+fn a_failed_pack_or_keygen_replaces_nothing() {
+    let f = Fixture::new();
+    ok(&f.verify());
+    fs::create_dir_all(f.p("bundle/manifest.json.tmp/x")).unwrap();
+    fs::copy("/bin/false", f.p("false")).unwrap();
+    let out = f.warden(&[
+        "pack",
+        "--manifest",
+        "template.json",
+        "--artifact",
+        "false",
+        "--key",
+        "acme.key",
+        "--out",
+        "bundle",
+    ]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("manifest.json.tmp"), "{err}");
+    fs::remove_dir_all(f.p("bundle/manifest.json.tmp")).unwrap();
+    ok(&f.verify());
+
+    let before = fs::read_to_string(f.p("acme.key")).unwrap();
+    fs::create_dir_all(f.p("acme.pub.tmp/x")).unwrap();
+    let out = f.warden(&["keygen", "--out", "acme", "--force"]);
+    assert!(!out.status.success());
+    assert_eq!(fs::read_to_string(f.p("acme.key")).unwrap(), before);
+}
+
 #[test]
 fn pack_fills_in_a_missing_artifact_digest() {
     let f = Fixture::new();

@@ -80,8 +80,12 @@ pub fn keygen(a: KeygenArgs) -> Result<(), Failure> {
     }
     let sk =
         SecretKey::generate().map_err(|e| Failure::general(format_args!("random source: {e}")))?;
-    write_file(&key_path, sk.to_file().as_bytes(), 0o600)?;
-    write_file(&pub_path, sk.public().to_file().as_bytes(), 0o644)?;
+    // Both written before either replaces anything: a failure leaves the old
+    // pair as it was, never a key without its public half.
+    let mut files = Staged::default();
+    files.stage(&key_path, sk.to_file().as_bytes(), 0o600)?;
+    files.stage(&pub_path, sk.public().to_file().as_bytes(), 0o644)?;
+    files.commit()?;
     println!(
         "key {} written: {} (secret, keep private) and {} (pin this one)",
         sk.key_id,
@@ -130,10 +134,14 @@ pub fn pack(a: PackArgs) -> Result<(), Failure> {
     fs::create_dir_all(&a.out)
         .map_err(|e| Failure::general(format_args!("{}: {e}", a.out.display())))?;
     let in_out = |name: &std::ffi::CStr| a.out.join(name.to_str().expect("ASCII name"));
-    write_file(&in_out(ARTIFACT_FILE), &artifact, 0o755)?;
-    write_file(&in_out(MANIFEST_FILE), text.as_bytes(), 0o644)?;
+    // All three written before any replaces what is there: a failure leaves an
+    // earlier bundle in the directory as it was.
     let sig = sk.sign(text.as_bytes(), &trusted_comment(&manifest));
-    write_file(&in_out(SIGNATURE_FILE), sig.to_file().as_bytes(), 0o644)?;
+    let mut files = Staged::default();
+    files.stage(&in_out(ARTIFACT_FILE), &artifact, 0o755)?;
+    files.stage(&in_out(MANIFEST_FILE), text.as_bytes(), 0o644)?;
+    files.stage(&in_out(SIGNATURE_FILE), sig.to_file().as_bytes(), 0o644)?;
+    files.commit()?;
     println!(
         "packed {} {} into {} key={} sha256={}",
         manifest.id,
@@ -153,7 +161,9 @@ pub fn sign(a: SignArgs) -> Result<(), Failure> {
         .map_err(|e| Failure::general(format_args!("{}: invalid manifest: {e}", path.display())))?;
     let sig = sk.sign(&text, &trusted_comment(&manifest));
     let sig_path = a.dir.join(SIGNATURE_FILE.to_str().expect("ASCII name"));
-    write_file(&sig_path, sig.to_file().as_bytes(), 0o644)?;
+    let mut files = Staged::default();
+    files.stage(&sig_path, sig.to_file().as_bytes(), 0o644)?;
+    files.commit()?;
     println!(
         "signed {} {} with key {} -> {}",
         manifest.id,
@@ -195,22 +205,48 @@ fn read_limited(path: &Path, cap: usize) -> Result<Vec<u8>, Failure> {
 
 /// Writes `bytes` to `path` atomically (temporary file in the same directory, fsync,
 /// rename) with `mode`.
-fn write_file(path: &Path, bytes: &[u8], mode: u32) -> Result<(), Failure> {
-    let fail = |e: std::io::Error| Failure::general(format_args!("{}: {e}", path.display()));
-    let tmp = with_suffix(path, "tmp");
-    let _ = fs::remove_file(&tmp);
-    let mut f = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(mode)
-        .open(&tmp)
-        .map_err(fail)?;
-    let done = f.write_all(bytes).and_then(|()| f.sync_all());
-    if let Err(e) = done.and_then(|()| fs::rename(&tmp, path)) {
+/// Files written next to where they go (`NAME.tmp`, synced) and then renamed
+/// into place together; dropped uncommitted, the temporary files are removed.
+#[derive(Default)]
+struct Staged {
+    files: Vec<(PathBuf, PathBuf)>,
+}
+
+impl Staged {
+    fn stage(&mut self, path: &Path, bytes: &[u8], mode: u32) -> Result<(), Failure> {
+        let tmp = with_suffix(path, "tmp");
+        let fail = |e: std::io::Error| Failure::general(format_args!("{}: {e}", tmp.display()));
         let _ = fs::remove_file(&tmp);
-        return Err(fail(e));
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(mode)
+            .open(&tmp)
+            .map_err(fail)?;
+        self.files.push((tmp.clone(), path.to_owned()));
+        f.write_all(bytes).and_then(|()| f.sync_all()).map_err(fail)
     }
-    Ok(())
+
+    fn commit(mut self) -> Result<(), Failure> {
+        let files = std::mem::take(&mut self.files);
+        for (i, (tmp, path)) in files.iter().enumerate() {
+            if let Err(e) = fs::rename(tmp, path) {
+                for (left, _) in &files[i..] {
+                    let _ = fs::remove_file(left);
+                }
+                return Err(Failure::general(format_args!("{}: {e}", path.display())));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Staged {
+    fn drop(&mut self) {
+        for (tmp, _) in &self.files {
+            let _ = fs::remove_file(tmp);
+        }
+    }
 }
 
 fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
