@@ -1175,3 +1175,27 @@ fn a_candidate_without_hello_fails_once() {
         "{log}"
     );
 }
+
+/// Plugins whose ids hash to one host uid are named, with the remedy (here
+/// `uid_range` holds a single uid).
+#[test]
+fn plugins_sharing_a_host_uid_are_named() {
+    if !require_sandbox() {
+        return;
+    }
+    // SAFETY: geteuid takes no arguments and cannot fail.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipped: host uids come from uid_range only when warden runs as root");
+        return;
+    }
+    let mut s = Serve::new(r#""uid_range":"3000000000-3000000000""#);
+    s.deploy("one", "1.0.0", "serve", "");
+    s.deploy("two", "1.0.0", "serve", "");
+    s.start();
+    assert!(
+        s.log()
+            .contains("plugins one and two share host uid 3000000000: RLIMIT_NPROC counts their processes together"),
+        "{}",
+        s.log()
+    );
+}

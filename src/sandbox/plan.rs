@@ -230,8 +230,7 @@ impl Plan {
         // SAFETY: getuid/getgid/geteuid cannot fail and touch no memory.
         let (uid, gid, euid) = unsafe { (libc::getuid(), libc::getgid(), libc::geteuid()) };
         let ids = if euid == 0 {
-            let (lo, hi) = config.uid_range;
-            let host = lo + (fnv1a(m.id.as_str().as_bytes()) % u64::from(hi - lo + 1)) as u32;
+            let host = host_id(m.id.as_str(), config.uid_range);
             IdMap {
                 inside_uid: INSIDE_ID,
                 inside_gid: INSIDE_ID,
@@ -582,6 +581,12 @@ fn statvfs_keep(path: &str) -> std::io::Result<libc::c_ulong> {
         }
     }
     Ok(keep)
+}
+
+/// The host uid (and gid) of plugin `id` when warden runs as root: a hash of
+/// the id within `range`. Stable, but two ids may share one (see docs/sandbox.md).
+pub fn host_id(id: &str, (lo, hi): (u32, u32)) -> u32 {
+    lo + (fnv1a(id.as_bytes()) % u64::from(hi - lo + 1)) as u32
 }
 
 fn fnv1a(bytes: &[u8]) -> u64 {

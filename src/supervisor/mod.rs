@@ -564,11 +564,37 @@ impl Supervisor {
                 Ok(b) => self.accept_bundle(b),
             }
         }
+        self.warn_shared_host_ids();
         let ids: Vec<String> = self.plugins.keys().cloned().collect();
         for id in ids {
             self.reconcile(&id, Instant::now());
         }
         self.status_line();
+    }
+
+    /// As root each plugin runs as a host uid hashed from its id within
+    /// `uid_range`; two ids can hash to one. Their sandboxes stay apart
+    /// (namespaces, landlock, cgroups), but the kernel counts RLIMIT_NPROC per
+    /// host uid, for both together: said at every scan, with the remedy.
+    fn warn_shared_host_ids(&mut self) {
+        if crate::sys::socket::euid() != 0 {
+            return;
+        }
+        let mut by_uid: BTreeMap<u32, Vec<&str>> = BTreeMap::new();
+        for id in self.plugins.keys() {
+            let uid = crate::sandbox::plan::host_id(id, self.cfg.uid_range);
+            by_uid.entry(uid).or_default().push(id);
+        }
+        let shared: Vec<String> = by_uid
+            .iter()
+            .filter(|(_, ids)| ids.len() > 1)
+            .map(|(uid, ids)| format!("{} share host uid {uid}", ids.join(" and ")))
+            .collect();
+        for line in shared {
+            self.log(format_args!(
+                "plugins {line}: RLIMIT_NPROC counts their processes together; a wider uid_range makes this rarer"
+            ));
+        }
     }
 
     /// The bundle of `id` is not usable: stop it (fail closed) and remember why.
