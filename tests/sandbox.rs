@@ -592,3 +592,27 @@ fn mounts_under_read_only_binds_are_read_only() {
         .collect();
     assert!(rw.is_empty(), "writable mounts under /usr: {rw:?}");
 }
+
+/// `--` with nothing after it replaces the manifest's `args` with none; without
+/// `--`, the manifest's apply.
+#[test]
+fn a_bare_double_dash_clears_the_manifests_args() {
+    let f = Fixture::new();
+    let b = f.bundle(
+        "echo",
+        std::path::Path::new("/bin/true"),
+        r#""args":["--from-manifest"]"#,
+    );
+    let argv = |extra: &[&str]| {
+        let out = f.run(&b, extra);
+        assert!(out.status.success(), "{}", stderr(&out));
+        stdout(&out)
+            .lines()
+            .find(|l| l.starts_with("argv:"))
+            .unwrap()
+            .to_owned()
+    };
+    assert_eq!(argv(&["--dry-run"]), r#"argv: ["echo", "--from-manifest"]"#);
+    assert_eq!(argv(&["--dry-run", "--"]), r#"argv: ["echo"]"#);
+    assert_eq!(argv(&["--dry-run", "--", "x"]), r#"argv: ["echo", "x"]"#);
+}

@@ -72,9 +72,16 @@ pub struct RunArgs {
     /// <state-dir>/audit.log.
     #[arg(long, value_name = "FILE")]
     pub audit: Option<PathBuf>,
-    /// Arguments for the plugin, replacing the manifest's `args`.
+    /// Arguments for the plugin, replacing the manifest's `args` (`--` with nothing
+    /// after it: no arguments).
     #[arg(last = true, value_name = "ARGS")]
     pub args: Option<Vec<String>>,
+}
+
+/// Whether the command line has a bare `--`: the plugin's arguments follow it,
+/// none at all included.
+fn bare_double_dash() -> bool {
+    std::env::args_os().skip(1).any(|a| a == "--")
 }
 
 fn parse_range(s: &str) -> Result<(u32, u32), String> {
@@ -127,7 +134,12 @@ pub fn run(a: RunArgs) -> Result<u8, Failure> {
         )));
     }
     let eff = policy.apply(m);
-    let args = a.args.clone().unwrap_or_else(|| m.args.clone());
+    // `--` alone means "no arguments", which clap reports as none given.
+    let args = a
+        .args
+        .clone()
+        .or_else(|| bare_double_dash().then(Vec::new))
+        .unwrap_or_else(|| m.args.clone());
     let plan = Plan::new(&b, eff.resources, &args, &config).map_err(sandbox_failure)?;
     if a.dry_run {
         print!("{plan}");
