@@ -144,6 +144,12 @@ impl AuditLog {
         if e.kind.is_empty() {
             return Err(AuditError::EmptyKind);
         }
+        // The last seq there is stays unwritten, so that `next_seq` never wraps.
+        if self.next_seq == u64::MAX {
+            return Err(AuditError::SeqExhausted {
+                path: self.cfg.path.clone(),
+            });
+        }
         let seq = self.next_seq;
         let mut text = std::mem::take(&mut self.scratch);
         text.clear();
@@ -643,6 +649,13 @@ mod tests {
         let e = AuditLog::open(AuditConfig::new(&path))
             .map(drop)
             .unwrap_err();
+        assert!(matches!(e, AuditError::SeqExhausted { .. }), "{e}");
+        // One short of it: it opens, and refuses to append past the last seq.
+        let mut text = line::encode(u64::MAX - 1, 0, &fields, &line::hash(b"x")).unwrap();
+        text.push(b'\n');
+        fs::write(&path, &text).unwrap();
+        let mut log = AuditLog::open(AuditConfig::new(&path)).unwrap();
+        let e = log.append(&event(1)).unwrap_err();
         assert!(matches!(e, AuditError::SeqExhausted { .. }), "{e}");
     }
 

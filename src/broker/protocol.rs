@@ -21,12 +21,13 @@ pub const MAX_ERROR_MESSAGE: usize = 1024;
 /// `max_message` less room for the envelope and a cursor.
 pub const LIST_BUDGET: usize = MAX_MESSAGE - 1024;
 
-/// `s`, or its first `max` bytes or fewer (cut at a character boundary) and "…".
+/// `s`, or its first bytes (cut at a character boundary) and "…", `max` bytes in
+/// all at most.
 pub fn clip(s: &str, max: usize) -> Cow<'_, str> {
     if s.len() <= max {
         return Cow::Borrowed(s);
     }
-    let mut end = max;
+    let mut end = max.saturating_sub('…'.len_utf8());
     while !s.is_char_boundary(end) {
         end -= 1;
     }

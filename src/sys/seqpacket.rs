@@ -112,7 +112,9 @@ pub fn recv_batch<const N: usize>(
         let full_len = m.msg_len as usize;
         let had_fds = close_passed_fds(&m.msg_hdr);
         // A zero-length read is the end of the stream, or an empty datagram (which
-        // reads the same): only a peer that has shut down makes it the end.
+        // reads the same): only a peer that has shut down makes it the end. (An
+        // empty datagram sent just before hanging up reads as the hang-up: nothing
+        // tells the two apart then.)
         if full_len == 0 && !had_fds && peer_closed(fd) {
             break;
         }
