@@ -351,11 +351,24 @@ impl IoQueue {
     }
 
     /// The next job for a free thread: the first plugin in turn that has fewer
-    /// than [`IO_PER_PLUGIN`] running; `None` once closed and drained.
-    fn take(&self) -> Option<Job> {
+    /// than [`IO_PER_PLUGIN`] running; `None` once closed and drained. Once
+    /// closed, what still waits is handed out to be cancelled, not run (`true`):
+    /// warden stops without dialling for calls nobody will read.
+    fn take(&self) -> Option<(Job, bool)> {
         let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
         loop {
             let st = &mut *s;
+            if st.closed {
+                let ns = st.turns.pop_front()?;
+                let mut queue = st.waiting.remove(&ns).expect("a turn has jobs");
+                let job = queue.pop_front().expect("a turn has jobs");
+                if !queue.is_empty() {
+                    st.waiting.insert(Arc::clone(&ns), queue);
+                    st.turns.push_back(Arc::clone(&ns));
+                }
+                *st.running.entry(ns).or_default() += 1;
+                return Some((job, true));
+            }
             let pick = st
                 .turns
                 .iter()
@@ -370,10 +383,7 @@ impl IoQueue {
                     st.turns.push_back(Arc::clone(&ns));
                 }
                 *st.running.entry(ns).or_default() += 1;
-                return Some(job);
-            }
-            if st.closed && st.turns.is_empty() {
-                return None;
+                return Some((job, false));
             }
             s = self.ready.wait(s).unwrap_or_else(|p| p.into_inner());
         }
@@ -399,11 +409,19 @@ impl IoQueue {
 }
 
 /// Serves dials and file opens, one at a time per thread. A job whose call has
-/// already timed out is not started (the plugin was answered); a dial stops
-/// trying at the call's deadline.
+/// already timed out is not started (the plugin was answered), nor is one still
+/// waiting when warden stops; a dial stops trying at the call's deadline.
 fn io_worker(q: &IoQueue, out: &Completions) {
-    while let Some(job) = q.take() {
-        let done = if Instant::now() >= job.deadline {
+    while let Some((job, cancelled)) = q.take() {
+        let done = if cancelled {
+            Done::plain(
+                job.seq,
+                Err(CallError::new(
+                    ErrorCode::Unavailable,
+                    "warden is stopping; the call was not started",
+                )),
+            )
+        } else if Instant::now() >= job.deadline {
             Done::plain(
                 job.seq,
                 Err(CallError::new(
@@ -548,5 +566,39 @@ fn commit_group(conn: &mut Connection, batch: &[Job]) -> Vec<Result<Value, CallE
     match tx.commit() {
         Ok(()) => results,
         Err(e) => batch.iter().map(|_| Err(internal(&e))).collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job(seq: u64, ns: &Arc<str>) -> Job {
+        Job {
+            seq,
+            ns: Arc::clone(ns),
+            work: Work::Get { key: "k".into() },
+            deadline: Instant::now() + std::time::Duration::from_secs(60),
+        }
+    }
+
+    /// Plugins take turns, each with at most IO_PER_PLUGIN running; once closed,
+    /// what still waits is handed out to be cancelled.
+    #[test]
+    fn the_io_queue_takes_turns_and_cancels_on_close() {
+        let (a, b): (Arc<str>, Arc<str>) = (Arc::from("plugin:a"), Arc::from("plugin:b"));
+        let q = IoQueue::default();
+        for seq in 0..4 {
+            q.push(job(seq, &a));
+        }
+        q.push(job(10, &b));
+        let order: Vec<u64> = (0..3).map(|_| q.take().unwrap().0.seq).collect();
+        // a, b, a: then a is at its limit, so its other jobs wait.
+        assert_eq!(order, [0, 10, 1]);
+        q.done(&a);
+        assert_eq!(q.take().map(|(j, c)| (j.seq, c)), Some((2, false)));
+        q.close();
+        assert_eq!(q.take().map(|(j, c)| (j.seq, c)), Some((3, true)));
+        assert!(q.take().is_none());
     }
 }
