@@ -193,8 +193,10 @@ fn not_world_writable(path: &Path, meta: &fs::Metadata) -> Result<(), TrustError
     Ok(())
 }
 
-/// Reads a small regular file: never through a symlink, never a fifo or device
-/// (opened without blocking, then checked), at most `max` bytes.
+/// Reads a small regular file: never a fifo or device (opened without blocking,
+/// then checked), at most `max` bytes. A symlink to a regular file is read (a
+/// Kubernetes ConfigMap or NixOS /etc lays keys out so); the checks apply to
+/// what it points at.
 fn read_capped(path: &Path, max: usize) -> Result<String, TrustError> {
     use std::io::Read;
     use std::os::unix::fs::OpenOptionsExt;
@@ -204,7 +206,7 @@ fn read_capped(path: &Path, max: usize) -> Result<String, TrustError> {
     };
     let file = fs::OpenOptions::new()
         .read(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .custom_flags(libc::O_NONBLOCK)
         .open(path)
         .map_err(read_err)?;
     let meta = file.metadata().map_err(read_err)?;
@@ -309,7 +311,14 @@ mod tests {
         fs::remove_file(&fifo).unwrap();
         std::os::unix::fs::symlink("/dev/zero", dir.path().join("acme/z.pub")).unwrap();
         let e = TrustStore::load(dir.path()).unwrap_err().to_string();
-        assert!(e.contains("z.pub"), "{e}");
+        assert!(e.contains("z.pub") && e.contains("not a regular file"), "{e}");
+        fs::remove_file(dir.path().join("acme/z.pub")).unwrap();
+        // A symlink to a key file is read (ConfigMap layout: k.pub -> ..data/k.pub).
+        let k = SecretKey::generate().unwrap();
+        fs::create_dir(dir.path().join("acme/..data")).unwrap();
+        fs::write(dir.path().join("acme/..data/k.pub"), k.public().to_file()).unwrap();
+        std::os::unix::fs::symlink("..data/k.pub", dir.path().join("acme/k.pub")).unwrap();
+        assert_eq!(TrustStore::load(dir.path()).unwrap().len(), 1);
     }
 
     #[test]
