@@ -311,7 +311,10 @@ mod tests {
         fs::remove_file(&fifo).unwrap();
         std::os::unix::fs::symlink("/dev/zero", dir.path().join("acme/z.pub")).unwrap();
         let e = TrustStore::load(dir.path()).unwrap_err().to_string();
-        assert!(e.contains("z.pub") && e.contains("not a regular file"), "{e}");
+        assert!(
+            e.contains("z.pub") && e.contains("not a regular file"),
+            "{e}"
+        );
         fs::remove_file(dir.path().join("acme/z.pub")).unwrap();
         // A symlink to a key file is read (ConfigMap layout: k.pub -> ..data/k.pub).
         let k = SecretKey::generate().unwrap();

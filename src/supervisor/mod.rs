@@ -649,7 +649,10 @@ impl Supervisor {
         let allowed_down = p.rec.allow_downgrade.as_deref() == Some(&version.to_string());
         // SemVer precedence: build metadata (`+...`) does not make a version newer.
         let order = version.cmp_precedence(&highest);
-        if order.is_lt() && !allowed_down {
+        // What serves now, put back while a newer version proves itself, is no
+        // rollback: that newer version raised the highest seen, not what serves.
+        let same = p.bundle.as_ref().is_some_and(|old| same_bundle(old, &b));
+        if order.is_lt() && !allowed_down && !same {
             let why = format!(
                 "rejected: rollback: version {version} is older than {highest}, the highest seen (allow it with `warden ctl allow-downgrade {id} {version}`)"
             );
@@ -667,7 +670,6 @@ impl Supervisor {
             }
             return;
         }
-        let same = p.bundle.as_ref().is_some_and(|old| same_bundle(old, &b));
         let swapping_to_it = p
             .candidate
             .as_ref()
@@ -677,9 +679,13 @@ impl Supervisor {
         // exception for exactly that version, kept until a version at or above
         // the highest is accepted again (it then has no use).
         let upgraded = order.is_ge();
+        // The serving version put back below the highest is remembered as
+        // allowed, so that it is still accepted after a restart.
+        let keep_serving = same && order.is_lt() && !allowed_down;
         let rec_changed = p.rec.version != version.to_string()
             || order.is_gt()
-            || (upgraded && p.rec.allow_downgrade.is_some());
+            || (upgraded && p.rec.allow_downgrade.is_some())
+            || keep_serving;
         if rec_changed {
             p.rec.version = version.to_string();
             if order.is_gt() {
@@ -687,6 +693,9 @@ impl Supervisor {
             }
             if upgraded {
                 p.rec.allow_downgrade = None;
+            }
+            if keep_serving {
+                p.rec.allow_downgrade = Some(version.to_string());
             }
             let rec = p.rec.clone();
             if let Err(e) = store::plugins::put(&self.db, &rec) {
