@@ -657,6 +657,7 @@ fn the_plugin_never_gets_the_operators_terminal() {
     }
     let plugin = Plugin::build();
     let (master, slave) = open_pty().expect("a pseudo-terminal");
+    let check = slave.try_clone().unwrap();
     let mut child = plugin
         .command(&["tty".to_string()])
         .stdin(Stdio::from(slave.try_clone().unwrap()))
@@ -688,10 +689,23 @@ fn the_plugin_never_gets_the_operators_terminal() {
         }
         std::thread::sleep(Duration::from_millis(20));
     };
+    // What it changed was its own terminal: the operator's still echoes.
+    // SAFETY: a zeroed termios is a valid buffer.
+    let mut t: libc::termios = unsafe { std::mem::zeroed() };
+    // SAFETY: tcgetattr fills `t` from `check`, an open descriptor of the
+    // harness's terminal.
+    let got = unsafe { libc::tcgetattr(check.as_raw_fd(), &mut t) };
+    // The reader sees the end once no one holds the terminal's other side.
+    drop(check);
     let text = reader.join().unwrap();
     assert!(
-        text.contains("BLOCKED tty: fds 0-2 are not terminals"),
+        text.contains("BLOCKED tty: the session is the sandbox init's"),
         "{status}: {text}"
+    );
+    assert_eq!(got, 0);
+    assert!(
+        t.c_lflag & libc::ECHO != 0,
+        "the operator's terminal lost its echo"
     );
 }
 

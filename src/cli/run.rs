@@ -2,7 +2,7 @@
 //! foreground (one mio loop: the broker, the sandbox's pidfd, forwarded signals),
 //! audit every decision, and exit with the plugin's code.
 
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -219,20 +219,8 @@ pub fn run(a: RunArgs) -> Result<u8, Failure> {
     // Launch first: the audit thread and the broker are set up while the sandbox
     // builds itself (it waits for nothing from us after its id maps), and the
     // plugin's first message waits in its socket until the loop runs.
-    // The plugin's stdout and stderr are pipes that warden copies to its own, never
-    // warden's terminal itself: on a tty's own descriptor a plugin could read what
-    // the operator types, change the terminal's modes or line discipline for good,
-    // or take its foreground.
-    let pipes = sys::socket::pipe(0).and_then(|o| Ok((o, sys::socket::pipe(0)?)));
-    let ((out_r, out_w), (err_r, err_w)) =
-        pipes.map_err(|e| refused(format_args!("warden: output pipes: {e}")))?;
-    let stdio = Stdio {
-        stdout: Output::Fd(out_w),
-        stderr: Output::Fd(err_w),
-    };
-    let (copied, copies) = std::sync::mpsc::channel();
-    forward(out_r, false, copied.clone());
-    forward(err_r, true, copied);
+    let (stdio, copy) = plugin_output()
+        .map_err(|e| refused(format_args!("warden: a terminal for the plugin: {e}")))?;
     let mut sb = match Sandbox::spawn(&plan, &b, stdio) {
         Ok(sb) => sb,
         Err(e) => {
@@ -285,15 +273,10 @@ pub fn run(a: RunArgs) -> Result<u8, Failure> {
 
     let audit_failure = serve_until_exit(&mut poll, &mut broker, &sb, sigfd.as_fd());
     let status = sb.wait().map_err(sandbox_failure);
-    // Every process of the sandbox is gone with its init: the pipes are at their
-    // end, and what the plugin wrote goes out before warden says how it ended;
-    // unless warden's own output is not being read, which must not hold it up.
-    let deadline = std::time::Instant::now() + OUTPUT_DRAIN;
-    for _ in 0..2 {
-        let left = deadline.saturating_duration_since(std::time::Instant::now());
-        if copies.recv_timeout(left).is_err() {
-            break;
-        }
+    // Every process of the sandbox is gone with its init, so the plugin's
+    // terminal is closed: what it wrote goes out before warden says how it ended.
+    if let Some(copy) = copy {
+        let _ = copy.join();
     }
     let _ = sys::proc::sigprocmask(libc::SIG_SETMASK, &old);
     if sb.left_stale_cgroups() {
@@ -381,34 +364,42 @@ fn serve_until_exit(
     None
 }
 
-/// How long `warden run` waits, once the plugin has exited, for its last output
-/// to be copied out.
-const OUTPUT_DRAIN: Duration = Duration::from_secs(2);
-
-/// Copies the plugin's output from `from` to warden's stdout (or stderr) until
-/// every writer has closed it, then says so on `done`. It writes to its own
-/// duplicate of the descriptor, without the standard stream's lock, which
-/// warden's own messages need meanwhile.
-fn forward(from: OwnedFd, to_stderr: bool, done: std::sync::mpsc::Sender<()>) {
-    let to = if to_stderr {
-        std::io::stderr().as_fd().try_clone_to_owned()
-    } else {
-        std::io::stdout().as_fd().try_clone_to_owned()
+/// The plugin's stdout and stderr: warden's own, except a terminal. A plugin
+/// holding the operator's terminal could read what is typed, change its modes
+/// or line discipline for good, or take its foreground; so where warden's
+/// stdout or stderr is a terminal, the plugin gets one of its own (a fresh
+/// pseudo-terminal: line-buffered output, in the order written), and a thread
+/// copies what it shows to warden's. Returns that thread, which ends when the
+/// plugin's terminal is closed by all.
+fn plugin_output() -> std::io::Result<(Stdio, Option<std::thread::JoinHandle<()>>)> {
+    let (out, err) = (std::io::stdout(), std::io::stderr());
+    let (out_tty, err_tty) = (sys::pty::is_tty(out.as_fd()), sys::pty::is_tty(err.as_fd()));
+    if !out_tty && !err_tty {
+        return Ok((Stdio::inherit(), None));
+    }
+    // Both on the plugin's terminal when both are terminals here (as in a shell).
+    let to = if out_tty { out.as_fd() } else { err.as_fd() }.try_clone_to_owned()?;
+    let (master, slave) = sys::pty::open(to.as_fd())?;
+    let stdio = Stdio {
+        stdout: if out_tty {
+            Output::Fd(slave.try_clone()?)
+        } else {
+            Output::Inherit
+        },
+        stderr: if err_tty {
+            Output::Fd(slave)
+        } else {
+            Output::Inherit
+        },
     };
-    std::thread::Builder::new()
+    let copy = std::thread::Builder::new()
         .name("warden-output".into())
         .spawn(move || {
-            let mut from = std::fs::File::from(from);
-            match to {
-                Ok(to) => {
-                    let _ = std::io::copy(&mut from, &mut std::fs::File::from(to));
-                }
-                // Nowhere to write: read it all anyway, so the plugin never blocks.
-                Err(_) => {
-                    let _ = std::io::copy(&mut from, &mut std::io::sink());
-                }
-            }
-            let _ = done.send(());
-        })
-        .expect("spawning an output thread");
+            // Ends in EIO once no one holds the plugin's side any more.
+            let _ = std::io::copy(
+                &mut std::fs::File::from(master),
+                &mut std::fs::File::from(to),
+            );
+        })?;
+    Ok((stdio, Some(copy)))
 }

@@ -11,6 +11,7 @@ pub mod landlock;
 pub mod mount;
 pub mod ns;
 pub mod proc;
+pub mod pty;
 pub mod sched;
 pub mod seccomp;
 pub mod seqpacket;
