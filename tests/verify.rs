@@ -231,6 +231,27 @@ fn a_failed_pack_or_keygen_replaces_nothing() {
     let out = f.warden(&["keygen", "--out", "acme", "--force"]);
     assert!(!out.status.success());
     assert_eq!(fs::read_to_string(f.p("acme.key")).unwrap(), before);
+    fs::remove_dir_all(f.p("acme.pub.tmp")).unwrap();
+
+    // A rename that fails after another succeeded is undone as well.
+    let public = fs::read_to_string(f.p("acme.pub")).unwrap();
+    fs::remove_file(f.p("acme.pub")).unwrap();
+    fs::create_dir_all(f.p("acme.pub/x")).unwrap();
+    let out = f.warden(&["keygen", "--out", "acme", "--force"]);
+    assert!(!out.status.success());
+    assert_eq!(fs::read_to_string(f.p("acme.key")).unwrap(), before);
+    fs::remove_dir_all(f.p("acme.pub")).unwrap();
+    fs::write(f.p("acme.pub"), public).unwrap();
+    let names: Vec<String> = fs::read_dir(f.tmp.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        !names
+            .iter()
+            .any(|n| n.ends_with(".tmp") || n.ends_with(".old")),
+        "{names:?}"
+    );
 }
 
 #[test]

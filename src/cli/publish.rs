@@ -227,14 +227,40 @@ impl Staged {
         f.write_all(bytes).and_then(|()| f.sync_all()).map_err(fail)
     }
 
+    /// Renames every staged file into place. Should one rename fail, those done
+    /// before it are undone from hard-linked copies of what they replaced (`.old`),
+    /// so that the set changes whole or not at all.
     fn commit(mut self) -> Result<(), Failure> {
         let files = std::mem::take(&mut self.files);
+        let mut done: Vec<(&Path, Option<PathBuf>)> = Vec::new();
         for (i, (tmp, path)) in files.iter().enumerate() {
+            let old = with_suffix(path, "old");
+            let _ = fs::remove_file(&old);
+            let kept = fs::hard_link(path, &old).is_ok().then_some(old);
             if let Err(e) = fs::rename(tmp, path) {
                 for (left, _) in &files[i..] {
                     let _ = fs::remove_file(left);
                 }
+                if let Some(old) = &kept {
+                    let _ = fs::remove_file(old);
+                }
+                for (path, old) in done {
+                    match old {
+                        Some(old) => {
+                            let _ = fs::rename(&old, path);
+                        }
+                        None => {
+                            let _ = fs::remove_file(path);
+                        }
+                    }
+                }
                 return Err(Failure::general(format_args!("{}: {e}", path.display())));
+            }
+            done.push((path, kept));
+        }
+        for (_, old) in done {
+            if let Some(old) = old {
+                let _ = fs::remove_file(old);
             }
         }
         Ok(())
