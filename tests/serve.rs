@@ -941,14 +941,9 @@ fn a_revocation_applies_on_reload_whatever_else_is_wrong() {
     s.start();
     s.bring_up("svc");
     let public = std::fs::read_to_string(s.path().join("acme.pub")).unwrap();
-    let key = public
-        .lines()
-        .next()
+    let key = warden::bundle::minisign::PublicKey::parse(&public)
         .unwrap()
-        .rsplit(' ')
-        .next()
-        .unwrap()
-        .to_owned();
+        .key_id;
     std::fs::write(s.path().join("trust/revoked"), format!("{key}\n")).unwrap();
     std::fs::write(s.path().join("trust/NOTES.txt"), "acme's key leaked\n").unwrap();
     let out = s.ctl(&["reload"]);
