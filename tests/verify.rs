@@ -362,6 +362,17 @@ fn an_unauthenticated_manifest_cannot_drive_the_terminal() {
     assert!(!err.contains(['\u{1b}', '\u{7}']), "{err:?}");
 }
 
+/// With a key nobody pinned, what is wrong with the unverified manifest does
+/// not decide the refusal: the key does (key_mismatch, not unknown_capability).
+#[test]
+fn an_unpinned_key_is_refused_before_the_manifest_is_judged() {
+    let f = Fixture::new();
+    ok(&f.warden(&["keygen", "--out", "rogue"]));
+    f.resign_with(|t| t.replace("\"log:write\"", "\"root:all\""), "rogue.key");
+    let err = f.rejected("key_mismatch");
+    assert!(err.contains("not pinned for publisher acme"), "{err}");
+}
+
 #[test]
 fn a_missing_manifest_says_so_without_a_position() {
     let f = Fixture::new();

@@ -151,6 +151,30 @@ impl VerifiedBundle {
 /// Verifies the bundle in `dir` against `trust`.
 // The error is large but built once per refused bundle, never on a hot path.
 #[allow(clippy::result_large_err)]
+/// The refusal of a manifest signed by key `key_id`, which no publisher pins, and
+/// that does not even parse: unknown publisher or key mismatch, by what its
+/// `publisher` field names if it names one (shown escaped, as it is untrusted).
+fn unauthenticated(bytes: &[u8], key_id: KeyId, trust: &TrustStore) -> VerifyError {
+    let v: serde_json::Value = serde_json::from_slice(bytes).unwrap_or_default();
+    let field = |k: &str| {
+        v[k].as_str()
+            .map_or_else(|| "?".to_owned(), crate::text::printable)
+    };
+    let (publisher, id) = (field("publisher"), field("id"));
+    let pinned = crate::bundle::manifest::Slug::new(&publisher)
+        .is_ok_and(|p| !trust.publisher_keys(&p).is_empty());
+    if pinned {
+        VerifyError::KeyMismatch {
+            id,
+            key_id,
+            publisher,
+            pinned_for: None,
+        }
+    } else {
+        VerifyError::UnknownPublisher { publisher, id }
+    }
+}
+
 pub fn verify(dir: &Path, trust: &TrustStore) -> Result<VerifiedBundle, VerifyError> {
     let in_dir = |name: &CStr| dir.join(name.to_str().expect("ASCII name"));
     let dir_fd = sys::fs::open_dir_path(dir).map_err(|e| VerifyError::BadBundle {
@@ -199,7 +223,13 @@ pub fn verify(dir: &Path, trust: &TrustStore) -> Result<VerifiedBundle, VerifyEr
                 },
             })?;
     }
-    let manifest = Manifest::parse(&manifest_bytes).map_err(|source| match source {
+    let parsed = Manifest::parse(&manifest_bytes);
+    if let (Err(_), None) = (&parsed, signer) {
+        // Not authenticated, and not valid: the key decides the refusal, not what
+        // the unverified text says wrong (docs/manifest.md's order).
+        return Err(unauthenticated(&manifest_bytes, sig.key_id, trust));
+    }
+    let manifest = parsed.map_err(|source| match source {
         ManifestError::UnknownCapability(_) | ManifestError::DuplicateCapability(_) => {
             VerifyError::UnknownCapability {
                 path: manifest_path.clone(),
