@@ -43,6 +43,15 @@ pub fn open(like: BorrowedFd<'_>) -> io::Result<(OwnedFd, OwnedFd)> {
     })?;
     // SAFETY: `s` was just opened and is owned by nobody else.
     let slave = unsafe { OwnedFd::from_raw_fd(s) };
+    // Output as written, no "\n" -> "\r\n": it goes on to a terminal that does
+    // its own output processing.
+    // SAFETY: a zeroed termios is a valid buffer for tcgetattr to fill.
+    let mut t: libc::termios = unsafe { std::mem::zeroed() };
+    // SAFETY: `slave` is an open terminal; `t` is live and writable.
+    cvt(unsafe { libc::tcgetattr(slave.as_raw_fd(), &mut t) })?;
+    t.c_oflag &= !libc::OPOST;
+    // SAFETY: `t` is an initialised termios read by the call.
+    cvt(unsafe { libc::tcsetattr(slave.as_raw_fd(), libc::TCSANOW, &t) })?;
     let mut size: libc::winsize = libc::winsize {
         ws_row: 0,
         ws_col: 0,
@@ -74,6 +83,6 @@ mod tests {
         let mut m = std::fs::File::from(master);
         let mut got = Vec::new();
         let _ = m.read_to_end(&mut got); // ends in EIO once the slave is closed
-        assert_eq!(got, b"hello\r\n");
+        assert_eq!(got, b"hello\n", "bytes pass as written");
     }
 }
