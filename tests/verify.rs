@@ -249,8 +249,16 @@ fn a_failed_pack_or_keygen_replaces_nothing() {
     assert!(
         !names
             .iter()
-            .any(|n| n.ends_with(".tmp") || n.ends_with(".old")),
+            .any(|n| n.ends_with(".tmp") || n.contains("warden-old")),
         "{names:?}"
+    );
+
+    // An operator's own `acme.key.old` is not warden's to touch.
+    fs::write(f.p("acme.key.old"), "last year's key\n").unwrap();
+    ok(&f.warden(&["keygen", "--out", "acme", "--force"]));
+    assert_eq!(
+        fs::read_to_string(f.p("acme.key.old")).unwrap(),
+        "last year's key\n"
     );
 }
 

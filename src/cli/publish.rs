@@ -227,42 +227,63 @@ impl Staged {
         f.write_all(bytes).and_then(|()| f.sync_all()).map_err(fail)
     }
 
-    /// Renames every staged file into place. Should one rename fail, those done
-    /// before it are undone from hard-linked copies of what they replaced (`.old`),
-    /// so that the set changes whole or not at all.
+    /// Renames every staged file into place. A file it replaces is first
+    /// hard-linked to a name of warden's own (`.NAME.warden-old.PID`, never an
+    /// existing one): should a later rename fail, the earlier ones are undone from
+    /// those, so that the set changes whole or not at all. Where such a copy
+    /// cannot be made, nothing is replaced.
     fn commit(mut self) -> Result<(), Failure> {
         let files = std::mem::take(&mut self.files);
-        let mut done: Vec<(&Path, Option<PathBuf>)> = Vec::new();
+        let mut copies: Vec<Option<PathBuf>> = Vec::new();
+        let undo = |copies: &[Option<PathBuf>]| {
+            for c in copies.iter().flatten() {
+                let _ = fs::remove_file(c);
+            }
+        };
+        for (_, path) in &files {
+            if path.symlink_metadata().is_err() {
+                copies.push(None);
+                continue;
+            }
+            let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
+            let copy = path.with_file_name(format!(
+                ".{}.warden-old.{}",
+                name.unwrap_or_default(),
+                std::process::id()
+            ));
+            if let Err(e) = fs::hard_link(path, &copy) {
+                undo(&copies);
+                for (t, _) in &files {
+                    let _ = fs::remove_file(t);
+                }
+                return Err(Failure::general(format_args!(
+                    "{}: cannot keep a copy of {} to undo with ({e}); nothing was replaced",
+                    copy.display(),
+                    path.display()
+                )));
+            }
+            copies.push(Some(copy));
+        }
         for (i, (tmp, path)) in files.iter().enumerate() {
-            let old = with_suffix(path, "old");
-            let _ = fs::remove_file(&old);
-            let kept = fs::hard_link(path, &old).is_ok().then_some(old);
             if let Err(e) = fs::rename(tmp, path) {
                 for (left, _) in &files[i..] {
                     let _ = fs::remove_file(left);
                 }
-                if let Some(old) = &kept {
-                    let _ = fs::remove_file(old);
-                }
-                for (path, old) in done {
-                    match old {
-                        Some(old) => {
-                            let _ = fs::rename(&old, path);
+                for ((_, done), copy) in files[..i].iter().zip(&copies) {
+                    match copy {
+                        Some(copy) => {
+                            let _ = fs::rename(copy, done);
                         }
                         None => {
-                            let _ = fs::remove_file(path);
+                            let _ = fs::remove_file(done);
                         }
                     }
                 }
+                undo(&copies[i..]);
                 return Err(Failure::general(format_args!("{}: {e}", path.display())));
             }
-            done.push((path, kept));
         }
-        for (_, old) in done {
-            if let Some(old) = old {
-                let _ = fs::remove_file(old);
-            }
-        }
+        undo(&copies);
         Ok(())
     }
 }
