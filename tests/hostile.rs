@@ -709,6 +709,70 @@ fn the_plugin_never_gets_the_operators_terminal() {
     );
 }
 
+/// Everything read from a pseudo-terminal's master until its last slave closes.
+fn drain(master: OwnedFd) -> std::thread::JoinHandle<String> {
+    std::thread::spawn(move || {
+        let mut m = fs::File::from(master);
+        let mut text = Vec::new();
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = m.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            text.extend_from_slice(&buf[..n]);
+        }
+        String::from_utf8_lossy(&text).into_owned()
+    })
+}
+
+/// stdout and stderr on two different terminals each reach their own; with no
+/// pseudo-terminal to be had (here /dev/ptmx hidden in a private mount
+/// namespace), the plugin's output still reaches the terminal, through a pipe.
+#[test]
+fn the_plugins_output_reaches_each_terminal() {
+    if skip_for_missing_features("the_plugins_output_reaches_each_terminal") {
+        return;
+    }
+    let plugin = Plugin::build();
+    let (m1, s1) = open_pty().expect("a pseudo-terminal");
+    let (m2, s2) = open_pty().expect("a pseudo-terminal");
+    let mut child = plugin
+        .command(&["tty".to_string()])
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(s1))
+        .stderr(Stdio::from(s2))
+        .spawn()
+        .unwrap();
+    let (r1, r2) = (drain(m1), drain(m2));
+    let status = child.wait().unwrap();
+    let (t1, t2) = (r1.join().unwrap(), r2.join().unwrap());
+    assert!(t1.contains("BLOCKED tty"), "{status}: stdout {t1:?}");
+    assert!(
+        t2.contains("tty: a line on stderr"),
+        "{status}: stderr {t2:?}"
+    );
+
+    let (m, s) = open_pty().expect("a pseudo-terminal");
+    let cmd = plugin.command(&["tty".to_string()]);
+    let mut child = Command::new("unshare")
+        .args(["-m", "--propagation", "private", "sh", "-c"])
+        .arg("mount --bind /dev/null /dev/ptmx && mount -t tmpfs none /dev/pts && exec \"$@\"")
+        .arg("sh")
+        .arg(cmd.get_program())
+        .args(cmd.get_args())
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(s.try_clone().unwrap()))
+        .stderr(Stdio::from(s))
+        .spawn()
+        .expect("unshare (util-linux)");
+    let r = drain(m);
+    let status = child.wait().unwrap();
+    let text = r.join().unwrap();
+    assert!(status.success(), "{status}: {text}");
+    assert!(text.contains("no pseudo-terminal for the plugin"), "{text}");
+    assert!(text.contains("BLOCKED tty"), "{text}");
+}
+
 /// Pids (other than ours) whose command line contains `marker`.
 fn processes_with(marker: &str) -> Vec<(u32, String)> {
     let me = std::process::id();

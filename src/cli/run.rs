@@ -219,7 +219,7 @@ pub fn run(a: RunArgs) -> Result<u8, Failure> {
     // Launch first: the audit thread and the broker are set up while the sandbox
     // builds itself (it waits for nothing from us after its id maps), and the
     // plugin's first message waits in its socket until the loop runs.
-    let (stdio, copy) = plugin_output()
+    let (stdio, copies) = plugin_output()
         .map_err(|e| refused(format_args!("warden: a terminal for the plugin: {e}")))?;
     let mut sb = match Sandbox::spawn(&plan, &b, stdio) {
         Ok(sb) => sb,
@@ -275,7 +275,7 @@ pub fn run(a: RunArgs) -> Result<u8, Failure> {
     let status = sb.wait().map_err(sandbox_failure);
     // Every process of the sandbox is gone with its init, so the plugin's
     // terminal is closed: what it wrote goes out before warden says how it ended.
-    if let Some(copy) = copy {
+    for copy in copies {
         let _ = copy.join();
     }
     let _ = sys::proc::sigprocmask(libc::SIG_SETMASK, &old);
@@ -366,40 +366,68 @@ fn serve_until_exit(
 
 /// The plugin's stdout and stderr: warden's own, except a terminal. A plugin
 /// holding the operator's terminal could read what is typed, change its modes
-/// or line discipline for good, or take its foreground; so where warden's
-/// stdout or stderr is a terminal, the plugin gets one of its own (a fresh
-/// pseudo-terminal: line-buffered output, in the order written), and a thread
-/// copies what it shows to warden's. Returns that thread, which ends when the
-/// plugin's terminal is closed by all.
-fn plugin_output() -> std::io::Result<(Stdio, Option<std::thread::JoinHandle<()>>)> {
+/// or line discipline for good, or take its foreground; so in place of each
+/// terminal the plugin gets a stand-in (see [`stand_in`]), one for stdout and
+/// stderr when both are the same terminal (as in a shell). Returns the threads
+/// copying to the terminals, which end when the plugin's side is closed by all.
+fn plugin_output() -> std::io::Result<(Stdio, Vec<std::thread::JoinHandle<()>>)> {
     let (out, err) = (std::io::stdout(), std::io::stderr());
-    let (out_tty, err_tty) = (sys::pty::is_tty(out.as_fd()), sys::pty::is_tty(err.as_fd()));
-    if !out_tty && !err_tty {
-        return Ok((Stdio::inherit(), None));
+    let (out, err) = (out.as_fd(), err.as_fd());
+    let (out_tty, err_tty) = (sys::pty::is_tty(out), sys::pty::is_tty(err));
+    let mut stdio = Stdio::inherit();
+    let mut copies = Vec::new();
+    let same = out_tty && err_tty && same_file(out, err);
+    if same {
+        let (w, copy) = stand_in(out)?;
+        stdio.stdout = Output::Fd(w.try_clone()?);
+        stdio.stderr = Output::Fd(w);
+        copies.push(copy);
+        return Ok((stdio, copies));
     }
-    // Both on the plugin's terminal when both are terminals here (as in a shell).
-    let to = if out_tty { out.as_fd() } else { err.as_fd() }.try_clone_to_owned()?;
-    let (master, slave) = sys::pty::open(to.as_fd())?;
-    let stdio = Stdio {
-        stdout: if out_tty {
-            Output::Fd(slave.try_clone()?)
-        } else {
-            Output::Inherit
-        },
-        stderr: if err_tty {
-            Output::Fd(slave)
-        } else {
-            Output::Inherit
-        },
+    if out_tty {
+        let (w, copy) = stand_in(out)?;
+        stdio.stdout = Output::Fd(w);
+        copies.push(copy);
+    }
+    if err_tty {
+        let (w, copy) = stand_in(err)?;
+        stdio.stderr = Output::Fd(w);
+        copies.push(copy);
+    }
+    Ok((stdio, copies))
+}
+
+/// Whether two descriptors are the same terminal (device number and inode).
+fn same_file(a: BorrowedFd<'_>, b: BorrowedFd<'_>) -> bool {
+    match (sys::fs::fstat(a), sys::fs::fstat(b)) {
+        (Ok(x), Ok(y)) => (x.st_rdev, x.st_dev, x.st_ino) == (y.st_rdev, y.st_dev, y.st_ino),
+        _ => false,
+    }
+}
+
+/// A stand-in for the terminal `term`: a fresh pseudo-terminal of the plugin's
+/// own (same window size at launch; its output stays line-buffered and in the
+/// order written), or, where none can be had, a pipe; and a thread copying what
+/// the plugin writes there to `term`. Returns the plugin's end.
+fn stand_in(
+    term: BorrowedFd<'_>,
+) -> std::io::Result<(std::os::fd::OwnedFd, std::thread::JoinHandle<()>)> {
+    let to = term.try_clone_to_owned()?;
+    let (read, write) = match sys::pty::open(term) {
+        Ok(pair) => pair,
+        Err(e) => {
+            eprintln!(
+                "warden: no pseudo-terminal for the plugin ({e}); its output reaches the terminal through a pipe"
+            );
+            sys::socket::pipe(0)?
+        }
     };
     let copy = std::thread::Builder::new()
         .name("warden-output".into())
         .spawn(move || {
-            // Ends in EIO once no one holds the plugin's side any more.
-            let _ = std::io::copy(
-                &mut std::fs::File::from(master),
-                &mut std::fs::File::from(to),
-            );
+            // Ends at EOF, or EIO for a pseudo-terminal, once no one holds the
+            // plugin's end any more.
+            let _ = std::io::copy(&mut std::fs::File::from(read), &mut std::fs::File::from(to));
         })?;
-    Ok((stdio, Some(copy)))
+    Ok((write, copy))
 }

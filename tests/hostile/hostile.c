@@ -910,6 +910,7 @@ static void a_tty(void)
         t.c_lflag &= ~(ECHO | ICANON);
         note("fd %d: a terminal; echo off %s", fd, tcsetattr(fd, TCSANOW, &t) == 0 ? "done" : E);
     }
+    dprintf(2, "tty: a line on stderr\n");
     BLOCKED("the session is the sandbox init's; %s", g_log[0] ? g_log : "no terminal");
 }
 
