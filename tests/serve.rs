@@ -1078,6 +1078,13 @@ fn a_swap_survives_rescans_and_is_called_off_by_a_revert() {
         "{}",
         s.log()
     );
+    assert!(
+        s.log().contains(
+            "plugin=sw downgrade to 2.0.0 allowed: it is the version serving, put back in the plugin directory"
+        ),
+        "{}",
+        s.log()
+    );
     // It is still accepted after a restart.
     assert!(s.stop().success());
     s.start();

@@ -701,6 +701,18 @@ impl Supervisor {
             if let Err(e) = store::plugins::put(&self.db, &rec) {
                 self.log(format_args!("plugin={id} state database: {e}"));
             }
+            if keep_serving {
+                // Audited like the operator's own allow-downgrade.
+                self.log(format_args!(
+                    "plugin={id} downgrade to {version} allowed: it is the version serving, put back in the plugin directory"
+                ));
+                self.plugin_event(
+                    "plugin.allow_downgrade",
+                    &id,
+                    format!("to {version} (the serving version, put back)"),
+                    json!({"version": version.to_string(), "actor": "scan"}),
+                );
+            }
         }
         if swapping_to_it {
             // Already proving itself: a rescan does not start the swap over.
