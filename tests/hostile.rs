@@ -666,18 +666,7 @@ fn the_plugin_never_gets_the_operators_terminal() {
         .spawn()
         .expect("spawn warden run");
     // The terminal's side: everything until the last slave descriptor closes.
-    let reader = std::thread::spawn(move || {
-        let mut m = fs::File::from(master);
-        let mut text = Vec::new();
-        let mut buf = [0u8; 4096];
-        while let Ok(n) = m.read(&mut buf) {
-            if n == 0 {
-                break;
-            }
-            text.extend_from_slice(&buf[..n]);
-        }
-        String::from_utf8_lossy(&text).into_owned()
-    });
+    let reader = drain(master);
     let deadline = Instant::now() + Duration::from_secs(60);
     let status = loop {
         if let Some(st) = child.try_wait().unwrap() {
