@@ -414,13 +414,26 @@ impl IoQueue {
 fn io_worker(q: &IoQueue, out: &Completions) {
     while let Some((job, cancelled)) = q.take() {
         let done = if cancelled {
-            Done::plain(
-                job.seq,
-                Err(CallError::new(
-                    ErrorCode::Unavailable,
-                    "warden is stopping; the call was not started",
-                )),
-            )
+            // Its audit record still names what was asked for.
+            let audit = match &job.work {
+                Work::Dial(req) => Some(egress::audit_fields(&req.host.to_string(), req.port)),
+                Work::Open { req, .. } => {
+                    let mut m = Map::new();
+                    m.insert("path".into(), json!(req.path));
+                    Some(m)
+                }
+                _ => None,
+            };
+            Done {
+                audit,
+                ..Done::plain(
+                    job.seq,
+                    Err(CallError::new(
+                        ErrorCode::Unavailable,
+                        "warden is stopping; the call was not started",
+                    )),
+                )
+            }
         } else if Instant::now() >= job.deadline {
             Done::plain(
                 job.seq,
@@ -600,5 +613,42 @@ mod tests {
         q.close();
         assert_eq!(q.take().map(|(j, c)| (j.seq, c)), Some((3, true)));
         assert!(q.take().is_none());
+    }
+
+    /// A dial cancelled because warden stops is answered `unavailable`, and its
+    /// audit record still names where it was to go.
+    #[test]
+    fn a_cancelled_dial_is_answered_and_names_its_destination() {
+        let ns: Arc<str> = Arc::from("plugin:a");
+        let egress = egress::Egress::parse(&["192.0.2.1:443".into()], &[]).unwrap();
+        let req = DialRequest {
+            host: egress::guard::parse_host("192.0.2.1").unwrap(),
+            port: 443,
+            timeout: std::time::Duration::from_secs(1),
+            egress: Arc::new(egress),
+        };
+        let q = IoQueue::default();
+        q.push(Job {
+            work: Work::Dial(req),
+            ..job(7, &ns)
+        });
+        q.close();
+        let poll = mio::Poll::new().unwrap();
+        let out = Completions {
+            done: Mutex::new(Vec::new()),
+            waker: Arc::new(Waker::new(poll.registry(), mio::Token(0)).unwrap()),
+        };
+        io_worker(&q, &out);
+        let done = out.done.lock().unwrap();
+        assert_eq!(done.len(), 1);
+        assert_eq!(
+            done[0].result.as_ref().unwrap_err().code,
+            ErrorCode::Unavailable
+        );
+        let audit = done[0].audit.as_ref().unwrap();
+        assert_eq!(
+            (&audit["host"], &audit["port"]),
+            (&json!("192.0.2.1"), &json!(443))
+        );
     }
 }
