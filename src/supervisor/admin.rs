@@ -259,11 +259,6 @@ impl Supervisor {
         r
     }
 
-    fn persist(&mut self, id: &str) -> Result<(), String> {
-        let rec = self.plugins[id].rec.clone();
-        store::plugins::put(&self.db, &rec).map_err(|e| format!("state database: {e}"))
-    }
-
     /// Applies `change` to a copy of the plugin's record and writes that; the
     /// record in effect changes only once the write succeeded, so a refused
     /// request changes nothing, now or at the next write.
@@ -288,15 +283,11 @@ impl Supervisor {
             (None, Some(_)) => None,
         };
         let to = lifecycle::transition(id, from, action, problem.as_deref())?;
-        let p = self.plugins.get_mut(id).expect("present");
-        p.rec.status = to.as_str().into();
+        self.persist_with(id, |rec| rec.status = to.as_str().into())?;
         if to == Status::Active {
+            let p = self.plugins.get_mut(id).expect("present");
             p.failed = false;
             p.budget.reset();
-        }
-        if let Err(e) = self.persist(id) {
-            self.plugins.get_mut(id).expect("present").rec.status = from.as_str().into();
-            return Err(e);
         }
         self.log(format_args!(
             "plugin={id} {} -> {} (uid {uid})",
