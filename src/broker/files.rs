@@ -298,10 +298,16 @@ fn open_error(path: &str, e: &io::Error) -> CallError {
 const RESOLVE: u64 =
     libc::RESOLVE_BENEATH | libc::RESOLVE_NO_MAGICLINKS | libc::RESOLVE_NO_SYMLINKS;
 
+/// The audit fields every open carries.
+pub fn audit_fields(path: &str) -> Map<String, Value> {
+    let mut m = Map::new();
+    m.insert("path".into(), json!(path));
+    m
+}
+
 /// Opens `req` beneath `root`. Runs on a worker thread.
 pub fn open(root: &FileRoot, req: &OpenRequest) -> Opened {
-    let mut audit = Map::new();
-    audit.insert("path".into(), json!(req.path));
+    let mut audit = audit_fields(&req.path);
     let fail = |audit, e| Opened {
         result: Err(e),
         fd: None,

@@ -338,6 +338,23 @@ struct IoState {
     closed: bool,
 }
 
+impl IoState {
+    /// The next job of the plugin at `turns[i]`, counted as running; the plugin
+    /// goes to the back of the turns if it has more waiting.
+    fn pop_turn(&mut self, i: usize) -> Job {
+        let ns = self.turns.remove(i).expect("a turn that exists");
+        let queue = self.waiting.get_mut(&ns).expect("a turn has jobs");
+        let job = queue.pop_front().expect("a turn has jobs");
+        if queue.is_empty() {
+            self.waiting.remove(&ns);
+        } else {
+            self.turns.push_back(Arc::clone(&ns));
+        }
+        *self.running.entry(ns).or_default() += 1;
+        job
+    }
+}
+
 impl IoQueue {
     fn push(&self, job: Job) {
         let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
@@ -359,31 +376,14 @@ impl IoQueue {
         loop {
             let st = &mut *s;
             if st.closed {
-                let ns = st.turns.pop_front()?;
-                let mut queue = st.waiting.remove(&ns).expect("a turn has jobs");
-                let job = queue.pop_front().expect("a turn has jobs");
-                if !queue.is_empty() {
-                    st.waiting.insert(Arc::clone(&ns), queue);
-                    st.turns.push_back(Arc::clone(&ns));
-                }
-                *st.running.entry(ns).or_default() += 1;
-                return Some((job, true));
+                return (!st.turns.is_empty()).then(|| (st.pop_turn(0), true));
             }
             let pick = st
                 .turns
                 .iter()
                 .position(|ns| st.running.get(ns).copied().unwrap_or(0) < IO_PER_PLUGIN);
             if let Some(i) = pick {
-                let ns = st.turns.remove(i).expect("found above");
-                let queue = st.waiting.get_mut(&ns).expect("a turn has jobs");
-                let job = queue.pop_front().expect("a turn has jobs");
-                if queue.is_empty() {
-                    st.waiting.remove(&ns);
-                } else {
-                    st.turns.push_back(Arc::clone(&ns));
-                }
-                *st.running.entry(ns).or_default() += 1;
-                return Some((job, false));
+                return Some((st.pop_turn(i), false));
             }
             s = self.ready.wait(s).unwrap_or_else(|p| p.into_inner());
         }
@@ -401,7 +401,8 @@ impl IoQueue {
         self.ready.notify_all();
     }
 
-    /// No more jobs: the threads finish what is queued, then stop.
+    /// No more jobs: the threads hand out what still waits as cancelled, then
+    /// stop.
     fn close(&self) {
         self.state.lock().unwrap_or_else(|p| p.into_inner()).closed = true;
         self.ready.notify_all();
@@ -417,11 +418,7 @@ fn io_worker(q: &IoQueue, out: &Completions) {
             // Its audit record still names what was asked for.
             let audit = match &job.work {
                 Work::Dial(req) => Some(egress::audit_fields(&req.host.to_string(), req.port)),
-                Work::Open { req, .. } => {
-                    let mut m = Map::new();
-                    m.insert("path".into(), json!(req.path));
-                    Some(m)
-                }
+                Work::Open { req, .. } => Some(files::audit_fields(&req.path)),
                 _ => None,
             };
             Done {
