@@ -318,10 +318,7 @@ impl<R: Recorder> Broker<R> {
                 Decision::Error => c.errors += 1,
             }
         }
-        let reason = match result {
-            Ok(_) => String::new(),
-            Err(e) => format!("{}: {}", e.code, e.message),
-        };
+        let reason = reason_of(result);
         let duration = started.elapsed();
         let op = op.into();
         let time_us = crate::audit::time::micros(SystemTime::now());

@@ -231,17 +231,9 @@ fn run<'a>(
                 return Err(bad(format!("limit must be 1..={MAX_AUDIT_QUERY}")));
             }
             // The newest `limit`, as many as fit in one reply; newest last.
-            let mut used = 0usize;
-            let mut events: Vec<&Recent> = caller
-                .recent
-                .iter()
-                .rev()
-                .take(limit as usize)
-                .take_while(|e| {
-                    used += serde_json::to_vec(e).map_or(usize::MAX / 2, |v| v.len()) + 1;
-                    used <= protocol::LIST_BUDGET
-                })
-                .collect();
+            let mut events: Vec<&Recent> =
+                caller.recent.iter().rev().take(limit as usize).collect();
+            events.truncate(protocol::fitting(&events));
             events.reverse();
             Outcome::Now(Ok(json!({ "events": events })))
         }

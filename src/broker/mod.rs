@@ -171,6 +171,15 @@ fn decision_of(result: &Result<Value, CallError>) -> Decision {
     }
 }
 
+/// The audit reason of a call's result: empty when it succeeded, else
+/// `code: message`.
+fn reason_of(result: &Result<Value, CallError>) -> String {
+    match result {
+        Ok(_) => String::new(),
+        Err(e) => format!("{}: {}", e.code, e.message),
+    }
+}
+
 /// Per-plugin counters, kept for `monitor.stats` and the operator's stats.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct Counters {
@@ -802,10 +811,7 @@ fn orphan(jobs: &mut FastMap<u64, Pending>, conn: &mut Conn) {
 fn record_undelivered<R: Recorder>(recorder: &mut R, p: &Pending, done: Done) {
     let mut extra = done.audit.unwrap_or_default();
     extra.insert("delivered".into(), Value::Bool(false));
-    let reason = match &done.result {
-        Ok(_) => String::new(),
-        Err(e) => format!("{}: {}", e.code, e.message),
-    };
+    let reason = reason_of(&done.result);
     recorder.record(&Record {
         plugin: &p.ctx,
         kind: "host_call",

@@ -21,6 +21,19 @@ pub const MAX_ERROR_MESSAGE: usize = 1024;
 /// `max_message` less room for the envelope and a cursor.
 pub const LIST_BUDGET: usize = MAX_MESSAGE - 1024;
 
+/// How many of `items`, from the first, fit in one reply's list: their JSON,
+/// with a separator each, within [`LIST_BUDGET`] bytes.
+pub fn fitting<T: Serialize>(items: impl IntoIterator<Item = T>) -> usize {
+    let mut used = 0usize;
+    items
+        .into_iter()
+        .take_while(|item| {
+            used += serde_json::to_vec(item).map_or(LIST_BUDGET + 1, |v| v.len()) + 1;
+            used <= LIST_BUDGET
+        })
+        .count()
+}
+
 /// `s`, or its first bytes (cut at a character boundary) and "…", `max` bytes in
 /// all at most.
 pub fn clip(s: &str, max: usize) -> Cow<'_, str> {

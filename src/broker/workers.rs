@@ -20,7 +20,7 @@ use serde_json::{json, Map, Value};
 
 use super::egress::{self, DialRequest};
 use super::files::{self, FileRoot, OpenRequest};
-use super::protocol::{CallError, ErrorCode, LIST_BUDGET};
+use super::protocol::{fitting, CallError, ErrorCode};
 use crate::store::kv::{self, KvError, Quota};
 use crate::store::{Store, StoreError};
 
@@ -504,18 +504,15 @@ fn read(conn: &Connection, job: &Job) -> Result<Value, CallError> {
     }
 }
 
-/// The keys of a `kv.list` page that fit in one reply ([`LIST_BUDGET`] bytes of
+/// The keys of a `kv.list` page that fit in one reply ([`super::protocol::LIST_BUDGET`] bytes of
 /// JSON); when some are left out, the cursor continues after the last one kept.
 fn fit_keys(mut keys: Vec<String>, next: Option<String>) -> (Vec<String>, Option<String>) {
-    let mut used = 0usize;
-    for (i, key) in keys.iter().enumerate() {
-        used += serde_json::to_string(key).map_or(usize::MAX / 2, |k| k.len()) + 1;
-        if used > LIST_BUDGET {
-            keys.truncate(i);
-            let next = keys.last().cloned();
-            return (keys, next);
-        }
+    let n = fitting(&keys);
+    if n == keys.len() {
+        return (keys, next);
     }
+    keys.truncate(n);
+    let next = keys.last().cloned();
     (keys, next)
 }
 
