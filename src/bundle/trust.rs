@@ -60,7 +60,7 @@ impl TrustStore {
                 source,
             })?;
             if name == REVOKED_FILE && kind.is_file() {
-                store.load_revoked(&path)?;
+                store.revoked.extend(revocations(&path)?);
             } else if kind.is_dir() {
                 let publisher = Slug::new(&name).map_err(|why| TrustError::Invalid {
                     path: path.clone(),
@@ -101,11 +101,6 @@ impl TrustStore {
                 .push(key.key_id);
             self.keys.insert(key.key_id, (publisher.clone(), key));
         }
-        Ok(())
-    }
-
-    fn load_revoked(&mut self, path: &Path) -> Result<(), TrustError> {
-        self.revoked.extend(revocations(path)?);
         Ok(())
     }
 

@@ -371,9 +371,10 @@ fn serve_until_exit(
 /// stderr when both are the same terminal (as in a shell). Returns the threads
 /// copying to the terminals, which end when the plugin's side is closed by all.
 fn plugin_output() -> std::io::Result<(Stdio, Vec<std::thread::JoinHandle<()>>)> {
+    use std::io::IsTerminal;
     let (out, err) = (std::io::stdout(), std::io::stderr());
     let (out, err) = (out.as_fd(), err.as_fd());
-    let (out_tty, err_tty) = (sys::pty::is_tty(out), sys::pty::is_tty(err));
+    let (out_tty, err_tty) = (out.is_terminal(), err.is_terminal());
     let mut stdio = Stdio::inherit();
     let mut copies = Vec::new();
     let same = out_tty && err_tty && same_file(out, err);

@@ -7,12 +7,6 @@ use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 
 use super::cvt;
 
-/// Whether `fd` is a terminal (`isatty(3)`).
-pub fn is_tty(fd: BorrowedFd<'_>) -> bool {
-    // SAFETY: isatty only inspects the descriptor.
-    unsafe { libc::isatty(fd.as_raw_fd()) == 1 }
-}
-
 /// A new pseudo-terminal pair (master, slave), both close-on-exec and neither a
 /// controlling terminal of ours; the slave gets `like`'s window size when that
 /// is a terminal.
@@ -70,13 +64,13 @@ pub fn open(like: BorrowedFd<'_>) -> io::Result<(OwnedFd, OwnedFd)> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::io::{Read, Write};
+    use std::io::{IsTerminal, Read, Write};
     use std::os::fd::AsFd;
 
     #[test]
     fn a_pair_carries_what_the_slave_writes_to_the_master() {
         let (master, slave) = open(std::io::stdin().as_fd()).unwrap();
-        assert!(is_tty(slave.as_fd()) && is_tty(master.as_fd()));
+        assert!(slave.as_fd().is_terminal() && master.as_fd().is_terminal());
         let mut s = std::fs::File::from(slave);
         s.write_all(b"hello\n").unwrap();
         drop(s);
