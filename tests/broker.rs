@@ -182,6 +182,8 @@ impl Harness {
                     )
                     .unwrap();
             }
+            // As warden stops: calls still on the worker pool are audited.
+            drop(broker.into_recorder());
         });
         (
             Harness {
@@ -1010,6 +1012,47 @@ fn blackhole() -> (u16, std::net::TcpListener, Vec<std::net::TcpStream>) {
         })
         .collect();
     (port, l, held)
+}
+
+/// A dial still connecting when warden stops gives up at once, instead of
+/// holding the stop up to its call timeout (here 30 s; up to 60 s, past
+/// systemd's stop timeout), and is audited as not delivered.
+#[test]
+fn a_dial_still_connecting_when_warden_stops_gives_up_at_once() {
+    use warden::broker::egress::Egress;
+    let (port, _l, _held) = blackhole();
+    let mut c = with_timeout(
+        ctx("p", &[HttpEgress], &[HttpEgress]),
+        Duration::from_secs(30),
+    );
+    c.egress = Some(Arc::new(
+        Egress::parse(&[format!("127.0.0.1:{port}")], &["127.0.0.1".into()]).unwrap(),
+    ));
+    let (h, mut ends) = Harness::start(vec![c]);
+    let s = ends.remove(0);
+    hello(&s, "p");
+    let args = format!(r#"{{"host":"127.0.0.1","port":{port},"timeout_ms":30000}}"#);
+    send(&s, &call(1, "net.dial", &args));
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        h.log.decisions("p", "net.dial").is_empty(),
+        "the dial ended early"
+    );
+    let log = h.log.clone();
+    let t0 = Instant::now();
+    drop(h);
+    let took = t0.elapsed();
+    assert!(
+        took < Duration::from_secs(3),
+        "the stop waited {took:?} for the dial"
+    );
+    assert_eq!(log.decisions("p", "net.dial"), vec![Decision::Error]);
+    let reason = &log.reasons("p", "net.dial")[0];
+    assert!(
+        reason.starts_with("unavailable: warden is stopping; connecting to 127.0.0.1:")
+            && reason.ends_with("was abandoned (not delivered)"),
+        "{reason}"
+    );
 }
 
 /// One plugin dialling a host that never answers holds at most its share of

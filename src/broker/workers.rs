@@ -18,7 +18,7 @@ use mio::Waker;
 use rusqlite::Connection;
 use serde_json::{json, Map, Value};
 
-use super::egress::{self, DialRequest};
+use super::egress::{self, DialRequest, Stop, Waiter};
 use super::files::{self, FileRoot, OpenRequest};
 use super::protocol::{fitting, CallError, ErrorCode};
 use crate::store::kv::{self, KvError, Quota};
@@ -327,6 +327,8 @@ pub const IO_PER_PLUGIN: usize = 2;
 struct IoQueue {
     state: Mutex<IoState>,
     ready: Condvar,
+    /// Ends the dials running when the queue closes.
+    stop: Arc<Stop>,
 }
 
 #[derive(Default)]
@@ -401,18 +403,22 @@ impl IoQueue {
         self.ready.notify_all();
     }
 
-    /// No more jobs: the threads hand out what still waits as cancelled, then
-    /// stop.
+    /// No more jobs: the threads hand out what still waits as cancelled, the
+    /// dials running give up, and the threads stop.
     fn close(&self) {
         self.state.lock().unwrap_or_else(|p| p.into_inner()).closed = true;
         self.ready.notify_all();
+        self.stop.stop();
     }
 }
 
 /// Serves dials and file opens, one at a time per thread. A job whose call has
 /// already timed out is not started (the plugin was answered), nor is one still
-/// waiting when warden stops; a dial stops trying at the call's deadline.
+/// waiting when warden stops; a dial stops trying at the call's deadline, or
+/// when warden stops.
 fn io_worker(q: &IoQueue, out: &Completions) {
+    // Made by the thread's first dial, and kept for the next.
+    let mut waiter: Option<Waiter> = None;
     while let Some((job, cancelled)) = q.take() {
         let done = if cancelled {
             // Its audit record still names what was asked for.
@@ -444,7 +450,20 @@ fn io_worker(q: &IoQueue, out: &Completions) {
                 Work::Dial(mut req) => {
                     let left = job.deadline.saturating_duration_since(Instant::now());
                     req.timeout = req.timeout.min(left);
-                    let d = egress::dial(&req);
+                    let d = match &mut waiter {
+                        Some(w) => egress::dial(&req, w),
+                        None => match q.stop.waiter() {
+                            Ok(w) => egress::dial(&req, waiter.insert(w)),
+                            Err(e) => egress::Dialled {
+                                result: Err(CallError::new(
+                                    ErrorCode::Internal,
+                                    format!("cannot wait for a dial on this I/O thread: {e}"),
+                                )),
+                                fd: None,
+                                audit: egress::audit_fields(&req.host.to_string(), req.port),
+                            },
+                        },
+                    };
                     Done {
                         seq: job.seq,
                         result: d.result,

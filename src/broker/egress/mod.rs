@@ -8,6 +8,7 @@
 //! anything to the plugin (the broker does).
 
 pub mod guard;
+pub mod wait;
 
 use std::net::{IpAddr, SocketAddr, TcpStream, ToSocketAddrs};
 use std::os::fd::OwnedFd;
@@ -19,6 +20,7 @@ use serde_json::{json, Map, Value};
 
 use super::protocol::{CallError, ErrorCode};
 pub use guard::{Egress, Host, HostPattern, Net, Verdict};
+pub use wait::{Interrupted, Stop, Waiter};
 
 /// Name resolutions running at once (each on a thread of its own, since
 /// getaddrinfo cannot be cancelled); more answer `rate_limited`.
@@ -55,9 +57,10 @@ pub fn audit_fields(host: &str, port: u16) -> Map<String, Value> {
     m
 }
 
-/// Resolves, checks and connects. Runs on a worker thread.
-pub fn dial(req: &DialRequest) -> Dialled {
-    let started = Instant::now();
+/// Resolves, checks and connects. Runs on a worker thread, and waits through
+/// `waiter`: it gives up at the request's timeout, or at once when warden stops.
+pub fn dial(req: &DialRequest, waiter: &mut Waiter) -> Dialled {
+    let deadline = Instant::now() + req.timeout;
     let mut audit = audit_fields(&req.host.to_string(), req.port);
     let fail = |audit: Map<String, Value>, code, msg: String| Dialled {
         result: Err(CallError::new(code, msg)),
@@ -66,7 +69,7 @@ pub fn dial(req: &DialRequest) -> Dialled {
     };
     let addrs: Vec<IpAddr> = match &req.host {
         Host::Ip(ip) => vec![*ip],
-        Host::Name(name) => match resolve(name, req.port, req.timeout) {
+        Host::Name(name) => match resolve(name, req.port, deadline, req.timeout, waiter) {
             Ok(a) => a,
             Err(e) => return fail(audit, e.code, e.message),
         },
@@ -98,12 +101,8 @@ pub fn dial(req: &DialRequest) -> Dialled {
     }
     let mut last = None;
     for ip in &addrs {
-        let left = req.timeout.saturating_sub(started.elapsed());
-        if left.is_zero() {
-            break;
-        }
         let addr = SocketAddr::new(*ip, req.port);
-        match TcpStream::connect_timeout(&addr, left) {
+        match connect(addr, deadline, waiter) {
             Ok(stream) => {
                 audit.insert("address".into(), json!(addr.to_string()));
                 return Dialled {
@@ -112,16 +111,27 @@ pub fn dial(req: &DialRequest) -> Dialled {
                     audit,
                 };
             }
-            Err(e) => last = Some((addr, e)),
+            Err(Failed::Stopping) => {
+                let msg = format!("warden is stopping; connecting to {addr} was abandoned");
+                return fail(audit, ErrorCode::Unavailable, msg);
+            }
+            Err(Failed::TimedOut) => {
+                last = Some((addr, None));
+                break;
+            }
+            Err(Failed::Io(e)) => last = Some((addr, Some(e))),
         }
     }
     match last {
-        Some((addr, e)) if e.kind() == std::io::ErrorKind::TimedOut => fail(
+        Some((addr, None)) => fail(
             audit,
             ErrorCode::Timeout,
-            format!("connecting to {addr}: timed out"),
+            format!(
+                "connecting to {addr}: no answer within {} ms",
+                req.timeout.as_millis()
+            ),
         ),
-        Some((addr, e)) => fail(
+        Some((addr, Some(e))) => fail(
             audit,
             ErrorCode::Unavailable,
             format!("connecting to {addr}: {e}"),
@@ -139,10 +149,65 @@ pub fn dial(req: &DialRequest) -> Dialled {
     }
 }
 
+/// Why one connect failed.
+enum Failed {
+    TimedOut,
+    Stopping,
+    Io(std::io::Error),
+}
+
+impl From<Interrupted> for Failed {
+    fn from(i: Interrupted) -> Failed {
+        match i {
+            Interrupted::TimedOut => Failed::TimedOut,
+            Interrupted::Stopping => Failed::Stopping,
+        }
+    }
+}
+
+/// Connects to `addr` by `deadline` (a non-blocking connect watched through
+/// `waiter`, so that warden stopping ends it); the stream returned is blocking,
+/// as the plugin expects a socket from `net.dial` to be.
+fn connect(addr: SocketAddr, deadline: Instant, waiter: &mut Waiter) -> Result<TcpStream, Failed> {
+    if Instant::now() >= deadline {
+        return Err(Failed::TimedOut);
+    }
+    let mut socket = mio::net::TcpStream::connect(addr).map_err(Failed::Io)?;
+    waiter.watch(&mut socket).map_err(Failed::Io)?;
+    let connected = loop {
+        if let Err(i) = waiter.wait(deadline) {
+            break Err(Failed::from(i));
+        }
+        // Writable with no pending error and a peer: connected. A wake-up for
+        // something else leaves it still connecting (ENOTCONN).
+        match socket.take_error() {
+            Ok(Some(e)) | Err(e) => break Err(Failed::Io(e)),
+            Ok(None) => {}
+        }
+        match socket.peer_addr() {
+            Ok(_) => break Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotConnected => {}
+            Err(e) => break Err(Failed::Io(e)),
+        }
+    };
+    waiter.forget(&mut socket);
+    connected?;
+    let stream = TcpStream::from(socket);
+    stream.set_nonblocking(false).map_err(Failed::Io)?;
+    Ok(stream)
+}
+
 /// Resolves `name` with the system resolver (getaddrinfo) on a thread of its own,
-/// waiting at most `timeout`. A resolution that takes longer answers `timeout`; its
+/// waiting until `deadline` (`timeout` after the dial began, for the message) or
+/// until warden stops. A resolution that takes longer answers `timeout`; its
 /// thread finishes in the background and its answer is dropped.
-fn resolve(name: &str, port: u16, timeout: Duration) -> Result<Vec<IpAddr>, CallError> {
+fn resolve(
+    name: &str,
+    port: u16,
+    deadline: Instant,
+    timeout: Duration,
+    waiter: &mut Waiter,
+) -> Result<Vec<IpAddr>, CallError> {
     if RESOLVERS.fetch_add(1, Ordering::AcqRel) >= MAX_RESOLVERS {
         RESOLVERS.fetch_sub(1, Ordering::AcqRel);
         return Err(CallError::new(
@@ -152,6 +217,7 @@ fn resolve(name: &str, port: u16, timeout: Duration) -> Result<Vec<IpAddr>, Call
     }
     let (tx, rx) = mpsc::channel();
     let owned = name.to_owned();
+    let waker = waiter.waker();
     let spawned = std::thread::Builder::new()
         .name("warden-resolve".into())
         .spawn(move || {
@@ -160,6 +226,8 @@ fn resolve(name: &str, port: u16, timeout: Duration) -> Result<Vec<IpAddr>, Call
                 .map(|it| it.map(|a| a.ip()).collect::<Vec<_>>());
             RESOLVERS.fetch_sub(1, Ordering::AcqRel);
             let _ = tx.send(r);
+            // The dial may have given up meanwhile: then nobody reads it.
+            let _ = waker.wake();
         });
     if let Err(e) = spawned {
         RESOLVERS.fetch_sub(1, Ordering::AcqRel);
@@ -168,7 +236,23 @@ fn resolve(name: &str, port: u16, timeout: Duration) -> Result<Vec<IpAddr>, Call
             format!("starting a resolver thread: {e}"),
         ));
     }
-    match rx.recv_timeout(timeout) {
+    let answer = loop {
+        match rx.try_recv() {
+            Ok(answer) => break Ok(answer),
+            Err(mpsc::TryRecvError::Empty) => {}
+            // It sends before it ends: it panicked.
+            Err(mpsc::TryRecvError::Disconnected) => {
+                return Err(CallError::new(
+                    ErrorCode::Internal,
+                    format!("resolving {name}: the resolver thread ended without an answer"),
+                ))
+            }
+        }
+        if let Err(i) = waiter.wait(deadline) {
+            break Err(i);
+        }
+    };
+    match answer {
         Ok(Ok(mut addrs)) => {
             let mut seen = std::collections::HashSet::new();
             addrs.retain(|a| seen.insert(*a));
@@ -190,7 +274,11 @@ fn resolve(name: &str, port: u16, timeout: Duration) -> Result<Vec<IpAddr>, Call
             ErrorCode::NotFound,
             format!("resolving {name}: {e}"),
         )),
-        Err(_) => Err(CallError::new(
+        Err(Interrupted::Stopping) => Err(CallError::new(
+            ErrorCode::Unavailable,
+            format!("warden is stopping; resolving {name} was abandoned"),
+        )),
+        Err(Interrupted::TimedOut) => Err(CallError::new(
             ErrorCode::Timeout,
             format!(
                 "resolving {name} took longer than {} ms",
