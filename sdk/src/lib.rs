@@ -7,7 +7,9 @@
 //!
 //! [`Client::dial`] and [`Client::open`] return a descriptor warden opened for the
 //! plugin (a connected TCP socket, a file in the plugin's data directory); it
-//! arrives as SCM_RIGHTS with the reply, received with `recvmsg`.
+//! arrives as SCM_RIGHTS with the reply, received with `recvmsg`. If this process
+//! has no free descriptor slot then (RLIMIT_NOFILE), the kernel drops it; the call
+//! then fails with [`Error::Unavailable`] saying so, though warden did the op.
 //!
 //! This crate must never depend on the supervisor crate: it speaks only the wire
 //! protocol, so it doubles as a reference for other languages.
@@ -551,8 +553,17 @@ impl Drop for Client {
     }
 }
 
-/// Receives one datagram and the descriptors attached to it (close-on-exec).
-fn recv_with_fds(sock: &UnixDatagram, buf: &mut [u8]) -> io::Result<(usize, Vec<OwnedFd>)> {
+/// One datagram received: its length, the descriptors attached to it
+/// (close-on-exec), and whether the kernel dropped descriptors it carried
+/// (MSG_CTRUNC: this process had no free descriptor slot for them).
+struct Received {
+    len: usize,
+    fds: Vec<OwnedFd>,
+    fds_lost: bool,
+}
+
+/// Receives one datagram and the descriptors attached to it.
+fn recv_with_fds(sock: &UnixDatagram, buf: &mut [u8]) -> io::Result<Received> {
     let mut cmsg = [0u64; 32];
     let mut iov = libc::iovec {
         iov_base: buf.as_mut_ptr().cast(),
@@ -595,13 +606,21 @@ fn recv_with_fds(sock: &UnixDatagram, buf: &mut [u8]) -> io::Result<(usize, Vec<
         // SAFETY: as for CMSG_FIRSTHDR.
         c = unsafe { libc::CMSG_NXTHDR(&msg, c) };
     }
-    Ok((n as usize, fds))
+    Ok(Received {
+        len: n as usize,
+        fds,
+        fds_lost: msg.msg_flags & libc::MSG_CTRUNC != 0,
+    })
 }
 
 fn read_loop(shared: &Shared, mut buf: Vec<u8>) {
     loop {
-        let (n, mut fds) = match recv_with_fds(&shared.sock, &mut buf) {
-            Ok((0, _)) => return shared.close("warden closed the channel".into()),
+        let Received {
+            len: n,
+            mut fds,
+            fds_lost,
+        } = match recv_with_fds(&shared.sock, &mut buf) {
+            Ok(got) if got.len == 0 => return shared.close("warden closed the channel".into()),
             Ok(got) => got,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => return shared.close(format!("reading from warden: {e}")),
@@ -618,6 +637,14 @@ fn read_loop(shared: &Shared, mut buf: Vec<u8>) {
                     Some(e) => Err(Error::from_wire(
                         e["code"].as_str().unwrap_or(""),
                         e["message"].as_str().unwrap_or("").to_owned(),
+                    )),
+                    // The op was done (a socket connected, a file opened), but
+                    // its descriptor never reached us: say why, not "no socket".
+                    None if fds_lost && fds.is_empty() => Err(Error::Unavailable(
+                        "the descriptor warden sent with this reply was lost: this \
+                         process has no free descriptor slot (RLIMIT_NOFILE reached; \
+                         the kernel dropped it, MSG_CTRUNC)"
+                            .into(),
                     )),
                     None => Ok(msg.get("ok").cloned().unwrap_or(Value::Null)),
                 };
