@@ -1059,6 +1059,19 @@ fn a_dial_still_connecting_when_warden_stops_gives_up_at_once() {
 /// the I/O threads: another plugin's fs.open and net.dial go on meanwhile.
 #[test]
 fn one_plugins_hanging_dials_do_not_hold_up_anothers_io() {
+    hanging_dials_do_not_hold_up_anothers_io(1);
+}
+
+/// Nor do three such plugins, though together they could hold more than the
+/// I/O threads warden starts with: more threads start for the others.
+#[test]
+fn several_plugins_hanging_dials_do_not_hold_up_anothers_io() {
+    hanging_dials_do_not_hold_up_anothers_io(3);
+}
+
+/// `slow` plugins each make 4 dials that hang (1 s call timeout); meanwhile a
+/// further plugin's fs.open and net.dial must each be answered at once.
+fn hanging_dials_do_not_hold_up_anothers_io(slow: usize) {
     use warden::broker::egress::Egress;
     use warden::broker::files::FileRoot;
     let (port, _l, _held) = blackhole();
@@ -1069,11 +1082,17 @@ fn one_plugins_hanging_dials_do_not_hold_up_anothers_io() {
             Egress::parse(&[format!("127.0.0.1:{p}")], &["127.0.0.1".into()]).unwrap(),
         ))
     };
-    let mut slow = with_timeout(
-        ctx("slow", &[HttpEgress], &[HttpEgress]),
-        Duration::from_secs(1),
-    );
-    slow.egress = egress(port);
+    let mut plugins: Vec<PluginContext> = (0..slow)
+        .map(|i| {
+            let id = format!("slow{i}");
+            let mut c = with_timeout(
+                ctx(&id, &[HttpEgress], &[HttpEgress]),
+                Duration::from_secs(1),
+            );
+            c.egress = egress(port);
+            c
+        })
+        .collect();
     let data = tempfile::tempdir().unwrap();
     let root = FileRoot::prepare(data.path(), "other", 1 << 20, None).unwrap();
     std::fs::write(root.path.join("a"), "A").unwrap();
@@ -1084,15 +1103,19 @@ fn one_plugins_hanging_dials_do_not_hold_up_anothers_io() {
     );
     other.egress = egress(good_port);
     other.files = Some(Arc::new(root));
-    let (_h, mut socks) = Harness::start(vec![slow, other]);
+    plugins.push(other);
+    let (_h, mut socks) = Harness::start(plugins);
     let other = connect(socks.pop().unwrap(), "other");
-    let slow = Arc::new(connect(socks.pop().unwrap(), "slow"));
-    let dials: Vec<_> = (0..8)
-        .map(|_| {
-            let s = Arc::clone(&slow);
-            std::thread::spawn(move || s.dial("127.0.0.1", port).map(drop))
-        })
-        .collect();
+    let mut dials = Vec::new();
+    for (i, sock) in socks.into_iter().enumerate() {
+        let s = Arc::new(connect(sock, &format!("slow{i}")));
+        for _ in 0..4 {
+            let s = Arc::clone(&s);
+            dials.push(std::thread::spawn(move || {
+                s.dial("127.0.0.1", port).map(drop)
+            }));
+        }
+    }
     std::thread::sleep(Duration::from_millis(200));
     let t0 = Instant::now();
     let opened = other.open("a", warden_plugin::OpenFlags::READ).map(drop);

@@ -4,15 +4,17 @@
 //! a mio `Waker`; the event loop never waits on a worker. Dials and file opens
 //! (`net.dial`, `fs.open`) run on I/O threads of their own, so a slow resolver or
 //! connect never delays KV work; their results can carry a descriptor. Plugins
-//! take turns there, each with at most [`IO_PER_PLUGIN`] running, so that one
-//! plugin's dials to hosts that never answer cannot hold every I/O thread.
+//! take turns there, each with at most [`IO_PER_PLUGIN`] running, and more
+//! threads start (up to [`IO_THREADS_MAX`]) while a plugin under that limit has a
+//! job waiting and no thread is free: plugins dialling hosts that never answer
+//! hold their own threads, not everyone's.
 
 use std::collections::{HashMap, VecDeque};
 use std::os::fd::OwnedFd;
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use mio::Waker;
 use rusqlite::Connection;
@@ -26,8 +28,14 @@ use crate::store::{Store, StoreError};
 
 /// The most writes committed in one transaction.
 const MAX_GROUP: usize = 256;
-/// Threads serving dials and file opens.
+/// Threads serving dials and file opens, started with the first one.
 pub const IO_THREADS: usize = 4;
+/// The most threads serving dials and file opens: it takes this many divided by
+/// [`IO_PER_PLUGIN`] plugins, all holding their limit, before another plugin's
+/// dial or open waits for a thread.
+pub const IO_THREADS_MAX: usize = 32;
+/// A thread beyond [`IO_THREADS`] ends after this long with nothing to do.
+const IO_IDLE_END: Duration = Duration::from_secs(30);
 
 /// One unit of blocking work for a plugin's call.
 #[derive(Debug)]
@@ -130,6 +138,8 @@ pub struct Pool {
     writes: Option<Sender<Job>>,
     /// The I/O lane's queue, once its threads run.
     io: Option<Arc<IoQueue>>,
+    /// I/O threads started so far (for their names).
+    io_started: usize,
     completions: Arc<Completions>,
     threads: Vec<JoinHandle<()>>,
 }
@@ -154,6 +164,7 @@ impl Pool {
             reads: None,
             writes: None,
             io: None,
+            io_started: 0,
             completions: Arc::new(Completions {
                 done: Mutex::new(Vec::new()),
                 waker,
@@ -190,24 +201,49 @@ impl Pool {
         slot.as_ref().expect("just started")
     }
 
-    /// The I/O lane's queue, starting its threads on first use.
-    fn io_queue(&mut self) -> &Arc<IoQueue> {
-        if self.io.is_none() {
-            let q = Arc::new(IoQueue::default());
-            for i in 0..IO_THREADS {
-                let (q, c) = (Arc::clone(&q), Arc::clone(&self.completions));
-                self.threads
-                    .push(spawn(format!("warden-io-{i}"), move || io_worker(&q, &c)));
-            }
-            self.io = Some(q);
+    /// The I/O lane's queue, starting its first threads on first use.
+    fn io_queue(&mut self) -> Arc<IoQueue> {
+        if let Some(q) = &self.io {
+            return Arc::clone(q);
         }
-        self.io.as_ref().expect("just started")
+        let q = Arc::new(IoQueue::default());
+        q.state.lock().unwrap_or_else(|p| p.into_inner()).threads = IO_THREADS;
+        for _ in 0..IO_THREADS {
+            self.start_io_thread(&q, false)
+                .expect("spawning a worker thread");
+        }
+        self.io = Some(Arc::clone(&q));
+        q
+    }
+
+    /// Starts an I/O thread; `asked` when [`IoQueue::push`] asked for it.
+    fn start_io_thread(&mut self, q: &Arc<IoQueue>, asked: bool) -> std::io::Result<()> {
+        let (q, c) = (Arc::clone(q), Arc::clone(&self.completions));
+        let name = format!("warden-io-{}", self.io_started);
+        self.io_started += 1;
+        let t = std::thread::Builder::new().name(name).spawn(move || {
+            if asked {
+                q.started();
+            }
+            io_worker(&q, &c)
+        })?;
+        self.threads.push(t);
+        Ok(())
     }
 
     /// Queues a job; its result arrives through [`Pool::take_done`].
     pub fn submit(&mut self, job: Job) {
         if job.work.is_io() {
-            return self.io_queue().push(job);
+            let q = self.io_queue();
+            if q.push(job) {
+                if let Err(e) = self.start_io_thread(&q, true) {
+                    // The job waits for a thread that is running already.
+                    q.started();
+                    q.state.lock().unwrap_or_else(|p| p.into_inner()).threads -= 1;
+                    eprintln!("warden: starting another I/O thread: {e}");
+                }
+            }
+            return;
         }
         let lane = if job.work.is_write() {
             Lane::Write
@@ -338,9 +374,35 @@ struct IoState {
     turns: VecDeque<Arc<str>>,
     running: HashMap<Arc<str>, usize>,
     closed: bool,
+    /// Threads serving the queue (started, or about to be).
+    threads: usize,
+    /// Threads started by [`IoQueue::push`] that have not yet come for a job.
+    starting: usize,
+    /// Threads waiting for a job.
+    idle: usize,
 }
 
 impl IoState {
+    /// Jobs that could start now: each plugin's waiting jobs, up to what its
+    /// limit leaves it.
+    fn startable(&self) -> usize {
+        self.turns
+            .iter()
+            .map(|ns| {
+                let running = self.running.get(ns).copied().unwrap_or(0);
+                let waiting = self.waiting.get(ns).map_or(0, VecDeque::len);
+                waiting.min(IO_PER_PLUGIN.saturating_sub(running))
+            })
+            .sum()
+    }
+
+    /// The first plugin in turn with fewer than [`IO_PER_PLUGIN`] running.
+    fn pick(&self) -> Option<usize> {
+        self.turns
+            .iter()
+            .position(|ns| self.running.get(ns).copied().unwrap_or(0) < IO_PER_PLUGIN)
+    }
+
     /// The next job of the plugin at `turns[i]`, counted as running; the plugin
     /// goes to the back of the turns if it has more waiting.
     fn pop_turn(&mut self, i: usize) -> Job {
@@ -358,7 +420,9 @@ impl IoState {
 }
 
 impl IoQueue {
-    fn push(&self, job: Job) {
+    /// Queues `job`. Returns whether the caller must start one more thread (it
+    /// is counted already): more jobs could start now than threads are free.
+    fn push(&self, job: Job) -> bool {
         let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
         let ns = Arc::clone(&job.ns);
         let queue = s.waiting.entry(Arc::clone(&ns)).or_default();
@@ -367,10 +431,24 @@ impl IoQueue {
             s.turns.push_back(ns);
         }
         self.ready.notify_one();
+        let free = s.idle + s.starting;
+        let more = !s.closed && s.threads < IO_THREADS_MAX && s.startable() > free;
+        if more {
+            s.threads += 1;
+            s.starting += 1;
+        }
+        more
+    }
+
+    /// A thread [`IoQueue::push`] asked for has started, or failed to.
+    fn started(&self) {
+        let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        s.starting = s.starting.saturating_sub(1);
     }
 
     /// The next job for a free thread: the first plugin in turn that has fewer
-    /// than [`IO_PER_PLUGIN`] running; `None` once closed and drained. Once
+    /// than [`IO_PER_PLUGIN`] running; `None` once closed and drained, or for a
+    /// thread beyond [`IO_THREADS`] idle for [`IO_IDLE_END`] (it ends). Once
     /// closed, what still waits is handed out to be cancelled, not run (`true`):
     /// warden stops without dialling for calls nobody will read.
     fn take(&self) -> Option<(Job, bool)> {
@@ -380,14 +458,20 @@ impl IoQueue {
             if st.closed {
                 return (!st.turns.is_empty()).then(|| (st.pop_turn(0), true));
             }
-            let pick = st
-                .turns
-                .iter()
-                .position(|ns| st.running.get(ns).copied().unwrap_or(0) < IO_PER_PLUGIN);
-            if let Some(i) = pick {
+            if let Some(i) = st.pick() {
                 return Some((st.pop_turn(i), false));
             }
-            s = self.ready.wait(s).unwrap_or_else(|p| p.into_inner());
+            st.idle += 1;
+            let (g, waited) = self
+                .ready
+                .wait_timeout(s, IO_IDLE_END)
+                .unwrap_or_else(|p| p.into_inner());
+            s = g;
+            s.idle -= 1;
+            if waited.timed_out() && !s.closed && s.threads > IO_THREADS && s.pick().is_none() {
+                s.threads -= 1;
+                return None;
+            }
         }
     }
 
@@ -606,6 +690,36 @@ mod tests {
             work: Work::Get { key: "k".into() },
             deadline: Instant::now() + std::time::Duration::from_secs(60),
         }
+    }
+
+    /// More threads are asked for while more jobs could start than threads are
+    /// free, never for a plugin at its limit, and never past IO_THREADS_MAX.
+    #[test]
+    fn the_io_queue_asks_for_threads_only_for_jobs_that_could_start() {
+        let (a, b): (Arc<str>, Arc<str>) = (Arc::from("plugin:a"), Arc::from("plugin:b"));
+        let q = IoQueue::default();
+        q.state.lock().unwrap().threads = IO_THREADS;
+        // Every thread busy: a's first two jobs could start, its third could not.
+        assert!(q.push(job(0, &a)));
+        assert!(q.push(job(1, &a)));
+        assert!(!q.push(job(2, &a)), "a is at its limit");
+        assert!(q.push(job(3, &b)));
+        // The threads asked for come; two take a's jobs, one b's.
+        for _ in 0..3 {
+            q.started();
+        }
+        let taken: Vec<u64> = (0..3).map(|_| q.take().unwrap().0.seq).collect();
+        assert_eq!(taken, [0, 3, 1]);
+        // A free thread serves the next job without another being asked for.
+        q.state.lock().unwrap().idle = 1;
+        assert!(!q.push(job(4, &b)));
+        // And the pool stops growing at its maximum.
+        let mut s = q.state.lock().unwrap();
+        (s.idle, s.threads) = (0, IO_THREADS_MAX);
+        drop(s);
+        let c: Arc<str> = Arc::from("plugin:c");
+        assert!(!q.push(job(5, &c)));
+        assert_eq!(q.state.lock().unwrap().threads, IO_THREADS_MAX);
     }
 
     /// Plugins take turns, each with at most IO_PER_PLUGIN running; once closed,
