@@ -14,6 +14,7 @@ pub mod logsink;
 pub mod policy;
 pub mod sandbox;
 pub mod store;
+pub mod strict;
 pub mod supervisor;
 pub mod sys;
 pub mod text;

@@ -420,6 +420,58 @@ fn policy_narrows_limits_and_blocked_is_refused() {
     );
 }
 
+/// `warden run --dry-run` prints every effective limit: the broker's call
+/// timeout and data quota too (it showed neither).
+#[test]
+fn dry_run_prints_every_effective_limit() {
+    if !require_sandbox() {
+        return;
+    }
+    let f = Fixture::new();
+    let b = f.bundle("probe", &plugin("probe"), "");
+    let pol = f.path().join("policy.json");
+    std::fs::write(&pol, r#"{"limits":{"call_timeout_ms":1234,"data_mb":7}}"#).unwrap();
+    let out = f.run(&b, &["--policy", pol.to_str().unwrap(), "--dry-run"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let s = stdout(&out);
+    let broker = line(&s, "broker:");
+    assert!(
+        broker.contains("call_timeout_ms 1234") && broker.contains("data_mb 7"),
+        "{s}"
+    );
+    assert_eq!(
+        line(&s, "egress:"),
+        "egress: none (every net.dial is refused)"
+    );
+}
+
+/// `"grant": null` in a policy is refused as a wrong type (it granted every
+/// capability the manifest declares, as if `grant` were absent).
+#[test]
+fn a_null_grant_is_refused() {
+    if !require_sandbox() {
+        return;
+    }
+    let f = Fixture::new();
+    let b = f.bundle_with(
+        "probe",
+        "1.0.0",
+        &["kv:write", "log:write"],
+        &plugin("probe"),
+        "",
+    );
+    let pol = f.path().join("policy.json");
+    std::fs::write(&pol, r#"{"status":"approved","grant":null}"#).unwrap();
+    let out = f.run(&b, &["--policy", pol.to_str().unwrap(), "--dry-run"]);
+    let s = stdout(&out);
+    assert_eq!(
+        out.status.code(),
+        Some(125),
+        "accepted; {}",
+        line(&s, "granted capabilities:")
+    );
+}
+
 #[test]
 fn refusals_exit_125_with_one_line() {
     let f = Fixture::new();

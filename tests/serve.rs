@@ -1206,3 +1206,28 @@ fn plugins_sharing_a_host_uid_are_named() {
         s.log()
     );
 }
+
+/// Relative paths are resolved against the directory holding the config file,
+/// also when it is given as a bare file name (`--config warden.json`), where they
+/// stayed relative.
+#[test]
+fn check_resolves_paths_of_a_bare_config_name() {
+    let dir = tempdir();
+    std::fs::write(
+        dir.path().join("warden.json"),
+        r#"{"plugin_dir":"p","trust_dir":"t","state_dir":"s","audit_log":"a.jsonl","control_socket":"c.sock"}"#,
+    )
+    .unwrap();
+    let out = Command::new(WARDEN)
+        .args(["serve", "--check", "--config", "warden.json"])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let want = format!("plugin_dir: {:?}", dir.path().join("p"));
+    assert!(
+        stdout(&out).contains(&want),
+        "want {want} in:\n{}",
+        stdout(&out)
+    );
+}

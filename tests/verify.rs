@@ -400,6 +400,20 @@ fn another_publishers_key_is_key_mismatch() {
     assert!(err.contains("(it is pinned for other)"), "{err}");
 }
 
+/// docs/manifest.md orders key_mismatch before unknown_capability: with a key
+/// pinned for another publisher, the key is the refusal (the unknown capability
+/// was).
+#[test]
+fn another_publishers_key_is_refused_before_capabilities_are_judged() {
+    let f = Fixture::new();
+    ok(&f.warden(&["keygen", "--out", "other"]));
+    fs::create_dir_all(f.p("trust/other")).unwrap();
+    fs::copy(f.p("other.pub"), f.p("trust/other/k.pub")).unwrap();
+    f.resign_with(|t| t.replace("\"log:write\"", "\"root:all\""), "other.key");
+    let err = f.rejected("key_mismatch");
+    assert!(err.contains("(it is pinned for other)"), "{err}");
+}
+
 #[test]
 fn unknown_publisher() {
     let f = Fixture::new();

@@ -59,7 +59,9 @@ impl TrustStore {
                 path: path.clone(),
                 source,
             })?;
-            if name == REVOKED_FILE && kind.is_file() {
+            if name == REVOKED_FILE {
+                // Whatever it is: read if it is (or links to) a regular file,
+                // refused otherwise, never taken for a publisher's directory.
                 store.revoked.extend(revocations(&path)?);
             } else if kind.is_dir() {
                 let publisher = Slug::new(&name).map_err(|why| TrustError::Invalid {
@@ -193,36 +195,24 @@ fn not_world_writable(path: &Path, meta: &fs::Metadata) -> Result<(), TrustError
 /// Kubernetes ConfigMap or NixOS /etc lays keys out so); the checks apply to
 /// what it points at.
 fn read_capped(path: &Path, max: usize) -> Result<String, TrustError> {
-    use std::io::Read;
-    use std::os::unix::fs::OpenOptionsExt;
-    let read_err = |source| TrustError::Read {
-        path: path.to_owned(),
-        source,
+    use crate::strict::{self, ReadError};
+    let err = |e: ReadError| match e {
+        ReadError::Io(source) => TrustError::Read {
+            path: path.to_owned(),
+            source,
+        },
+        e => TrustError::Invalid {
+            path: path.to_owned(),
+            why: e.to_string(),
+        },
     };
-    let file = fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NONBLOCK)
-        .open(path)
-        .map_err(read_err)?;
-    let meta = file.metadata().map_err(read_err)?;
-    if !meta.is_file() {
-        return Err(TrustError::Invalid {
-            path: path.to_owned(),
-            why: "not a regular file".into(),
-        });
-    }
+    let (file, meta) = strict::open_regular(path).map_err(err)?;
     not_world_writable(path, &meta)?;
-    let mut text = String::new();
-    file.take(max as u64 + 1)
-        .read_to_string(&mut text)
-        .map_err(read_err)?;
-    if text.len() > max {
-        return Err(TrustError::Invalid {
-            path: path.to_owned(),
-            why: format!("larger than {max} bytes"),
-        });
-    }
-    Ok(text)
+    let bytes = strict::read_capped(file, max as u64).map_err(err)?;
+    String::from_utf8(bytes).map_err(|_| TrustError::Invalid {
+        path: path.to_owned(),
+        why: "not UTF-8 text".into(),
+    })
 }
 
 #[cfg(test)]
@@ -286,6 +276,46 @@ mod tests {
         fs::write(dir.path().join(REVOKED_FILE), "+34E7681CC01A989\n").unwrap();
         let e = TrustStore::load(dir.path()).unwrap_err().to_string();
         assert!(e.contains("line 1") && e.contains("16 hex digits"), "{e}");
+    }
+
+    /// A `revoked` directory (one file per revoked key, say) is refused as not a
+    /// regular file, not taken for a publisher named "revoked" (which revoked
+    /// nothing).
+    #[test]
+    fn revoked_as_a_directory_is_refused_not_a_publisher() {
+        let dir = tempfile::tempdir().unwrap();
+        let k = SecretKey::generate().unwrap();
+        fs::create_dir(dir.path().join("acme")).unwrap();
+        fs::write(dir.path().join("acme/k.pub"), k.public().to_file()).unwrap();
+        fs::create_dir(dir.path().join(REVOKED_FILE)).unwrap();
+        fs::write(
+            dir.path().join(REVOKED_FILE).join("leaked"),
+            format!("{}\n", k.key_id),
+        )
+        .unwrap();
+        match TrustStore::load(dir.path()) {
+            Err(e) => assert!(e.to_string().contains("revoked"), "{e}"),
+            Ok(t) => panic!(
+                "loaded without error; key {} revoked: {}",
+                k.key_id,
+                t.is_revoked(k.key_id)
+            ),
+        }
+    }
+
+    /// A `revoked` symlink to a regular file (the ConfigMap layout) is read, on
+    /// load as on reload (it was refused as an unexpected entry on load).
+    #[test]
+    fn revoked_symlink_to_a_regular_file_is_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let k = SecretKey::generate().unwrap();
+        fs::create_dir(dir.path().join("acme")).unwrap();
+        fs::write(dir.path().join("acme/k.pub"), k.public().to_file()).unwrap();
+        fs::create_dir(dir.path().join("..data")).unwrap();
+        fs::write(dir.path().join("..data/revoked"), format!("{}\n", k.key_id)).unwrap();
+        std::os::unix::fs::symlink("..data/revoked", dir.path().join(REVOKED_FILE)).unwrap();
+        let t = TrustStore::load(dir.path()).unwrap();
+        assert!(t.is_revoked(k.key_id));
     }
 
     /// A fifo, or a symlink to a device, named like a key is refused at once,

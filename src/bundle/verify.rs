@@ -14,8 +14,8 @@ use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
-use super::manifest::{Manifest, ManifestError, Sha256Hex, MAX_MANIFEST_BYTES};
-use super::minisign::{KeyId, MinisignError, SignatureFile, MAX_SIGNATURE_BYTES};
+use super::manifest::{Manifest, ManifestError, Sha256Hex, Slug, MAX_MANIFEST_BYTES};
+use super::minisign::{KeyId, MinisignError, PublicKey, SignatureFile, MAX_SIGNATURE_BYTES};
 use super::trust::TrustStore;
 use super::{ARTIFACT_FILE, MANIFEST_FILE, SIGNATURE_FILE};
 use crate::sys;
@@ -175,6 +175,30 @@ fn unauthenticated(bytes: &[u8], key_id: KeyId, trust: &TrustStore) -> VerifyErr
     }
 }
 
+/// Whether the key `key_id` (pinned for `signer`'s publisher, if at all) may
+/// sign for `publisher`'s plugin `id`.
+fn signed_for(
+    publisher: &Slug,
+    id: &str,
+    key_id: KeyId,
+    signer: Option<(&Slug, &PublicKey)>,
+    trust: &TrustStore,
+) -> Result<(), VerifyError> {
+    match signer {
+        Some((p, _)) if p == publisher => Ok(()),
+        _ if trust.publisher_keys(publisher).is_empty() => Err(VerifyError::UnknownPublisher {
+            publisher: publisher.to_string(),
+            id: id.to_owned(),
+        }),
+        _ => Err(VerifyError::KeyMismatch {
+            id: id.to_owned(),
+            key_id,
+            publisher: publisher.to_string(),
+            pinned_for: signer.map(|(p, _)| p.to_string()),
+        }),
+    }
+}
+
 pub fn verify(dir: &Path, trust: &TrustStore) -> Result<VerifiedBundle, VerifyError> {
     let in_dir = |name: &CStr| dir.join(name.to_str().expect("ASCII name"));
     let dir_fd = sys::fs::open_dir_path(dir).map_err(|e| VerifyError::BadBundle {
@@ -231,9 +255,20 @@ pub fn verify(dir: &Path, trust: &TrustStore) -> Result<VerifiedBundle, VerifyEr
     }
     let manifest = parsed.map_err(|source| match source {
         ManifestError::UnknownCapability(_) | ManifestError::DuplicateCapability(_) => {
-            VerifyError::UnknownCapability {
-                path: manifest_path.clone(),
-                source,
+            // The key is judged before the capabilities (docs/manifest.md's
+            // order): a publisher the rest of the text names that this key is
+            // not pinned for is the refusal.
+            let v: serde_json::Value = serde_json::from_slice(&manifest_bytes).unwrap_or_default();
+            let claimed = v["publisher"].as_str().and_then(|p| Slug::new(p).ok());
+            let id = v["id"]
+                .as_str()
+                .map_or_else(|| "?".into(), crate::text::printable);
+            match claimed.map(|p| signed_for(&p, &id, sig.key_id, signer, trust)) {
+                Some(Err(e)) => e,
+                _ => VerifyError::UnknownCapability {
+                    path: manifest_path.clone(),
+                    source,
+                },
             }
         }
         _ => VerifyError::BadManifest {
@@ -241,23 +276,13 @@ pub fn verify(dir: &Path, trust: &TrustStore) -> Result<VerifiedBundle, VerifyEr
             source,
         },
     })?;
-    match signer {
-        Some((publisher, _)) if *publisher == manifest.publisher => {}
-        _ if trust.publisher_keys(&manifest.publisher).is_empty() => {
-            return Err(VerifyError::UnknownPublisher {
-                publisher: manifest.publisher.to_string(),
-                id: manifest.id.to_string(),
-            })
-        }
-        _ => {
-            return Err(VerifyError::KeyMismatch {
-                id: manifest.id.to_string(),
-                key_id: sig.key_id,
-                publisher: manifest.publisher.to_string(),
-                pinned_for: signer.map(|(p, _)| p.to_string()),
-            })
-        }
-    }
+    signed_for(
+        &manifest.publisher,
+        manifest.id.as_str(),
+        sig.key_id,
+        signer,
+        trust,
+    )?;
     if manifest.needs_newer_core() {
         return Err(VerifyError::MinCoreTooNew {
             id: manifest.id.to_string(),

@@ -149,6 +149,7 @@ pub fn run(a: RunArgs) -> Result<u8, Failure> {
             caps.join(", "),
             policy.status.as_str()
         );
+        print_broker_limits(&policy, eff.resources.call_timeout_ms.get());
         return Ok(0);
     }
     let state_dir = a.state_dir.clone().unwrap_or_else(default_state_dir);
@@ -325,6 +326,36 @@ fn event(ctx: &PluginContext, kind: &'static str, reason: Option<String>) -> Eve
         sha256: Some(ctx.sha256.clone()),
         reason,
         ..Event::default()
+    }
+}
+
+/// The dry run's account of what the broker enforces beyond the sandbox plan:
+/// the call timeout, the data quota, the rate limits and the egress lists.
+fn print_broker_limits(policy: &Policy, call_timeout_ms: u64) {
+    let rates = &policy.rate_limits;
+    let rate = rates.default.unwrap_or_default();
+    let overrides: Vec<String> = rates
+        .per_capability
+        .iter()
+        .map(|(c, r)| format!(", {c} {}/s burst {}", r.per_second, r.burst))
+        .collect();
+    println!(
+        "broker: call_timeout_ms {call_timeout_ms}, data_mb {} (fs.open quota), rate {}/s burst {}{}",
+        policy.data_quota_bytes() / (1024 * 1024),
+        rate.per_second,
+        rate.burst,
+        overrides.concat()
+    );
+    match &policy.egress {
+        None => println!("egress: none (every net.dial is refused)"),
+        Some(e) => {
+            let list = |v: Vec<String>| format!("[{}]", v.join(", "));
+            println!(
+                "egress: allow {} allow_addresses {}",
+                list(e.allow.iter().map(ToString::to_string).collect()),
+                list(e.addresses.iter().map(ToString::to_string).collect())
+            );
+        }
     }
 }
 

@@ -161,15 +161,19 @@ impl Config {
             path: path.to_owned(),
             source,
         };
-        let meta = std::fs::metadata(path).map_err(read)?;
-        if meta.len() > MAX_CONFIG_BYTES {
-            return Err(ConfigError::TooLarge {
-                path: path.to_owned(),
-            });
-        }
-        let bytes = std::fs::read(path).map_err(read)?;
+        let bytes = crate::strict::open_regular(path)
+            .and_then(|(f, _)| crate::strict::read_capped(f, MAX_CONFIG_BYTES))
+            .map_err(|e| match e {
+                crate::strict::ReadError::Io(source) => read(source),
+                crate::strict::ReadError::TooLarge(_) => ConfigError::TooLarge {
+                    path: path.to_owned(),
+                },
+                e @ crate::strict::ReadError::NotRegular => read(std::io::Error::other(e)),
+            })?;
+        // A bare file name's parent is "": the current directory.
         let base = path
             .parent()
+            .filter(|p| !p.as_os_str().is_empty())
             .map(Path::to_owned)
             .unwrap_or_else(|| PathBuf::from("."));
         let base = std::path::absolute(&base).unwrap_or(base);
@@ -262,6 +266,12 @@ impl Config {
             "limits.call_timeout_ms",
             l.call_timeout_ms,
             bounds(d.call_timeout_ms),
+            &bad,
+        )?;
+        range(
+            "limits.data_mb",
+            l.data_mb,
+            crate::policy::DATA_MB_RANGE,
             &bad,
         )?;
         let rate = match raw.rate {
@@ -459,6 +469,19 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("restart.max_backoff_ms"), "{e}");
+    }
+
+    /// `limits.data_mb` (the data directory quota of every plugin) is range
+    /// checked like the other limits, and a `null` limit is refused.
+    #[test]
+    fn limits_data_mb_is_range_checked() {
+        let e = p(r#""limits":{"data_mb":0}"#).unwrap_err().to_string();
+        assert!(e.contains("limits.data_mb"), "{e}");
+        assert_eq!(
+            p(r#""limits":{"data_mb":7}"#).unwrap().limits.data_mb,
+            Some(7)
+        );
+        assert!(p(r#""limits":{"pids":null}"#).is_err());
     }
 
     #[test]

@@ -16,6 +16,7 @@ use crate::broker::egress::guard::{Egress, GuardError};
 use crate::broker::protocol::Rate;
 use crate::bundle::manifest::{Bounded, Resources};
 use crate::bundle::{Capability, Manifest};
+use crate::strict::{self, present, UniqueMap};
 
 /// The largest policy file accepted, in bytes.
 pub const MAX_POLICY_BYTES: u64 = 64 * 1024;
@@ -37,8 +38,13 @@ pub enum PolicyError {
         column: usize,
         msg: String,
     },
-    #[error("{path}: unknown capability {name:?} in grant")]
-    UnknownCapability { path: PathBuf, name: String },
+    #[error("{path}: unknown capability {name:?} in {field}")]
+    UnknownCapability {
+        path: PathBuf,
+        name: String,
+        /// `grant` or `rate_limits`.
+        field: &'static str,
+    },
     #[error("{path}: {why}")]
     Invalid { path: PathBuf, why: String },
     #[error("{path}: {source}")]
@@ -77,12 +83,18 @@ impl Status {
 #[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct Limits {
+    #[serde(default, deserialize_with = "present")]
     pub memory_mb: Option<u64>,
+    #[serde(default, deserialize_with = "present")]
     pub pids: Option<u64>,
+    #[serde(default, deserialize_with = "present")]
     pub nofile: Option<u64>,
+    #[serde(default, deserialize_with = "present")]
     pub tmp_mb: Option<u64>,
+    #[serde(default, deserialize_with = "present")]
     pub call_timeout_ms: Option<u64>,
-    /// The plugin's data directory quota for `fs.open` (MiB); policy-only.
+    /// The plugin's data directory quota for `fs.open` (MiB).
+    #[serde(default, deserialize_with = "present")]
     pub data_mb: Option<u64>,
 }
 
@@ -105,13 +117,13 @@ struct RawEgress {
 struct RawPolicy {
     #[serde(default)]
     status: Status,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "present")]
     grant: Option<Vec<String>>,
     #[serde(default)]
     limits: Limits,
     #[serde(default)]
-    rate_limits: std::collections::BTreeMap<String, Rate>,
-    #[serde(default)]
+    rate_limits: UniqueMap<Rate>,
+    #[serde(default, deserialize_with = "present")]
     egress: Option<RawEgress>,
 }
 
@@ -147,19 +159,24 @@ pub struct Effective {
 }
 
 impl Policy {
-    /// Reads and validates a policy file.
+    /// Reads and validates a policy file (a regular file of at most
+    /// [`MAX_POLICY_BYTES`]).
     pub fn load(path: &Path) -> Result<Policy, PolicyError> {
-        let read = |source| PolicyError::Read {
-            path: path.to_owned(),
-            source,
-        };
-        let meta = std::fs::metadata(path).map_err(read)?;
-        if meta.len() > MAX_POLICY_BYTES {
-            return Err(PolicyError::TooLarge {
-                path: path.to_owned(),
-            });
-        }
-        let bytes = std::fs::read(path).map_err(read)?;
+        let bytes = strict::open_regular(path)
+            .and_then(|(f, _)| strict::read_capped(f, MAX_POLICY_BYTES))
+            .map_err(|e| match e {
+                strict::ReadError::Io(source) => PolicyError::Read {
+                    path: path.to_owned(),
+                    source,
+                },
+                strict::ReadError::TooLarge(_) => PolicyError::TooLarge {
+                    path: path.to_owned(),
+                },
+                e @ strict::ReadError::NotRegular => PolicyError::Invalid {
+                    path: path.to_owned(),
+                    why: e.to_string(),
+                },
+            })?;
         Policy::parse(&bytes, path)
     }
 
@@ -187,6 +204,7 @@ impl Policy {
                             .map_err(|_| PolicyError::UnknownCapability {
                                 path: path.to_owned(),
                                 name: n.clone(),
+                                field: "grant",
                             })
                     })
                     .collect::<Result<Vec<_>, _>>()?,
@@ -238,7 +256,7 @@ impl Policy {
             }
         };
         let mut rate_limits = RateLimits::default();
-        for (name, rate) in raw.rate_limits {
+        for (name, rate) in raw.rate_limits.0 {
             if !(1..=MAX_RATE).contains(&rate.per_second) || !(1..=MAX_RATE).contains(&rate.burst) {
                 return Err(PolicyError::Invalid {
                     path: path.to_owned(),
@@ -253,6 +271,7 @@ impl Policy {
                         .map_err(|_| PolicyError::UnknownCapability {
                             path: path.to_owned(),
                             name: name.clone(),
+                            field: "rate_limits",
                         })?;
                 rate_limits.per_capability.push((cap, rate));
             }
@@ -377,6 +396,36 @@ mod tests {
             p(r#"{"limits":{"data_mb":2}}"#).unwrap().data_quota_bytes(),
             2 << 20
         );
+    }
+
+    /// An unknown capability under `rate_limits` names that field (it said "in
+    /// grant").
+    #[test]
+    fn unknown_rate_limit_capability_names_rate_limits() {
+        let e = p(r#"{"grant":["kv:read"],"rate_limits":{"kv:raed":{"per_second":1,"burst":1}}}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(!e.contains("in grant"), "{e}");
+        assert!(e.contains("rate_limits"), "{e}");
+    }
+
+    /// A key said twice is refused inside `rate_limits` as at the top level (the
+    /// last one silently won: the operator's 1/s became 1000000/s).
+    #[test]
+    fn duplicate_rate_limit_key_is_refused() {
+        assert!(p(r#"{"status":"blocked","status":"approved"}"#).is_err());
+        let r = p(
+            r#"{"rate_limits":{"default":{"per_second":1,"burst":1},"default":{"per_second":1000000,"burst":1000000}}}"#,
+        );
+        assert!(r.is_err(), "accepted: {:?}", r.map(|p| p.rate_limits));
+    }
+
+    /// `"grant": null` is a wrong type, refused; it was read as "no grant key",
+    /// which grants everything the manifest declares.
+    #[test]
+    fn null_grant_is_refused_not_everything() {
+        let r = p(r#"{"status":"approved","grant":null}"#);
+        assert!(r.is_err(), "accepted with grant {:?}", r.map(|p| p.grant));
     }
 
     #[test]

@@ -70,7 +70,11 @@ impl Supervisor {
         {
             let ids = plan.ids();
             let owner = ids.privileged.then_some((ids.host_uid, ids.host_gid));
-            let quota = Policy::default().data_quota_bytes();
+            let quota = Policy {
+                limits: self.cfg.limits,
+                ..Policy::default()
+            }
+            .data_quota_bytes();
             let root =
                 crate::broker::files::FileRoot::prepare(&self.cfg.state_dir, id, quota, owner)
                     .map_err(|e| e.to_string())?;
