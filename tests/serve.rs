@@ -1231,3 +1231,125 @@ fn check_resolves_paths_of_a_bare_config_name() {
         stdout(&out)
     );
 }
+
+/// `policy approve` while a newer version is proving itself does not call the
+/// upgrade off (the swap was restarted from the old bundle).
+#[test]
+fn approve_during_a_swap_keeps_the_new_version() {
+    if !require_sandbox() {
+        return;
+    }
+    let mut s = Serve::new("");
+    s.deploy("up", "1.0.0", "serve", "");
+    s.start();
+    s.bring_up("up");
+    s.deploy("up", "2.0.0", "slowhello", "");
+    s.ok(&["reload"]);
+    assert_eq!(s.status("up")["replacing"], "2.0.0");
+    s.ok(&["policy", "approve", "up", "--grant", "kv:write"]);
+    let st = s.status("up");
+    assert_eq!(st["replacing"], "2.0.0", "{st}");
+    s.wait("2.0.0 to serve", Duration::from_secs(10), || {
+        s.status("up")["serving_version"] == "2.0.0"
+    });
+}
+
+/// A plugin approved while it is still starting (before its hello) is welcomed
+/// with the grants now in force, not those of the pending review it was
+/// launched under (every call was denied until a restart).
+#[test]
+fn approve_while_starting_reaches_the_starting_instance() {
+    if !require_sandbox() {
+        return;
+    }
+    let mut s = Serve::new("");
+    s.deploy("st", "1.0.0", "slowclient", "");
+    s.start();
+    s.ok(&["install", "st"]);
+    s.ok(&["activate", "st"]); // policy pending_review: no grants
+    assert_eq!(s.status("st")["runtime"], "starting");
+    s.ok(&["policy", "approve", "st"]);
+    assert_eq!(
+        s.ok(&["policy", "show", "st"])["effective"],
+        serde_json::json!(["kv:write", "log:write"])
+    );
+    s.wait_runtime("st", "running");
+    let stats = |s: &Serve| s.ok(&["stats", "st"]);
+    s.wait("kv.put calls", Duration::from_secs(10), || {
+        let st = stats(&s);
+        st["allowed"].as_u64().unwrap_or(0) + st["denied"].as_u64().unwrap_or(0) > 20
+    });
+    let st = stats(&s);
+    assert_eq!(st["denied"], 0, "approved, yet its calls are denied: {st}");
+}
+
+/// The live instance crashing for the last time of its budget while a new
+/// version proves itself: the plugin is `failed` and stays down (the candidate
+/// was promoted and kept running).
+#[test]
+fn a_failed_plugin_has_no_running_instance() {
+    if !require_sandbox() {
+        return;
+    }
+    let mut s = Serve::new("");
+    std::fs::write(
+        s.config(),
+        r#"{"plugin_dir":"plugins","trust_dir":"trust","state_dir":"state",
+        "audit_log":"state/audit.jsonl","control_socket":"control.sock",
+        "restart":{"initial_backoff_ms":50,"max_backoff_ms":200,"max_restarts":0,"window_s":60},
+        "shutdown_deadline_ms":1000}"#,
+    )
+    .unwrap();
+    s.deploy("ff", "1.0.0", "serve", "");
+    s.start();
+    let st = s.bring_up("ff");
+    let old = st["pid"].as_i64().unwrap();
+    s.deploy("ff", "2.0.0", "slowhello", "");
+    s.ok(&["reload"]);
+    assert_eq!(s.status("ff")["replacing"], "2.0.0");
+    // SAFETY: kill with the pid of the sandbox init warden reported.
+    unsafe { libc::kill(old as i32, libc::SIGKILL) };
+    let st = s.wait_runtime("ff", "failed");
+    std::thread::sleep(Duration::from_millis(2500));
+    let st2 = s.status("ff");
+    assert!(
+        st2["runtime"] != "failed" || st2["pid"].is_null(),
+        "reported failed while an instance runs: {st} then {st2}\n{}",
+        s.log()
+    );
+}
+
+/// Narrowing a plugin's grants with `policy approve --grant` takes effect even
+/// when the blue-green replacement that would carry the new welcome fails: here
+/// the plugin itself makes it fail (its instance welcomed without kv:write
+/// exits). The old instance went on making kv.put calls with the revoked grant
+/// for as long as it ran.
+#[test]
+fn a_revoked_grant_stops_working_when_the_swap_fails() {
+    if !require_sandbox() {
+        return;
+    }
+    let mut s = Serve::new("");
+    s.deploy("g", "1.0.0", "greedy", "");
+    s.start();
+    s.bring_up("g");
+    let allowed = |s: &Serve| s.ok(&["stats", "g"])["allowed"].as_u64().unwrap_or(0);
+    s.wait("kv.put calls allowed", Duration::from_secs(10), || {
+        allowed(&s) > 20
+    });
+    s.ok(&["policy", "approve", "g", "--grant", "log:write"]);
+    s.wait("the replacement to fail", Duration::from_secs(10), || {
+        s.log().contains("plugin=g replacement by 1.0.0 failed")
+    });
+    let before = allowed(&s);
+    std::thread::sleep(Duration::from_millis(1000));
+    let after = allowed(&s);
+    assert_eq!(
+        before,
+        after,
+        "kv:write was revoked, yet {} more kv.put calls were allowed: {}\n{}",
+        after - before,
+        s.ok(&["policy", "show", "g"]),
+        s.log()
+    );
+}

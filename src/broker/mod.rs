@@ -605,11 +605,27 @@ impl<R: Recorder> Broker<R> {
             .is_some_and(|c| c.ready && c.closed.is_none())
     }
 
-    /// Sets or clears policy status `blocked` for a plugin.
-    pub fn set_blocked(&mut self, token: Token, blocked: bool) {
-        if let Some(c) = self.conns.get_mut(&token) {
-            Arc::make_mut(&mut c.ctx).blocked = blocked;
-        }
+    /// Applies a changed policy to a channel at once: its grants, egress lists
+    /// and `blocked` status hold from the next call on (a narrowing needs no new
+    /// instance), and a plugin not yet welcomed is welcomed with them. Returns
+    /// whether the granted capabilities changed (a welcomed plugin was told the
+    /// old ones).
+    pub fn set_policy(
+        &mut self,
+        token: Token,
+        granted: Vec<Capability>,
+        egress: Option<Arc<egress::Egress>>,
+        blocked: bool,
+    ) -> bool {
+        let Some(c) = self.conns.get_mut(&token) else {
+            return false;
+        };
+        let ctx = Arc::make_mut(&mut c.ctx);
+        let changed = ctx.granted != granted;
+        ctx.granted = granted;
+        ctx.egress = egress;
+        ctx.blocked = blocked;
+        changed
     }
 
     pub fn counters(&self, token: Token) -> Option<Counters> {

@@ -40,7 +40,7 @@ pub enum ControlError {
 
 /// One administrative request.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "op", rename_all = "snake_case")]
+#[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Request {
     List,
     Status {
@@ -215,6 +215,19 @@ mod tests {
         );
         assert_eq!(serde_json::from_str::<Request>(&s).unwrap(), r);
         assert!(serde_json::from_str::<Request>(r#"{"op":"format_disk"}"#).is_err());
+    }
+
+    /// A misspelt field of an admin request is refused, not ignored: here
+    /// `grants` (for `grant`) would otherwise approve every capability the
+    /// manifest declares instead of the one asked for.
+    #[test]
+    fn unknown_request_fields_are_refused() {
+        let typo = r#"{"op":"policy_approve","id":"a","grants":["kv:read"]}"#;
+        let r = serde_json::from_str::<Request>(typo);
+        assert!(r.is_err(), "accepted as {r:?}");
+        let typo = r#"{"op":"policy_approve","id":"a","grant":["kv:read"],"egres":["x:1"]}"#;
+        let r = serde_json::from_str::<Request>(typo);
+        assert!(r.is_err(), "accepted as {r:?}");
     }
 
     #[test]

@@ -409,15 +409,29 @@ impl Supervisor {
                 rec.allow_addresses = a;
             }
         })?;
-        let p = self.plugins.get_mut(id).expect("present");
         let blocked = status == policy::Status::Blocked;
-        // Blocking takes effect at once on every instance; new grants need a new
-        // welcome, so a serving plugin is replaced blue-green with the same bundle.
-        let chans: Vec<Token> = p.instances().map(|(i, _)| i.chan()).collect();
-        for c in chans {
-            self.broker.set_blocked(c, blocked);
+        // The new policy holds at once for every instance, each judged against
+        // its own bundle's manifest: a narrowing (or a block) from its next call
+        // on, whatever becomes of a replacement, and an instance not yet
+        // welcomed is welcomed with it.
+        let p = &self.plugins[id];
+        let updates: Vec<(Token, PluginContext, bool)> = p
+            .instances()
+            .map(|(i, _)| {
+                let welcomed = i.ready_at.is_some() && i.stop.is_none();
+                (i.chan(), self.context(p, &i.bundle).0, welcomed)
+            })
+            .collect();
+        let mut told_otherwise = Vec::new();
+        for (chan, ctx, welcomed) in updates {
+            let changed = self
+                .broker
+                .set_policy(chan, ctx.granted, ctx.egress, ctx.blocked);
+            if changed && welcomed {
+                told_otherwise.push(chan);
+            }
         }
-        let grants = p.rec.grants.clone();
+        let grants = self.plugins[id].rec.grants.clone();
         self.log(format_args!(
             "plugin={id} policy {} -> {} grants [{}] (uid {uid})",
             before,
@@ -431,12 +445,21 @@ impl Supervisor {
             json!({"uid": uid, "grants": grants}),
         );
         if !blocked {
+            // A welcomed instance was told its old capabilities: it is replaced
+            // blue-green, with the same bundle, so that a welcome says the new
+            // ones. The candidate of a swap, if it was told, is restarted from
+            // its own (newer) bundle; the swap goes on.
             let p = &self.plugins[id];
-            let serving = p
-                .live
-                .as_ref()
-                .is_some_and(|l| l.ready_at.is_some() && l.stop.is_none());
-            if let (true, Some(b)) = (serving, p.bundle.clone()) {
+            let told = |i: &Option<Instance>| {
+                i.as_ref()
+                    .filter(|i| told_otherwise.contains(&i.chan()))
+                    .map(|i| Rc::clone(&i.bundle))
+            };
+            let again = match &p.candidate {
+                Some(_) => told(&p.candidate),
+                None => told(&p.live),
+            };
+            if let Some(b) = again {
                 self.start_candidate(id, b, Instant::now());
             }
         }

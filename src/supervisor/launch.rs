@@ -422,9 +422,13 @@ impl Supervisor {
                         self.crashed(id, now, uptime, status);
                     }
                 }
-                // A candidate waiting for a live instance that is gone takes over.
+                // A candidate waiting for a live instance that is gone takes over,
+                // unless that crash failed the plugin: a failed plugin stays down
+                // until `warden ctl restart`, and its swap is off.
                 let p = self.plugins.get_mut(id).expect("present");
-                if p.live.is_none() {
+                if p.live.is_none() && p.failed {
+                    self.retire_candidate(id, now);
+                } else if p.live.is_none() {
                     if let Some(c) = p.candidate.take() {
                         p.bundle = Some(Rc::clone(&c.bundle));
                         p.live = Some(c);

@@ -8,6 +8,10 @@
  *   nohello never says hello
  *   chatty  hello, then print many stdout lines and serve
  *   slowhello  like serve, with hello 1.5 s late
+ *   slowclient like client, with hello 1.5 s late
+ *   greedy  like client, but exits at once when its welcome does not grant
+ *           kv:write (a hostile plugin refusing to be replaced by an instance
+ *           with fewer grants)
  */
 #define _GNU_SOURCE
 #include <stdio.h>
@@ -67,7 +71,7 @@ int main(int argc, char **argv) {
   if (!strcmp(mode, "nohello")) {
     for (;;) pause();
   }
-  if (!strcmp(mode, "slowhello")) {
+  if (!strcmp(mode, "slowhello") || !strcmp(mode, "slowclient")) {
     struct timespec ts = {1, 500 * 1000 * 1000};
     nanosleep(&ts, 0);
   }
@@ -81,6 +85,10 @@ int main(int argc, char **argv) {
     fprintf(stderr, "no welcome: %s\n", buf);
     return 1;
   }
+  if (!strcmp(mode, "greedy") && !strstr(buf, "\"kv:write\"")) {
+    printf("welcomed without kv:write, exiting\n");
+    return 4;
+  }
   printf("%s %s serving (%s)\n", id, version, mode);
   if (!strcmp(mode, "hang")) {
     for (;;) pause();
@@ -88,7 +96,7 @@ int main(int argc, char **argv) {
   if (!strcmp(mode, "chatty")) {
     for (int i = 0; i < 1000; i++) printf("chatty line %d\n", i);
   }
-  if (!strcmp(mode, "client")) {
+  if (!strcmp(mode, "client") || !strcmp(mode, "slowclient") || !strcmp(mode, "greedy")) {
     unsigned long long n = 0;
     for (;;) {
       char call[256];
