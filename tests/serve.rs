@@ -1199,12 +1199,11 @@ fn plugins_sharing_a_host_uid_are_named() {
     s.deploy("one", "1.0.0", "serve", "");
     s.deploy("two", "1.0.0", "serve", "");
     s.start();
-    assert!(
+    // The log is written by warden as it goes: wait for the line, not for start.
+    s.wait("the shared host uid to be named", Duration::from_secs(5), || {
         s.log()
-            .contains("plugins one and two share host uid 3000000000: RLIMIT_NPROC counts their processes together"),
-        "{}",
-        s.log()
-    );
+            .contains("plugins one and two share host uid 3000000000: RLIMIT_NPROC counts their processes together")
+    });
 }
 
 /// Relative paths are resolved against the directory holding the config file,

@@ -441,6 +441,11 @@ fn revoked_key_is_refused_even_when_pinned() {
     .unwrap();
     let err = f.rejected("revoked_key");
     assert!(err.contains(&key_id), "{err}");
+    // docs/manifest.md's order: a bad signature comes before the revoked key.
+    let path = f.p("bundle/manifest.json");
+    let text = fs::read_to_string(&path).unwrap();
+    flip_byte(&path, text.find("1.0.0").unwrap() + 4);
+    f.rejected("bad_signature");
 }
 
 #[test]

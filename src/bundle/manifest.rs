@@ -171,7 +171,7 @@ struct RawManifest {
     args: Args,
     #[serde(default)]
     resources: Resources,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::strict::present")]
     health: Option<Health>,
     #[serde(default)]
     provides: Services,
@@ -514,6 +514,8 @@ mod tests {
             ("provides", r#"["Bad Name"]"#, "not a service name"),
             ("consumes", r#"["dns", "dns"]"#, "listed twice"),
             ("args", r#"[1]"#, "invalid type"),
+            // An object or absent: `null` is not read as "no health check".
+            ("health", "null", "invalid type: null"),
         ] {
             let (_, _, msg) = syntax_error(&with(field, value));
             assert!(msg.contains(needle), "{field}={value}: {msg}");

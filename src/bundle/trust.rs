@@ -91,7 +91,13 @@ impl TrustStore {
                 path: path.clone(),
                 why: e.to_string(),
             })?;
-            if let Some((other, _)) = self.keys.get(&key.key_id) {
+            // The same key under another id is the same key: pinned twice.
+            let twice = self.keys.get(&key.key_id).or_else(|| {
+                self.keys
+                    .values()
+                    .find(|(_, k)| k.key.as_bytes() == key.key.as_bytes())
+            });
+            if let Some((other, _)) = twice {
                 return Err(TrustError::Invalid {
                     path,
                     why: format!("key {} is already pinned for publisher {other}", key.key_id),
@@ -260,6 +266,15 @@ mod tests {
         fs::write(dir.path().join("acme/k.pub"), k.public().to_file()).unwrap();
         fs::create_dir(dir.path().join("twin")).unwrap();
         fs::write(dir.path().join("twin/k.pub"), k.public().to_file()).unwrap();
+        let e = TrustStore::load(dir.path()).unwrap_err().to_string();
+        assert!(e.contains("already pinned for publisher acme"), "{e}");
+        // The same key under another key id is still the same key.
+        let renamed = PublicKey {
+            key_id: "0123456789ABCDEF".parse().unwrap(),
+            key: k.public().key,
+        };
+        assert_ne!(renamed.key_id, k.key_id);
+        fs::write(dir.path().join("twin/k.pub"), renamed.to_file()).unwrap();
         let e = TrustStore::load(dir.path()).unwrap_err().to_string();
         assert!(e.contains("already pinned for publisher acme"), "{e}");
 

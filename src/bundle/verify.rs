@@ -225,27 +225,30 @@ pub fn verify(dir: &Path, trust: &TrustStore) -> Result<VerifiedBundle, VerifyEr
             source,
         })?;
 
+    // Authenticate the bytes before believing anything they say, when we can: a key
+    // we pin signs for exactly one publisher. In docs/manifest.md's order: a bad
+    // signature, then a revoked key, then an altered trusted comment.
+    let signer = trust.key(sig.key_id);
+    let checked = signer.map(|(_, key)| key.verify(&manifest_bytes, &sig));
+    if let Some(Err(source)) = checked {
+        if !matches!(source, MinisignError::BadGlobalSignature(_)) {
+            return Err(VerifyError::BadSignature {
+                path: sig_path,
+                source,
+            });
+        }
+        if !trust.is_revoked(sig.key_id) {
+            return Err(VerifyError::BadGlobalSignature {
+                path: sig_path,
+                source,
+            });
+        }
+    }
     if trust.is_revoked(sig.key_id) {
         return Err(VerifyError::RevokedKey {
             path: sig_path,
             key_id: sig.key_id,
         });
-    }
-    // Authenticate the bytes before believing anything they say, when we can: a key
-    // we pin signs for exactly one publisher.
-    let signer = trust.key(sig.key_id);
-    if let Some((_, key)) = signer {
-        key.verify(&manifest_bytes, &sig)
-            .map_err(|source| match source {
-                MinisignError::BadGlobalSignature(_) => VerifyError::BadGlobalSignature {
-                    path: sig_path.clone(),
-                    source,
-                },
-                _ => VerifyError::BadSignature {
-                    path: sig_path.clone(),
-                    source,
-                },
-            })?;
     }
     let parsed = Manifest::parse(&manifest_bytes);
     if let (Err(_), None) = (&parsed, signer) {
