@@ -632,6 +632,24 @@ fn chatty_output_is_forwarded_tagged_and_rate_limited() {
     );
 }
 
+/// What a plugin wrote before it exited is all forwarded, however much of it
+/// sat in its (enlarged) pipe: the last line after 512 KiB written at once.
+#[test]
+fn output_written_just_before_exit_is_not_lost() {
+    if !require_sandbox() {
+        return;
+    }
+    let mut s = Serve::new(r#""output":{"lines_per_second":1000,"burst":1000}"#);
+    s.deploy("big", "1.0.0", "bigexit", "");
+    s.start();
+    s.ok(&["install", "big"]);
+    s.ok(&["policy", "approve", "big"]);
+    s.ok(&["activate", "big"]);
+    s.wait("the last line", Duration::from_secs(10), || {
+        s.log().contains("plugin=big stdout: bigexit done")
+    });
+}
+
 #[test]
 fn a_hundred_plugins_supervised_at_once() {
     if !require_sandbox() {

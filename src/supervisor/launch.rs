@@ -6,6 +6,9 @@
 
 use super::*;
 
+/// Reads of an output pipe per readiness event (8 KiB each).
+const PIPE_READS_PER_TURN: usize = 16;
+
 impl Supervisor {
     pub(super) fn context(
         &self,
@@ -269,12 +272,16 @@ impl Supervisor {
         };
         match kind {
             Kind::Pid => self.exited(&id, base),
-            Kind::Out(n) => self.drain_pipe(&id, base, n),
+            Kind::Out(n) => self.drain_pipe(&id, base, n, PIPE_READS_PER_TURN),
             Kind::Client => {}
         }
     }
 
-    pub(super) fn drain_pipe(&mut self, id: &str, base: usize, n: usize) {
+    /// Forwards what waits in output pipe `n` of the instance at `base`: at
+    /// most `reads` reads of 8 KiB (a turn's share, so that one plugin cannot
+    /// hog the loop; more wakes it again), or everything (`usize::MAX`) once it
+    /// has exited, when no more wake-ups come.
+    pub(super) fn drain_pipe(&mut self, id: &str, base: usize, n: usize, reads: usize) {
         let max = self.cfg.output.max_line_bytes;
         let Some(p) = self.plugins.get_mut(id) else {
             return;
@@ -292,8 +299,7 @@ impl Supervisor {
         let stream = if n == 0 { "stdout" } else { "stderr" };
         let mut buf = [0u8; 8192];
         let now = Instant::now();
-        // Read a bounded amount per turn so one plugin cannot hog the loop.
-        for _ in 0..16 {
+        for _ in 0..reads {
             let Some(pipe) = inst.pipes[n].as_mut() else {
                 return;
             };
@@ -351,7 +357,7 @@ impl Supervisor {
     pub(super) fn exited(&mut self, id: &str, base: usize) {
         let now = Instant::now();
         for n in 0..2 {
-            self.drain_pipe(id, base, n);
+            self.drain_pipe(id, base, n, usize::MAX);
         }
         let Some(p) = self.plugins.get_mut(id) else {
             return;

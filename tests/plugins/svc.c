@@ -12,9 +12,12 @@
  *   greedy  like client, but exits at once when its welcome does not grant
  *           kv:write (a hostile plugin refusing to be replaced by an instance
  *           with fewer grants)
+ *   bigexit hello, then grow stdout's pipe to 1 MiB, write 512 KiB of one line
+ *           and "bigexit done" in a single write, and exit 0
  */
 #define _GNU_SOURCE
 #include <stdio.h>
+#include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -92,6 +95,23 @@ int main(int argc, char **argv) {
   printf("%s %s serving (%s)\n", id, version, mode);
   if (!strcmp(mode, "hang")) {
     for (;;) pause();
+  }
+  if (!strcmp(mode, "bigexit")) {
+    fflush(stdout);
+    fcntl(1, F_SETPIPE_SZ, 1 << 20);
+    size_t n = 512 * 1024;
+    char *b = malloc(n + 32);
+    if (!b) return 5;
+    memset(b, 'x', n);
+    b[n - 1] = '\n';
+    strcpy(b + n, "bigexit done\n");
+    size_t len = n + strlen(b + n), off = 0;
+    while (off < len) {
+      ssize_t w = write(1, b + off, len - off);
+      if (w <= 0) return 6;
+      off += (size_t)w;
+    }
+    return 0;
   }
   if (!strcmp(mode, "chatty")) {
     for (int i = 0; i < 1000; i++) printf("chatty line %d\n", i);
