@@ -632,6 +632,26 @@ fn chatty_output_is_forwarded_tagged_and_rate_limited() {
     );
 }
 
+/// A plugin disabled while it is in its channel-closed grace has stopped: its
+/// end is not a crash (no restart counted, no backoff for a disabled plugin).
+#[test]
+fn disabled_in_its_channel_closed_grace_is_stopped_not_crashed() {
+    if !require_sandbox() {
+        return;
+    }
+    let mut s = Serve::new("");
+    s.deploy("cf", "1.0.0", "closefd", "");
+    s.start();
+    s.bring_up("cf");
+    s.wait("the channel to close", Duration::from_secs(5), || {
+        s.log().contains("plugin=cf channel closed")
+    });
+    s.ok(&["disable", "cf"]);
+    let st = s.wait_runtime("cf", "stopped");
+    assert_eq!(st["restarts"], 0, "{st}\n{}", s.log());
+    assert!(!s.log().contains("plugin=cf restarting"), "{}", s.log());
+}
+
 /// What a plugin wrote before it exited is all forwarded, however much of it
 /// sat in its (enlarged) pipe: the last line after 512 KiB written at once.
 #[test]

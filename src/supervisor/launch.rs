@@ -408,6 +408,14 @@ impl Supervisor {
             Role::Live => {
                 let p = self.plugins.get_mut(id).expect("present");
                 p.last_exit = Some(status.clone());
+                // An instance that ends on its own once it is no longer wanted
+                // (warden stopping, the plugin disabled, say while it was in its
+                // channel-closed grace) has stopped: no crash, no restart.
+                let wanted = !self.shutting_down && p.status() == Status::Active;
+                let why = match why {
+                    Some(Stop::Unhealthy) | None if !wanted => Some(Stop::Down),
+                    other => other,
+                };
                 // Stopped because it was to go down: what it should do now may
                 // have changed meanwhile (activated again while it was stopping).
                 let recheck = matches!(why, Some(Stop::Down));

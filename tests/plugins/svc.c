@@ -12,6 +12,7 @@
  *   greedy  like client, but exits at once when its welcome does not grant
  *           kv:write (a hostile plugin refusing to be replaced by an instance
  *           with fewer grants)
+ *   closefd hello, then after 500 ms close the channel and keep running
  *   bigexit hello, then grow stdout's pipe to 1 MiB, write 512 KiB of one line
  *           and "bigexit done" in a single write, and exit 0
  */
@@ -94,6 +95,12 @@ int main(int argc, char **argv) {
   }
   printf("%s %s serving (%s)\n", id, version, mode);
   if (!strcmp(mode, "hang")) {
+    for (;;) pause();
+  }
+  if (!strcmp(mode, "closefd")) {
+    struct timespec ts = {0, 500 * 1000 * 1000};
+    nanosleep(&ts, 0);
+    close(3);
     for (;;) pause();
   }
   if (!strcmp(mode, "bigexit")) {
