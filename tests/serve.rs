@@ -1219,6 +1219,15 @@ fn a_candidate_without_hello_fails_once() {
         1,
         "{log}"
     );
+    // The serving instance is healthy: the candidate's failure is not the
+    // plugin's (no `plugin.unhealthy` for it, in the log or the audit log).
+    assert!(!log.contains("plugin=sw plugin.unhealthy"), "{log}");
+    let unhealthy = s
+        .audit()
+        .iter()
+        .filter(|e| e["kind"] == "plugin.unhealthy")
+        .count();
+    assert_eq!(unhealthy, 0);
 }
 
 /// Plugins whose ids hash to one host uid are named, with the remedy (here

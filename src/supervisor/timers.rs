@@ -72,15 +72,13 @@ impl Supervisor {
                     } else if now >= inst.started + start_timeout {
                         let _ = inst.sandbox.kill();
                         inst.stop = Some((Stop::Unhealthy, now));
-                        events.push((
-                            "plugin.unhealthy",
-                            format!("no hello within {} ms", start_timeout.as_millis()),
-                        ));
+                        let why = format!("no hello within {} ms", start_timeout.as_millis());
                         if role == Role::Candidate {
-                            candidate_failed = Some((
-                                inst.bundle.manifest().version.to_string(),
-                                "no hello".into(),
-                            ));
+                            // The swap failed; the serving instance is not unhealthy.
+                            candidate_failed =
+                                Some((inst.bundle.manifest().version.to_string(), why));
+                        } else {
+                            events.push(("plugin.unhealthy", why));
                         }
                         continue;
                     }
