@@ -1195,6 +1195,45 @@ fn a_symlinked_bundle_is_a_plugin() {
     assert_eq!(st["serving_version"], "1.0.0", "{st}");
 }
 
+/// After an atomic deploy flips the symlink (here to a copy of the same
+/// release, the old directory removed) a crash restarts the plugin from what
+/// the entry names now; it was refused (the directory launched must be the one
+/// verified) until a reload, every restart counting against the budget.
+#[test]
+fn a_restart_after_a_symlink_flip_launches_what_the_entry_names() {
+    if !require_sandbox() {
+        return;
+    }
+    let mut s = Serve::new("");
+    s.deploy("svc", "1.0.0", "serve", "");
+    let bundles = s.path().join("bundles");
+    std::fs::create_dir_all(&bundles).unwrap();
+    std::fs::rename(s.path().join("plugins/svc"), bundles.join("a")).unwrap();
+    std::os::unix::fs::symlink("../bundles/a", s.path().join("plugins/svc")).unwrap();
+    s.start();
+    let old = s.bring_up("svc")["pid"].as_i64().unwrap();
+    // The deploy: a new directory, the symlink swapped by rename, the old gone.
+    std::fs::create_dir(bundles.join("b")).unwrap();
+    for f in std::fs::read_dir(bundles.join("a")).unwrap() {
+        let f = f.unwrap();
+        std::fs::copy(f.path(), bundles.join("b").join(f.file_name())).unwrap();
+    }
+    std::os::unix::fs::symlink("../bundles/b", s.path().join("plugins/.svc.new")).unwrap();
+    std::fs::rename(
+        s.path().join("plugins/.svc.new"),
+        s.path().join("plugins/svc"),
+    )
+    .unwrap();
+    std::fs::remove_dir_all(bundles.join("a")).unwrap();
+    // SAFETY: kill with the pid of the sandbox init warden reported.
+    unsafe { libc::kill(old as i32, libc::SIGKILL) };
+    s.wait("a new instance", Duration::from_secs(10), || {
+        let st = s.status("svc");
+        st["runtime"] == "running" && st["pid"].as_i64().is_some_and(|p| p != old)
+    });
+    assert!(!s.log().contains("plugin=svc launch failed"), "{}", s.log());
+}
+
 /// A candidate that never says hello is reported failed once, not again when
 /// its kill is reaped.
 #[test]

@@ -133,6 +133,20 @@ impl VerifiedBundle {
         &self.dir
     }
 
+    /// Whether [`VerifiedBundle::dir`] still names the directory verified (the
+    /// one [`VerifiedBundle::dir_fd`] holds): not so once an atomic deploy has
+    /// pointed the path elsewhere, or the directory was replaced. A sandbox only
+    /// binds the directory verified.
+    pub fn still_at_its_path(&self) -> bool {
+        use std::os::unix::fs::MetadataExt;
+        match (std::fs::metadata(&self.dir), sys::fs::fstat(self.dir_fd())) {
+            (Ok(now), Ok(then)) => {
+                (now.dev(), now.ino()) == (then.st_dev as u64, then.st_ino as u64)
+            }
+            _ => false,
+        }
+    }
+
     /// The `O_PATH` handle of the bundle directory taken at verification time.
     pub fn dir_fd(&self) -> BorrowedFd<'_> {
         self.dir_fd.as_fd()

@@ -165,6 +165,21 @@ impl Supervisor {
         let Some(b) = self.plugins.get(id).and_then(|p| p.bundle.clone()) else {
             return;
         };
+        let p = self.plugins.get_mut(id).expect("present");
+        if b.still_at_its_path() {
+            p.stale_rescanned = false;
+        } else if !p.stale_rescanned {
+            // Launching would fail (the sandbox binds only the directory
+            // verified) and count as a crash; what the entry names now is
+            // verified first, once. Reconciling after the rescan starts it.
+            p.stale_rescanned = true;
+            self.log(format_args!(
+                "plugin={id} {} no longer names the directory verified (a new deploy?); rescanning",
+                b.dir().display()
+            ));
+            self.rescan_due = true;
+            return;
+        }
         match self.launch(id, b, now) {
             Ok(inst) => {
                 let version = self.plugins[id].rec.version.clone();

@@ -167,6 +167,10 @@ struct Plugin {
     budget: Budget,
     backoff_until: Option<Instant>,
     failed: bool,
+    /// A launch found the bundle's path naming another directory and asked for
+    /// a rescan; if the bundle is still stale after it, the launch goes ahead
+    /// (and says why it fails) rather than rescanning every turn.
+    stale_rescanned: bool,
     restarts: u64,
     last_exit: Option<String>,
     limiter: output::Limiter,
@@ -185,6 +189,7 @@ impl Plugin {
             budget: Budget::default(),
             backoff_until: None,
             failed: false,
+            stale_rescanned: false,
             restarts: 0,
             last_exit: None,
             limiter,
@@ -269,6 +274,9 @@ pub struct Supervisor {
     notifier: notify::Notifier,
     next_watchdog: Option<Instant>,
     shutting_down: bool,
+    /// A bundle's path names another directory than the one verified (an
+    /// atomic deploy): the plugin directory is rescanned at the end of the turn.
+    rescan_due: bool,
     started: Instant,
     own_uid: u32,
 }
@@ -355,6 +363,7 @@ impl Supervisor {
             next_watchdog: notifier.watchdog_every().map(|d| Instant::now() + d),
             notifier,
             shutting_down: false,
+            rescan_due: false,
             started: Instant::now(),
             own_uid: sys::socket::euid(),
             cfg,
@@ -435,6 +444,9 @@ impl Supervisor {
             let now = Instant::now();
             if busy || due.is_some_and(|d| now >= d) {
                 self.tick(now);
+            }
+            if std::mem::take(&mut self.rescan_due) {
+                self.scan();
             }
             if let Some(e) = self.broker.recorder().failure() {
                 self.kill_all();
@@ -719,6 +731,9 @@ impl Supervisor {
             return;
         }
         if same {
+            // The same release, perhaps in another directory now (an atomic
+            // deploy of it again): later launches bind the one the entry names.
+            self.plugins.get_mut(&id).expect("present").bundle = Some(Rc::new(b));
             // What serves is on disk again: a swap to anything else is off.
             if let Some(c) = self.plugins[&id].candidate.as_ref() {
                 let dropped = c.bundle.manifest().version.to_string();
