@@ -140,9 +140,7 @@ impl VerifiedBundle {
     pub fn still_at_its_path(&self) -> bool {
         use std::os::unix::fs::MetadataExt;
         match (std::fs::metadata(&self.dir), sys::fs::fstat(self.dir_fd())) {
-            (Ok(now), Ok(then)) => {
-                (now.dev(), now.ino()) == (then.st_dev as u64, then.st_ino as u64)
-            }
+            (Ok(now), Ok(then)) => (now.dev(), now.ino()) == (then.st_dev, then.st_ino),
             _ => false,
         }
     }
