@@ -26,10 +26,17 @@ const WAKER: Token = Token(0);
 type Entry = (String, String, Decision, String);
 
 #[derive(Clone, Default)]
-struct Log(Arc<Mutex<Vec<Entry>>>);
+struct Log(Arc<Mutex<Vec<Entry>>>, Arc<Mutex<Vec<Extra>>>);
+
+/// (plugin, op, the record's `extra`) for every record.
+type Extra = (String, String, Option<serde_json::Map<String, Value>>);
 
 impl Recorder for Log {
     fn record(&mut self, r: &Record<'_>) {
+        self.1
+            .lock()
+            .unwrap()
+            .push((r.plugin.id.clone(), r.op.to_string(), r.extra.cloned()));
         self.0.lock().unwrap().push((
             r.plugin.id.clone(),
             r.op.to_string(),
@@ -1126,4 +1133,154 @@ fn hanging_dials_do_not_hold_up_anothers_io(slow: usize) {
     for d in dials {
         let _ = d.join();
     }
+}
+
+// ---- audit fields of dials that time out ----------------------------------------
+
+/// Every dial is one audit event whose `extra` names `host` and `port`
+/// (docs/protocol.md, `net.dial`, Audit). A dial that waits for an I/O thread
+/// behind the plugin's own two hanging dials until its call times out is
+/// audited by the broker's deadline (or as "timed out before its turn"), and
+/// that event must still say where the dial was to go.
+#[test]
+fn a_dial_that_times_out_waiting_for_its_turn_is_audited_with_its_destination() {
+    use warden::broker::egress::Egress;
+    let (port, _l, _held) = blackhole();
+    let mut c = with_timeout(
+        ctx("p", &[HttpEgress], &[HttpEgress]),
+        Duration::from_secs(1),
+    );
+    c.egress = Some(Arc::new(
+        Egress::parse(&[format!("127.0.0.1:{port}")], &["127.0.0.1".into()]).unwrap(),
+    ));
+    let (h, ends) = Harness::start(vec![c]);
+    let s = &ends[0];
+    hello(s, "p");
+    // Two dials hold the plugin's two I/O places until the call deadline; the
+    // third waits behind them for all of its call's time.
+    let args = format!(r#"{{"host":"127.0.0.1","port":{port},"timeout_ms":1000}}"#);
+    for id in 1..=3 {
+        send(s, &call(id, "net.dial", &args));
+    }
+    for _ in 1..=3 {
+        let m = recv(s).unwrap();
+        assert_eq!(m["error"]["code"], "timeout", "{m}");
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let extras: Vec<_> = h
+        .log
+        .1
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|e| e.0 == "p" && e.1 == "net.dial")
+        .map(|e| e.2.clone())
+        .collect();
+    assert_eq!(extras.len(), 3, "one event per dial: {extras:?}");
+    for e in &extras {
+        let host = e.as_ref().and_then(|m| m.get("host"));
+        let p = e.as_ref().and_then(|m| m.get("port"));
+        assert!(
+            host == Some(&json!("127.0.0.1")) && p == Some(&json!(port)),
+            "a net.dial audit event without host/port: {extras:?}"
+        );
+    }
+}
+
+// ---- name resolutions abandoned by one plugin -------------------------------------
+
+/// Runs `f` on a thread of its own in a private mount namespace whose
+/// /etc/hosts, /etc/nsswitch.conf and /etc/resolv.conf are the files in `etc`;
+/// threads it starts (the broker's, the I/O threads, the resolvers) share it.
+fn with_own_resolver<T: Send + 'static>(
+    etc: &std::path::Path,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> T {
+    let etc = etc.to_owned();
+    std::thread::spawn(move || {
+        use std::ffi::CString;
+        // SAFETY: unshare(2) and mount(2) with valid, NUL-terminated strings;
+        // they affect only this thread's (new) mount namespace.
+        unsafe {
+            assert_eq!(libc::unshare(libc::CLONE_NEWNS), 0, "unshare(CLONE_NEWNS)");
+            let root = CString::new("/").unwrap();
+            let r = libc::mount(
+                std::ptr::null(),
+                root.as_ptr(),
+                std::ptr::null(),
+                libc::MS_REC | libc::MS_PRIVATE,
+                std::ptr::null(),
+            );
+            assert_eq!(r, 0, "making / private");
+            for name in ["hosts", "nsswitch.conf", "resolv.conf"] {
+                let src = CString::new(etc.join(name).to_str().unwrap()).unwrap();
+                let dst = CString::new(format!("/etc/{name}")).unwrap();
+                let r = libc::mount(
+                    src.as_ptr(),
+                    dst.as_ptr(),
+                    std::ptr::null(),
+                    libc::MS_BIND,
+                    std::ptr::null(),
+                );
+                assert_eq!(r, 0, "binding /etc/{name}");
+            }
+        }
+        f()
+    })
+    .join()
+    .unwrap()
+}
+
+/// One plugin whose allowed names resolve slowly (its own DNS zone does not
+/// answer) gives up on each dial quickly; the resolutions go on in the
+/// background and held warden's resolver places, which all plugins shared, so
+/// another plugin's dial of a name that resolves at once was refused. Each
+/// plugin now has a share of its own.
+#[test]
+fn one_plugins_abandoned_resolutions_do_not_refuse_anothers_dials() {
+    use warden::broker::egress::Egress;
+    // A name server that never answers.
+    let dns = std::net::UdpSocket::bind("127.73.91.17:53").unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let etc = tmp.path().to_owned();
+    std::fs::write(etc.join("hosts"), "127.0.0.1 localhost fine.test\n").unwrap();
+    std::fs::write(etc.join("nsswitch.conf"), "hosts: files dns\n").unwrap();
+    std::fs::write(
+        etc.join("resolv.conf"),
+        "nameserver 127.73.91.17\noptions timeout:4 attempts:1\n",
+    )
+    .unwrap();
+    let good = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let good_port = good.local_addr().unwrap().port();
+    let result = with_own_resolver(&etc, move || {
+        let mut slow = ctx("slow", &[HttpEgress], &[HttpEgress]);
+        slow.egress = Some(Arc::new(
+            Egress::parse(&["*.slow.test:443".into()], &[]).unwrap(),
+        ));
+        let mut other = ctx("other", &[HttpEgress], &[HttpEgress]);
+        other.egress = Some(Arc::new(
+            Egress::parse(&[format!("fine.test:{good_port}")], &["127.0.0.1".into()]).unwrap(),
+        ));
+        let (_h, mut socks) = Harness::start(vec![slow, other]);
+        let other = connect(socks.pop().unwrap(), "other");
+        let slow = connect(socks.pop().unwrap(), "slow");
+        // Each given up after 20 ms; once its own resolutions still running
+        // reach its share, the slow plugin's further dials are refused.
+        let mut limited = 0;
+        for i in 0..16 {
+            let r = slow.dial_timeout(&format!("r{i}.slow.test"), 443, Duration::from_millis(20));
+            match r {
+                Err(Error::Timeout(_)) => {}
+                Err(Error::RateLimited(m)) if m.contains("of this plugin") => limited += 1,
+                other => panic!("{other:?}"),
+            }
+        }
+        assert!(limited > 0, "the slow plugin was never held to its share");
+        other.dial("fine.test", good_port).map(drop)
+    });
+    drop(dns);
+    assert!(
+        result.is_ok(),
+        "another plugin's dial of a name that resolves at once: {result:?}"
+    );
 }

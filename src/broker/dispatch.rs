@@ -238,6 +238,7 @@ impl<R: Recorder> Broker<R> {
                 started,
                 fill,
                 awaiting: Awaiting::Reply,
+                audit: work.audit_fields().map(Box::new),
             },
         );
         self.deadlines.push(std::cmp::Reverse((deadline, seq)));

@@ -208,6 +208,9 @@ struct Pending {
     /// For a `kv.get`: the key and the cache generation when it was submitted.
     fill: Option<(String, u64)>,
     awaiting: Awaiting,
+    /// For a dial or an open: what its audit event names if the call times
+    /// out before its result comes (its result carries them otherwise).
+    audit: Option<Box<serde_json::Map<String, Value>>>,
 }
 
 /// What a pending call's result is still wanted for.
@@ -557,6 +560,7 @@ impl<R: Recorder> Broker<R> {
             call.awaiting = Awaiting::Nothing;
             conn.in_flight.remove(&call.id);
             let (token, id, op, started) = (call.token, call.id, call.op, call.started);
+            let audit = call.audit.clone();
             let e = CallError::new(
                 ErrorCode::Timeout,
                 format!(
@@ -565,7 +569,17 @@ impl<R: Recorder> Broker<R> {
                     conn.ctx.call_timeout.as_millis()
                 ),
             );
-            self.reply(token, id, op.name, Some(op.capability), started, Err(e));
+            let cap = Some(op.capability);
+            self.reply_full(
+                token,
+                id,
+                op.name,
+                cap,
+                started,
+                Err(e),
+                None,
+                audit.as_deref(),
+            );
         }
     }
 

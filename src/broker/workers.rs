@@ -76,6 +76,16 @@ pub enum Work {
 }
 
 impl Work {
+    /// What a dial's or an open's audit event names (its destination, its
+    /// path) however the call ends: answered, timed out, or cancelled.
+    pub fn audit_fields(&self) -> Option<Map<String, Value>> {
+        match self {
+            Work::Dial(req) => Some(egress::audit_fields(&req.host.to_string(), req.port)),
+            Work::Open { req, .. } => Some(files::audit_fields(&req.path)),
+            _ => None,
+        }
+    }
+
     fn is_write(&self) -> bool {
         matches!(self, Work::Put { .. } | Work::Delete { .. })
     }
@@ -506,13 +516,8 @@ fn io_worker(q: &IoQueue, out: &Completions) {
     while let Some((job, cancelled)) = q.take() {
         let done = if cancelled {
             // Its audit record still names what was asked for.
-            let audit = match &job.work {
-                Work::Dial(req) => Some(egress::audit_fields(&req.host.to_string(), req.port)),
-                Work::Open { req, .. } => Some(files::audit_fields(&req.path)),
-                _ => None,
-            };
             Done {
-                audit,
+                audit: job.work.audit_fields(),
                 ..Done::plain(
                     job.seq,
                     Err(CallError::new(
@@ -522,22 +527,25 @@ fn io_worker(q: &IoQueue, out: &Completions) {
                 )
             }
         } else if Instant::now() >= job.deadline {
-            Done::plain(
-                job.seq,
-                Err(CallError::new(
-                    ErrorCode::Timeout,
-                    "the call timed out before its turn on an I/O thread",
-                )),
-            )
+            Done {
+                audit: job.work.audit_fields(),
+                ..Done::plain(
+                    job.seq,
+                    Err(CallError::new(
+                        ErrorCode::Timeout,
+                        "the call timed out before its turn on an I/O thread",
+                    )),
+                )
+            }
         } else {
             match job.work {
                 Work::Dial(mut req) => {
                     let left = job.deadline.saturating_duration_since(Instant::now());
                     req.timeout = req.timeout.min(left);
                     let d = match &mut waiter {
-                        Some(w) => egress::dial(&req, w),
+                        Some(w) => egress::dial(&req, &job.ns, w),
                         None => match q.stop.waiter() {
-                            Ok(w) => egress::dial(&req, waiter.insert(w)),
+                            Ok(w) => egress::dial(&req, &job.ns, waiter.insert(w)),
                             Err(e) => egress::Dialled {
                                 result: Err(CallError::new(
                                     ErrorCode::Internal,

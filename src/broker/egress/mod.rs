@@ -12,8 +12,7 @@ pub mod wait;
 
 use std::net::{IpAddr, SocketAddr, TcpStream, ToSocketAddrs};
 use std::os::fd::OwnedFd;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{mpsc, Arc};
+use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Map, Value};
@@ -22,15 +21,67 @@ use super::protocol::{CallError, ErrorCode};
 pub use guard::{Egress, Host, HostPattern, Net, Verdict};
 pub use wait::{Interrupted, Stop, Waiter};
 
-/// Name resolutions running at once (each on a thread of its own, since
-/// getaddrinfo cannot be cancelled); more answer `rate_limited`.
-pub const MAX_RESOLVERS: usize = 16;
+/// Name resolutions running at once for one plugin (each on a thread of its
+/// own, since getaddrinfo cannot be cancelled: one given up on still runs until
+/// the resolver answers); more answer `rate_limited`. Per plugin, so that one
+/// plugin dialling names whose DNS never answers uses up only its own.
+pub const MAX_RESOLVERS_PER_PLUGIN: usize = 4;
+/// Name resolutions running at once in all (a backstop).
+pub const MAX_RESOLVERS: usize = 64;
 /// The dial timeout when the call names none.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
 /// The most addresses one name may resolve to before it is refused.
 pub const MAX_ADDRESSES: usize = 32;
 
-static RESOLVERS: AtomicUsize = AtomicUsize::new(0);
+/// Resolutions running, per plugin (namespace) and in all.
+static RESOLVING: Mutex<Resolving> = Mutex::new(Resolving {
+    total: 0,
+    by_plugin: Vec::new(),
+});
+
+struct Resolving {
+    total: usize,
+    /// (plugin namespace, resolutions running): few at a time.
+    by_plugin: Vec<(Arc<str>, usize)>,
+}
+
+/// One running resolution's place, given back when its thread ends.
+struct ResolverSlot(Arc<str>);
+
+impl ResolverSlot {
+    fn take(ns: &Arc<str>) -> Result<ResolverSlot, CallError> {
+        let mut r = RESOLVING.lock().unwrap_or_else(|p| p.into_inner());
+        let mine = r.by_plugin.iter().find(|(p, _)| p == ns).map_or(0, |e| e.1);
+        let why = if mine >= MAX_RESOLVERS_PER_PLUGIN {
+            format!(
+                "more than {MAX_RESOLVERS_PER_PLUGIN} name resolutions of this plugin are running (one given up on runs until the resolver answers)"
+            )
+        } else if r.total >= MAX_RESOLVERS {
+            format!("more than {MAX_RESOLVERS} name resolutions are running")
+        } else {
+            r.total += 1;
+            match r.by_plugin.iter_mut().find(|(p, _)| p == ns) {
+                Some(e) => e.1 += 1,
+                None => r.by_plugin.push((Arc::clone(ns), 1)),
+            }
+            return Ok(ResolverSlot(Arc::clone(ns)));
+        };
+        Err(CallError::new(ErrorCode::RateLimited, why))
+    }
+}
+
+impl Drop for ResolverSlot {
+    fn drop(&mut self) {
+        let mut r = RESOLVING.lock().unwrap_or_else(|p| p.into_inner());
+        r.total -= 1;
+        if let Some(i) = r.by_plugin.iter().position(|(p, _)| *p == self.0) {
+            r.by_plugin[i].1 -= 1;
+            if r.by_plugin[i].1 == 0 {
+                r.by_plugin.swap_remove(i);
+            }
+        }
+    }
+}
 
 /// One validated dial, ready for a worker.
 #[derive(Debug)]
@@ -59,7 +110,7 @@ pub fn audit_fields(host: &str, port: u16) -> Map<String, Value> {
 
 /// Resolves, checks and connects. Runs on a worker thread, and waits through
 /// `waiter`: it gives up at the request's timeout, or at once when warden stops.
-pub fn dial(req: &DialRequest, waiter: &mut Waiter) -> Dialled {
+pub fn dial(req: &DialRequest, ns: &Arc<str>, waiter: &mut Waiter) -> Dialled {
     let deadline = Instant::now() + req.timeout;
     let mut audit = audit_fields(&req.host.to_string(), req.port);
     let fail = |audit: Map<String, Value>, code, msg: String| Dialled {
@@ -69,7 +120,7 @@ pub fn dial(req: &DialRequest, waiter: &mut Waiter) -> Dialled {
     };
     let addrs: Vec<IpAddr> = match &req.host {
         Host::Ip(ip) => vec![*ip],
-        Host::Name(name) => match resolve(name, req.port, deadline, req.timeout, waiter) {
+        Host::Name(name) => match resolve(name, req.port, deadline, req.timeout, ns, waiter) {
             Ok(a) => a,
             Err(e) => return fail(audit, e.code, e.message),
         },
@@ -206,15 +257,10 @@ fn resolve(
     port: u16,
     deadline: Instant,
     timeout: Duration,
+    ns: &Arc<str>,
     waiter: &mut Waiter,
 ) -> Result<Vec<IpAddr>, CallError> {
-    if RESOLVERS.fetch_add(1, Ordering::AcqRel) >= MAX_RESOLVERS {
-        RESOLVERS.fetch_sub(1, Ordering::AcqRel);
-        return Err(CallError::new(
-            ErrorCode::RateLimited,
-            format!("more than {MAX_RESOLVERS} name resolutions are running"),
-        ));
-    }
+    let slot = ResolverSlot::take(ns)?;
     let (tx, rx) = mpsc::channel();
     let owned = name.to_owned();
     let waker = waiter.waker();
@@ -224,13 +270,13 @@ fn resolve(
             let r = (owned.as_str(), port)
                 .to_socket_addrs()
                 .map(|it| it.map(|a| a.ip()).collect::<Vec<_>>());
-            RESOLVERS.fetch_sub(1, Ordering::AcqRel);
+            drop(slot);
             let _ = tx.send(r);
             // The dial may have given up meanwhile: then nobody reads it.
             let _ = waker.wake();
         });
     if let Err(e) = spawned {
-        RESOLVERS.fetch_sub(1, Ordering::AcqRel);
+        // The slot went with the closure spawn dropped.
         return Err(CallError::new(
             ErrorCode::Internal,
             format!("starting a resolver thread: {e}"),

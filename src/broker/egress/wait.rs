@@ -74,6 +74,19 @@ pub struct Waiter {
     stop: Arc<Stop>,
 }
 
+impl Drop for Waiter {
+    /// Its thread has ended (an idle I/O thread beyond the first ones):
+    /// [`Stop`] forgets its waker, whose eventfd would otherwise stay open for
+    /// warden's life, one more each time the threads grow and shrink.
+    fn drop(&mut self) {
+        self.stop
+            .wakers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|w| !Arc::ptr_eq(w, &self.waker));
+    }
+}
+
 impl Waiter {
     /// A waker for whoever finishes work this waiter waits for (a resolver
     /// thread). A late wake-up (for a wait that has ended) only makes a later
@@ -168,5 +181,29 @@ mod tests {
         let t0 = Instant::now();
         assert_eq!(w.wait(t0 + Duration::from_secs(30)), Ok(()));
         assert!(t0.elapsed() < Duration::from_secs(5));
+    }
+
+    /// Each I/O thread makes one waiter with its first dial, and a thread
+    /// beyond the first four ends after 30 s idle, dropping it. What it held
+    /// must go with it: a `warden serve` whose I/O threads grow and shrink
+    /// again and again must not keep a descriptor per thread that ever ran.
+    #[test]
+    fn a_waiter_whose_thread_ended_leaves_no_descriptor_behind() {
+        let stop = Arc::new(Stop::default());
+        let open_fds = || std::fs::read_dir("/proc/self/fd").unwrap().count();
+        let before = open_fds();
+        for _ in 0..64 {
+            let s = Arc::clone(&stop);
+            std::thread::spawn(move || drop(s.waiter().unwrap()))
+                .join()
+                .unwrap();
+        }
+        let kept = stop.wakers.lock().unwrap().len();
+        let grown = open_fds().saturating_sub(before);
+        assert!(
+            grown < 32,
+            "64 waiters made and dropped by threads that ended left {grown} more \
+             descriptors open ({kept} wakers still held by Stop)"
+        );
     }
 }
