@@ -550,3 +550,48 @@ fn help_explains_each_command() {
         assert!(stdout(&o).contains(want), "{args:?}: {}", stdout(&o));
     }
 }
+
+/// Rotation numbers only grow, also after every rotated file has been archived
+/// away and warden restarted: `.000001` was handed out again, a name the
+/// archive already held, sorting before the older files in a glob.
+#[test]
+fn rotation_numbers_keep_growing_after_old_files_are_archived() {
+    let dir = tempfile::tempdir().unwrap();
+    let archive = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.log");
+    let mut cfg = AuditConfig::new(&path);
+    cfg.rotate_bytes = Some(400);
+    let ev = Event {
+        kind: "admin",
+        reason: Some("x".repeat(100)),
+        ..Event::default()
+    };
+    let mut log = AuditLog::open(cfg.clone()).unwrap();
+    for _ in 0..8 {
+        log.append(&ev).unwrap();
+    }
+    log.close().unwrap();
+    let old = rotated_files(&path).unwrap();
+    assert!(old.len() >= 2, "{old:?}");
+    let newest_old = old.last().unwrap().file_name().unwrap().to_owned();
+    // Archive every rotated file (deleting from the oldest end, all of them).
+    for f in &old {
+        fs::rename(f, archive.path().join(f.file_name().unwrap())).unwrap();
+    }
+    // warden restarts and rotates again.
+    let mut log = AuditLog::open(cfg).unwrap();
+    for _ in 0..8 {
+        log.append(&ev).unwrap();
+    }
+    log.close().unwrap();
+    let new = rotated_files(&path).unwrap();
+    let first_new = new[0].file_name().unwrap().to_owned();
+    assert!(
+        first_new > newest_old,
+        "after archiving up to {newest_old:?}, the next rotation was named {first_new:?} again"
+    );
+    assert!(
+        !archive.path().join(&first_new).exists(),
+        "{first_new:?} now names two different files (one in the archive)"
+    );
+}

@@ -34,7 +34,10 @@ pub struct AuditLog {
     cfg: AuditConfig,
     file: File,
     /// Holds the `flock` on `PATH.lock` for as long as the log is open.
-    _lock: File,
+    /// `PATH.lock`: held (flock) for the log's life; it also keeps the next
+    /// rotation number, so that numbers keep growing after rotated files are
+    /// archived away.
+    lock: File,
     /// Bytes already written to the live file.
     file_bytes: u64,
     buf: Vec<u8>,
@@ -75,6 +78,7 @@ impl AuditLog {
         }
         let path = cfg.path.clone();
         let lock = lock(&path)?;
+        let kept_rotation = read_next_rotation(&lock);
         let (mut file, created) = open_live(&path)?;
         let tail = read_tail(&file, &path)?;
         // The directory entry must be durable before the first event is written
@@ -101,14 +105,14 @@ impl AuditLog {
         let mut log = AuditLog {
             cfg,
             file,
-            _lock: lock,
+            lock,
             file_bytes,
             buf: Vec::new(),
             pending_since: None,
             next_seq,
             last_hash,
             scratch: Vec::new(),
-            next_rotation: rotated.last().map_or(1, |(n, _)| n + 1),
+            next_rotation: rotated.last().map_or(1, |(n, _)| n + 1).max(kept_rotation),
         };
         if let Some((saved_to, bytes)) = torn {
             let mut extra = serde_json::Map::new();
@@ -125,6 +129,12 @@ impl AuditLog {
                 ..Event::default()
             })?;
             log.flush()?;
+            // Synced at once whatever the policy (`flush` skips it under Never):
+            // the bytes it accounts for were moved aside already.
+            log.file.sync_data().map_err(|source| AuditError::Sync {
+                path: log.cfg.path.clone(),
+                source,
+            })?;
         }
         Ok(log)
     }
@@ -171,9 +181,13 @@ impl AuditLog {
             }
         }
         line::hash_into(&mut self.last_hash, &text);
-        if self.pending_since.is_none() {
-            self.pending_since = Some(Instant::now());
-        }
+        // The interval runs from when the event happened, not from when a
+        // writer that queues events got to it: an event is in memory for at
+        // most one interval in all.
+        let age = time::micros(SystemTime::now()).saturating_sub(now).max(0) as u64;
+        let age = Duration::from_micros(age).min(self.cfg.flush_interval);
+        let happened = Instant::now().checked_sub(age).unwrap_or_else(Instant::now);
+        self.pending_since = Some(self.pending_since.map_or(happened, |p| p.min(happened)));
         self.buf.extend_from_slice(&text);
         self.buf.push(b'\n');
         self.scratch = text;
@@ -291,6 +305,9 @@ impl AuditLog {
         if to.symlink_metadata().is_ok() {
             return Err(rotate_err(io::Error::from(io::ErrorKind::AlreadyExists)));
         }
+        // The next number is kept first: a crash after it costs a gap in the
+        // numbers, never a number given twice.
+        write_next_rotation(&self.lock, self.next_rotation + 1).map_err(rotate_err)?;
         fs::rename(&path, &to).map_err(rotate_err)?;
         self.next_rotation += 1;
         self.file = open_live(&path)?.0;
@@ -363,6 +380,7 @@ fn lock(path: &Path) -> Result<File, AuditError> {
     name.push(".lock");
     let lock_path = path.with_file_name(name);
     let f = OpenOptions::new()
+        .read(true)
         .write(true)
         .create(true)
         .truncate(false)
@@ -396,6 +414,28 @@ fn lock(path: &Path) -> Result<File, AuditError> {
             }
         }
     }
+}
+
+/// The next rotation number kept in the lock file (`next_rotation=N`), 0 when
+/// it keeps none (a log never rotated, or one rotated by an older warden).
+fn read_next_rotation(lock: &File) -> u64 {
+    use std::os::unix::fs::FileExt;
+    let mut buf = [0u8; 64];
+    let n = lock.read_at(&mut buf, 0).unwrap_or(0);
+    std::str::from_utf8(&buf[..n])
+        .ok()
+        .and_then(|t| t.trim().strip_prefix("next_rotation="))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Keeps `n` as the next rotation number in the lock file, synced.
+fn write_next_rotation(lock: &File, n: u64) -> io::Result<()> {
+    use std::os::unix::fs::FileExt;
+    let text = format!("next_rotation={n}\n");
+    lock.set_len(0)?;
+    lock.write_all_at(text.as_bytes(), 0)?;
+    lock.sync_data()
 }
 
 /// Opens the live file for appending, creating it when missing; says whether it

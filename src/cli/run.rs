@@ -209,7 +209,7 @@ pub fn run(a: RunArgs) -> Result<u8, Failure> {
     // init passes them to the plugin), so that warden outlives the plugin and
     // cleans up. The sandbox init blocks them too; the plugin starts unblocked.
     let set = sys::proc::sigset(&[libc::SIGTERM, libc::SIGINT, libc::SIGHUP]);
-    let old = sys::proc::sigprocmask(libc::SIG_BLOCK, &set)
+    sys::proc::sigprocmask(libc::SIG_BLOCK, &set)
         .map_err(|e| refused(format_args!("warden: sigprocmask: {e}")))?;
     let sigfd =
         sys::proc::signalfd(&set).map_err(|e| refused(format_args!("warden: signalfd: {e}")))?;
@@ -279,7 +279,9 @@ pub fn run(a: RunArgs) -> Result<u8, Failure> {
     for copy in copies {
         let _ = copy.join();
     }
-    let _ = sys::proc::sigprocmask(libc::SIG_SETMASK, &old);
+    // SIGTERM, SIGINT and SIGHUP stay blocked until warden exits: one arriving
+    // now (a second Ctrl-C) must not kill it before the run's exit event is
+    // written and the log closed. Pending ones die with the process.
     if sb.left_stale_cgroups() {
         crate::sandbox::sweep_stale_cgroups();
     }
@@ -373,9 +375,12 @@ fn serve_until_exit(
         let turned = broker.turn(poll, &mut events, WAKER, None, |ev| match ev.token() {
             PIDFD => exited = true,
             SIGNALS => {
+                // Each read is one signalfd_siginfo, whose first field is the
+                // signal's number: passed on as itself (Ctrl-C is SIGINT).
                 let mut info = [0u8; 128];
-                while sys::proc::read(signals.as_raw_fd(), &mut info).is_ok_and(|n| n > 0) {
-                    let _ = sb.terminate();
+                while sys::proc::read(signals.as_raw_fd(), &mut info).is_ok_and(|n| n >= 4) {
+                    let signo = u32::from_ne_bytes(info[..4].try_into().expect("4 bytes"));
+                    let _ = sb.forward(signo as libc::c_int);
                 }
             }
             _ => {}

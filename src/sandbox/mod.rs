@@ -458,6 +458,15 @@ impl Sandbox {
         self.signal(libc::SIGTERM)
     }
 
+    /// `sig` (SIGTERM, SIGINT or SIGHUP: the ones the init passes on) to the
+    /// init, which forwards it to the plugin as itself.
+    pub fn forward(&self, sig: libc::c_int) -> Result<(), SandboxError> {
+        match sig {
+            libc::SIGTERM | libc::SIGINT | libc::SIGHUP => self.signal(sig),
+            _ => self.terminate(),
+        }
+    }
+
     fn signal(&self, sig: libc::c_int) -> Result<(), SandboxError> {
         if self.status.is_some() {
             return Ok(());
