@@ -310,7 +310,16 @@ impl AuditLog {
         write_next_rotation(&self.lock, self.next_rotation + 1).map_err(rotate_err)?;
         fs::rename(&path, &to).map_err(rotate_err)?;
         self.next_rotation += 1;
-        self.file = open_live(&path)?.0;
+        match open_live(&path) {
+            Ok((file, _)) => self.file = file,
+            Err(e) => {
+                // No new file (out of descriptors, say): the old one goes back
+                // to PATH, so that the lines still coming go on in it there,
+                // not into a rotated file, and the next rotation can succeed.
+                let _ = fs::rename(&to, &path);
+                return Err(e);
+            }
+        }
         self.file_bytes = 0;
         sync_dir(&path)
     }
