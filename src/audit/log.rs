@@ -144,12 +144,20 @@ impl AuditLog {
     /// [`FsyncPolicy::EveryEvent`]. If that write fails the event stays buffered,
     /// the error is returned, and the next flush retries it.
     pub fn append(&mut self, e: &Event) -> Result<u64, AuditError> {
-        self.append_at(&e.fields(), time::micros(SystemTime::now()))
+        let seq = self.append_at(&e.fields(), time::micros(SystemTime::now()))?;
+        if self.flush_due() == Some(Duration::ZERO) {
+            self.flush()?;
+        }
+        Ok(seq)
     }
 
     /// [`AuditLog::append`] for a borrowed view of the fields, with the event's own
     /// time (microseconds since the epoch): a writer that queues events stamps them
-    /// when they happen, not when its thread gets to them.
+    /// when they happen, not when its thread gets to them. The flush interval runs
+    /// from that time, and the caller flushes when [`AuditLog::flush_due`] says so:
+    /// a writer catching up on a backlog older than the interval then syncs once
+    /// per batch, not once per event. Under [`FsyncPolicy::EveryEvent`] each
+    /// event is written and synced here.
     pub fn append_at(&mut self, e: &Fields<'_>, now: i64) -> Result<u64, AuditError> {
         if e.kind.is_empty() {
             return Err(AuditError::EmptyKind);
@@ -192,7 +200,7 @@ impl AuditLog {
         self.buf.push(b'\n');
         self.scratch = text;
         self.next_seq += 1;
-        if self.cfg.fsync == FsyncPolicy::EveryEvent || self.flush_due() == Some(Duration::ZERO) {
+        if self.cfg.fsync == FsyncPolicy::EveryEvent {
             self.flush()?;
         } else if self.buf.len() >= MAX_BUFFER {
             // Written now; synced with the next interval flush, so that a busy log
