@@ -1269,10 +1269,11 @@ fn a_candidate_without_hello_fails_once() {
     assert_eq!(unhealthy, 0);
 }
 
-/// Plugins whose ids hash to one host uid are named, with the remedy (here
-/// `uid_range` holds a single uid).
+/// As root each plugin gets a host uid of its own within `uid_range` (ids
+/// hashing to one uid were only named, sharing RLIMIT_NPROC); a plugin for
+/// which no uid is left does not start, and says why.
 #[test]
-fn plugins_sharing_a_host_uid_are_named() {
+fn each_plugin_gets_a_host_uid_of_its_own() {
     if !require_sandbox() {
         return;
     }
@@ -1281,15 +1282,36 @@ fn plugins_sharing_a_host_uid_are_named() {
         eprintln!("skipped: host uids come from uid_range only when warden runs as root");
         return;
     }
-    let mut s = Serve::new(r#""uid_range":"3000000000-3000000000""#);
-    s.deploy("one", "1.0.0", "serve", "");
-    s.deploy("two", "1.0.0", "serve", "");
+    let mut s = Serve::new(r#""uid_range":"3000000000-3000000001""#);
+    for id in ["one", "two", "three"] {
+        s.deploy(id, "1.0.0", "serve", "");
+    }
     s.start();
-    // The log is written by warden as it goes: wait for the line, not for start.
-    s.wait("the shared host uid to be named", Duration::from_secs(5), || {
+    let uid_of = |st: serde_json::Value| -> u32 {
+        let pid = st["pid"].as_i64().unwrap();
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        let line = status.lines().find(|l| l.starts_with("Uid:")).unwrap();
+        line.split_whitespace().nth(1).unwrap().parse().unwrap()
+    };
+    let one = uid_of(s.bring_up("one"));
+    let two = uid_of(s.bring_up("two"));
+    assert_ne!(one, two);
+    for u in [one, two] {
+        assert!((3_000_000_000..=3_000_000_001).contains(&u), "{u}");
+    }
+    s.ok(&["install", "three"]);
+    s.ok(&["policy", "approve", "three"]);
+    s.ok(&["activate", "three"]);
+    s.wait("three to be refused a uid", Duration::from_secs(5), || {
         s.log()
-            .contains("plugins one and two share host uid 3000000000: RLIMIT_NPROC counts their processes together")
+            .contains("plugin=three launch failed: no host uid left for it")
     });
+    // Kept across a restart.
+    s.ok(&["restart", "one"]);
+    s.wait("one to run again", Duration::from_secs(10), || {
+        s.status("one")["runtime"] == "running"
+    });
+    assert_eq!(uid_of(s.status("one")), one);
 }
 
 /// Relative paths are resolved against the directory holding the config file,
@@ -1435,6 +1457,53 @@ fn a_revoked_grant_stops_working_when_the_swap_fails() {
         "kv:write was revoked, yet {} more kv.put calls were allowed: {}\n{}",
         after - before,
         s.ok(&["policy", "show", "g"]),
+        s.log()
+    );
+}
+
+/// After an atomic deploy of the same release (the symlink flipped to a copy)
+/// and a reload, the plugin's bundle names the new directory; a policy change
+/// that needs a new welcome must replace the serving instance from that
+/// bundle. It was started from the serving instance's own bundle, whose path
+/// no longer names the directory verified: every such replacement failed
+/// (bind_bundle ESTALE) and the old welcome stayed.
+#[test]
+fn a_policy_change_after_a_same_release_redeploy_replaces_the_instance() {
+    if !require_sandbox() {
+        return;
+    }
+    let mut s = Serve::new("");
+    s.deploy("svc", "1.0.0", "serve", "");
+    let bundles = s.path().join("bundles");
+    std::fs::create_dir_all(&bundles).unwrap();
+    std::fs::rename(s.path().join("plugins/svc"), bundles.join("a")).unwrap();
+    std::os::unix::fs::symlink("../bundles/a", s.path().join("plugins/svc")).unwrap();
+    s.start();
+    let old = s.bring_up("svc")["pid"].as_i64().unwrap();
+    // The same release deployed again: a new directory, the symlink swapped.
+    std::fs::create_dir(bundles.join("b")).unwrap();
+    for f in std::fs::read_dir(bundles.join("a")).unwrap() {
+        let f = f.unwrap();
+        std::fs::copy(f.path(), bundles.join("b").join(f.file_name())).unwrap();
+    }
+    std::os::unix::fs::symlink("../bundles/b", s.path().join("plugins/.svc.new")).unwrap();
+    std::fs::rename(
+        s.path().join("plugins/.svc.new"),
+        s.path().join("plugins/svc"),
+    )
+    .unwrap();
+    s.ok(&["reload"]);
+    // Narrow the grants: the serving instance was told kv:write, so it is
+    // replaced blue-green with the same release.
+    s.ok(&["policy", "approve", "svc", "--grant", "log:write"]);
+    s.wait("the replacement to serve", Duration::from_secs(10), || {
+        let st = s.status("svc");
+        s.log().contains("plugin=svc replacement by 1.0.0 failed")
+            || (st["runtime"] == "running" && st["pid"].as_i64().is_some_and(|p| p != old))
+    });
+    assert!(
+        !s.log().contains("plugin=svc replacement by 1.0.0 failed"),
+        "{}",
         s.log()
     );
 }

@@ -77,7 +77,9 @@ impl<R: Recorder> Broker<R> {
             },
         }
         .encode();
-        self.conns.get_mut(&token).expect("live").ready = true;
+        let conn = self.conns.get_mut(&token).expect("live");
+        conn.ready = true;
+        conn.told = conn.ctx.granted.clone();
         self.send(token, msg, None);
         self.audit(
             token,

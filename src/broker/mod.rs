@@ -233,6 +233,9 @@ struct Conn {
     ctx: Arc<PluginContext>,
     ns: Arc<str>,
     ready: bool,
+    /// The capabilities its welcome listed (once `ready`): a policy change
+    /// grants it at most these until a new instance is welcomed.
+    told: Vec<Capability>,
     /// The plugin's calls waiting for a reply: call id -> [`Pending`] number.
     in_flight: FastMap<u64, u64>,
     /// Its calls on the worker pool, counting those already answered `timeout`.
@@ -360,6 +363,7 @@ impl<R: Recorder> Broker<R> {
                 ctx: Arc::new(ctx),
                 ns,
                 ready: false,
+                told: Vec::new(),
                 in_flight: FastMap::default(),
                 running: 0,
                 queued: false,
@@ -619,11 +623,12 @@ impl<R: Recorder> Broker<R> {
             .is_some_and(|c| c.ready && c.closed.is_none())
     }
 
-    /// Applies a changed policy to a channel at once: its grants, egress lists
-    /// and `blocked` status hold from the next call on (a narrowing needs no new
-    /// instance), and a plugin not yet welcomed is welcomed with them. Returns
-    /// whether the granted capabilities changed (a welcomed plugin was told the
-    /// old ones).
+    /// Applies a changed policy to a channel at once: its egress lists and
+    /// `blocked` status hold from the next call on, and so does a narrowing of
+    /// its grants (it needs no new instance). A plugin not yet welcomed is
+    /// welcomed with the new grants; a welcomed one keeps at most what its
+    /// welcome listed (a widening needs a new welcome, so a new instance).
+    /// Returns whether the new grants differ from what its welcome listed.
     pub fn set_policy(
         &mut self,
         token: Token,
@@ -634,12 +639,16 @@ impl<R: Recorder> Broker<R> {
         let Some(c) = self.conns.get_mut(&token) else {
             return false;
         };
+        let told = c.ready.then_some(&c.told);
+        let differs = told.is_some_and(|t| *t != granted);
         let ctx = Arc::make_mut(&mut c.ctx);
-        let changed = ctx.granted != granted;
-        ctx.granted = granted;
+        ctx.granted = match told {
+            Some(t) => granted.into_iter().filter(|g| t.contains(g)).collect(),
+            None => granted,
+        };
         ctx.egress = egress;
         ctx.blocked = blocked;
-        changed
+        differs
     }
 
     pub fn counters(&self, token: Token) -> Option<Counters> {

@@ -34,8 +34,9 @@ pub const IO_THREADS: usize = 4;
 /// [`IO_PER_PLUGIN`] plugins, all holding their limit, before another plugin's
 /// dial or open waits for a thread.
 pub const IO_THREADS_MAX: usize = 32;
-/// A thread beyond [`IO_THREADS`] ends after this long with nothing to do.
-const IO_IDLE_END: Duration = Duration::from_secs(30);
+/// A thread beyond [`IO_THREADS`] ends after this long with nothing to do
+/// (shorter in tests, which wait for it).
+const IO_IDLE_END: Duration = Duration::from_secs(if cfg!(test) { 2 } else { 30 });
 
 /// One unit of blocking work for a plugin's call.
 #[derive(Debug)]
@@ -217,27 +218,27 @@ impl Pool {
             return Arc::clone(q);
         }
         let q = Arc::new(IoQueue::default());
-        q.state.lock().unwrap_or_else(|p| p.into_inner()).threads = IO_THREADS;
+        {
+            let mut s = q.state.lock().unwrap_or_else(|p| p.into_inner());
+            (s.threads, s.starting) = (IO_THREADS, IO_THREADS);
+        }
         for _ in 0..IO_THREADS {
-            self.start_io_thread(&q, false)
-                .expect("spawning a worker thread");
+            self.start_io_thread(&q).expect("spawning a worker thread");
         }
         self.io = Some(Arc::clone(&q));
         q
     }
 
-    /// Starts an I/O thread; `asked` when [`IoQueue::push`] asked for it.
-    fn start_io_thread(&mut self, q: &Arc<IoQueue>, asked: bool) -> std::io::Result<()> {
+    /// Starts an I/O thread (counted in the queue's `threads` and `starting`
+    /// already). It is not joined: it takes itself out of `threads` when it
+    /// ends (idle, or the queue closed), and [`Pool::stop`] waits for none left.
+    fn start_io_thread(&mut self, q: &Arc<IoQueue>) -> std::io::Result<()> {
         let (q, c) = (Arc::clone(q), Arc::clone(&self.completions));
         let name = format!("warden-io-{}", self.io_started);
         self.io_started += 1;
-        let t = std::thread::Builder::new().name(name).spawn(move || {
-            if asked {
-                q.started();
-            }
-            io_worker(&q, &c)
-        })?;
-        self.threads.push(t);
+        std::thread::Builder::new()
+            .name(name)
+            .spawn(move || io_worker(&q, &c))?;
         Ok(())
     }
 
@@ -246,10 +247,9 @@ impl Pool {
         if job.work.is_io() {
             let q = self.io_queue();
             if q.push(job) {
-                if let Err(e) = self.start_io_thread(&q, true) {
+                if let Err(e) = self.start_io_thread(&q) {
                     // The job waits for a thread that is running already.
-                    q.started();
-                    q.state.lock().unwrap_or_else(|p| p.into_inner()).threads -= 1;
+                    q.not_started();
                     eprintln!("warden: starting another I/O thread: {e}");
                 }
             }
@@ -295,6 +295,7 @@ impl Pool {
         self.writes.take();
         if let Some(q) = self.io.take() {
             q.close();
+            q.wait_ended();
         }
         for t in self.threads.drain(..) {
             let _ = t.join();
@@ -450,10 +451,11 @@ impl IoQueue {
         more
     }
 
-    /// A thread [`IoQueue::push`] asked for has started, or failed to.
-    fn started(&self) {
+    /// A thread [`IoQueue::push`] asked for could not be started.
+    fn not_started(&self) {
         let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
         s.starting = s.starting.saturating_sub(1);
+        s.threads = s.threads.saturating_sub(1);
     }
 
     /// The next job for a free thread: the first plugin in turn that has fewer
@@ -461,12 +463,22 @@ impl IoQueue {
     /// thread beyond [`IO_THREADS`] idle for [`IO_IDLE_END`] (it ends). Once
     /// closed, what still waits is handed out to be cancelled, not run (`true`):
     /// warden stops without dialling for calls nobody will read.
-    fn take(&self) -> Option<(Job, bool)> {
+    fn take(&self, fresh: bool) -> Option<(Job, bool)> {
         let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        if fresh {
+            // Under the same lock as becoming idle or taking a job: a thread is
+            // always counted as starting, idle or busy.
+            s.starting = s.starting.saturating_sub(1);
+        }
         loop {
             let st = &mut *s;
             if st.closed {
-                return (!st.turns.is_empty()).then(|| (st.pop_turn(0), true));
+                if st.turns.is_empty() {
+                    st.threads = st.threads.saturating_sub(1);
+                    self.ready.notify_all();
+                    return None;
+                }
+                return Some((st.pop_turn(0), true));
             }
             if let Some(i) = st.pick() {
                 return Some((st.pop_turn(i), false));
@@ -479,9 +491,17 @@ impl IoQueue {
             s = g;
             s.idle -= 1;
             if waited.timed_out() && !s.closed && s.threads > IO_THREADS && s.pick().is_none() {
-                s.threads -= 1;
+                s.threads = s.threads.saturating_sub(1);
                 return None;
             }
+        }
+    }
+
+    /// Waits until every thread has ended (after [`IoQueue::close`]).
+    fn wait_ended(&self) {
+        let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        while s.threads > 0 {
+            s = self.ready.wait(s).unwrap_or_else(|p| p.into_inner());
         }
     }
 
@@ -513,78 +533,98 @@ impl IoQueue {
 fn io_worker(q: &IoQueue, out: &Completions) {
     // Made by the thread's first dial, and kept for the next.
     let mut waiter: Option<Waiter> = None;
-    while let Some((job, cancelled)) = q.take() {
-        let done = if cancelled {
-            // Its audit record still names what was asked for.
-            Done {
-                audit: job.work.audit_fields(),
-                ..Done::plain(
-                    job.seq,
-                    Err(CallError::new(
-                        ErrorCode::Unavailable,
-                        "warden is stopping; the call was not started",
-                    )),
-                )
-            }
-        } else if Instant::now() >= job.deadline {
-            Done {
-                audit: job.work.audit_fields(),
-                ..Done::plain(
-                    job.seq,
-                    Err(CallError::new(
-                        ErrorCode::Timeout,
-                        "the call timed out before its turn on an I/O thread",
-                    )),
-                )
-            }
-        } else {
-            match job.work {
-                Work::Dial(mut req) => {
-                    let left = job.deadline.saturating_duration_since(Instant::now());
-                    req.timeout = req.timeout.min(left);
-                    let d = match &mut waiter {
-                        Some(w) => egress::dial(&req, &job.ns, w),
-                        None => match q.stop.waiter() {
-                            Ok(w) => egress::dial(&req, &job.ns, waiter.insert(w)),
-                            Err(e) => egress::Dialled {
-                                result: Err(CallError::new(
-                                    ErrorCode::Internal,
-                                    format!("cannot wait for a dial on this I/O thread: {e}"),
-                                )),
-                                fd: None,
-                                audit: egress::audit_fields(&req.host.to_string(), req.port),
-                            },
-                        },
-                    };
-                    Done {
-                        seq: job.seq,
-                        result: d.result,
-                        fd: d.fd,
-                        audit: Some(d.audit),
-                        wrote: None,
-                    }
-                }
-                Work::Open { ref root, ref req } => {
-                    let o = files::open(root, req);
-                    Done {
-                        seq: job.seq,
-                        result: o.result,
-                        fd: o.fd,
-                        audit: Some(o.audit),
-                        wrote: None,
-                    }
-                }
-                _ => Done::plain(
-                    job.seq,
-                    Err(CallError::new(
-                        ErrorCode::Internal,
-                        "a database job was queued to an I/O thread",
-                    )),
-                ),
-            }
-        };
-        q.done(&job.ns);
+    let mut fresh = true;
+    while let Some((job, cancelled)) = q.take(std::mem::take(&mut fresh)) {
+        let (seq, ns) = (job.seq, Arc::clone(&job.ns));
+        // A panic in one job (a bug) must not leave its plugin's place taken
+        // and its call unanswered: it is answered `internal`, and the thread
+        // goes on.
+        let run = std::panic::AssertUnwindSafe(|| run_io(q, job, cancelled, &mut waiter));
+        let done = std::panic::catch_unwind(run).unwrap_or_else(|_| {
+            waiter = None;
+            Done::plain(
+                seq,
+                Err(CallError::new(
+                    ErrorCode::Internal,
+                    "the dial or open failed (panicked)",
+                )),
+            )
+        });
+        q.done(&ns);
         out.push([done]);
+    }
+}
+
+/// One dial or open (or its cancellation, or its timeout before its turn).
+fn run_io(q: &IoQueue, job: Job, cancelled: bool, waiter: &mut Option<Waiter>) -> Done {
+    if cancelled {
+        // Its audit record still names what was asked for.
+        Done {
+            audit: job.work.audit_fields(),
+            ..Done::plain(
+                job.seq,
+                Err(CallError::new(
+                    ErrorCode::Unavailable,
+                    "warden is stopping; the call was not started",
+                )),
+            )
+        }
+    } else if Instant::now() >= job.deadline {
+        Done {
+            audit: job.work.audit_fields(),
+            ..Done::plain(
+                job.seq,
+                Err(CallError::new(
+                    ErrorCode::Timeout,
+                    "the call timed out before its turn on an I/O thread",
+                )),
+            )
+        }
+    } else {
+        match job.work {
+            Work::Dial(mut req) => {
+                let left = job.deadline.saturating_duration_since(Instant::now());
+                req.timeout = req.timeout.min(left);
+                let d = match waiter {
+                    Some(w) => egress::dial(&req, &job.ns, w),
+                    None => match q.stop.waiter() {
+                        Ok(w) => egress::dial(&req, &job.ns, waiter.insert(w)),
+                        Err(e) => egress::Dialled {
+                            result: Err(CallError::new(
+                                ErrorCode::Internal,
+                                format!("cannot wait for a dial on this I/O thread: {e}"),
+                            )),
+                            fd: None,
+                            audit: egress::audit_fields(&req.host.to_string(), req.port),
+                        },
+                    },
+                };
+                Done {
+                    seq: job.seq,
+                    result: d.result,
+                    fd: d.fd,
+                    audit: Some(d.audit),
+                    wrote: None,
+                }
+            }
+            Work::Open { ref root, ref req } => {
+                let o = files::open(root, req);
+                Done {
+                    seq: job.seq,
+                    result: o.result,
+                    fd: o.fd,
+                    audit: Some(o.audit),
+                    wrote: None,
+                }
+            }
+            _ => Done::plain(
+                job.seq,
+                Err(CallError::new(
+                    ErrorCode::Internal,
+                    "a database job was queued to an I/O thread",
+                )),
+            ),
+        }
     }
 }
 
@@ -713,11 +753,10 @@ mod tests {
         assert!(!q.push(job(2, &a)), "a is at its limit");
         assert!(q.push(job(3, &b)));
         // The threads asked for come; two take a's jobs, one b's.
-        for _ in 0..3 {
-            q.started();
-        }
-        let taken: Vec<u64> = (0..3).map(|_| q.take().unwrap().0.seq).collect();
+        assert_eq!(q.state.lock().unwrap().starting, 3);
+        let taken: Vec<u64> = (0..3).map(|_| q.take(true).unwrap().0.seq).collect();
         assert_eq!(taken, [0, 3, 1]);
+        assert_eq!(q.state.lock().unwrap().starting, 0);
         // A free thread serves the next job without another being asked for.
         q.state.lock().unwrap().idle = 1;
         assert!(!q.push(job(4, &b)));
@@ -730,6 +769,104 @@ mod tests {
         assert_eq!(q.state.lock().unwrap().threads, IO_THREADS_MAX);
     }
 
+    /// The I/O threads started with the first job are free for it: as many
+    /// jobs as there are threads, from as many plugins, start no more threads
+    /// (the first ones were not counted as free until they reached the queue,
+    /// so the first dials after a start grew the pool while all four were
+    /// about to take them).
+    #[test]
+    fn the_first_io_jobs_start_no_thread_beyond_the_first_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let egress = Arc::new(egress::Egress::parse(&["192.0.2.1:443".into()], &[]).unwrap());
+        for trial in 0..20 {
+            let poll = mio::Poll::new().unwrap();
+            let waker = Arc::new(Waker::new(poll.registry(), mio::Token(0)).unwrap());
+            let mut pool = Pool::start(&store, waker, 1).unwrap();
+            for i in 0..IO_THREADS {
+                let ns: Arc<str> = Arc::from(format!("plugin:p{i}"));
+                let req = DialRequest {
+                    host: egress::guard::parse_host("192.0.2.1").unwrap(),
+                    port: 443,
+                    timeout: std::time::Duration::from_secs(1),
+                    egress: Arc::clone(&egress),
+                };
+                pool.submit(Job {
+                    // Past its deadline: answered without dialling.
+                    deadline: Instant::now(),
+                    work: Work::Dial(req),
+                    ..job(i as u64, &ns)
+                });
+            }
+            let started = pool.io_started;
+            drop(pool.finish());
+            assert!(
+                started <= IO_THREADS,
+                "trial {trial}: {IO_THREADS} jobs of {IO_THREADS} plugins at first use started {started} I/O threads"
+            );
+        }
+    }
+
+    /// An I/O thread beyond the first ones that ends after IO_IDLE_END idle is
+    /// gone: the pool keeps no handle of it. Its JoinHandle stayed in
+    /// `Pool::threads` until warden stopped, and glibc frees a joinable
+    /// thread's stack only when it is joined: every grow-and-shrink of the
+    /// pool kept up to 28 dead threads' stacks for the life of `warden serve`.
+    #[test]
+    fn io_threads_that_ended_idle_are_not_kept() {
+        // A loopback listener whose accept queue is full: connects hang.
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let fd = std::os::fd::AsRawFd::as_raw_fd(&l);
+        // SAFETY: listen(2) on a socket we own, with a backlog of 0.
+        let r = unsafe { libc::listen(fd, 0) };
+        assert_eq!(r, 0);
+        let port = l.local_addr().unwrap().port();
+        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+        let _held: Vec<_> = (0..2)
+            .filter_map(|_| {
+                std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(300)).ok()
+            })
+            .collect();
+        let egress = Arc::new(
+            egress::Egress::parse(&[format!("127.0.0.1:{port}")], &["127.0.0.1".into()]).unwrap(),
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let poll = mio::Poll::new().unwrap();
+        let waker = Arc::new(Waker::new(poll.registry(), mio::Token(0)).unwrap());
+        let mut pool = Pool::start(&store, waker, 1).unwrap();
+        // Five plugins with two hanging dials each: more than the first four
+        // threads are needed.
+        for i in 0..10u64 {
+            let ns: Arc<str> = Arc::from(format!("plugin:p{}", i / 2));
+            let req = DialRequest {
+                host: egress::guard::parse_host("127.0.0.1").unwrap(),
+                port,
+                timeout: Duration::from_secs(1),
+                egress: Arc::clone(&egress),
+            };
+            pool.submit(Job {
+                deadline: Instant::now() + Duration::from_secs(1),
+                work: Work::Dial(req),
+                ..job(i, &ns)
+            });
+        }
+        let grown = pool.io_started;
+        assert!(
+            grown > IO_THREADS,
+            "the pool did not grow ({grown} threads)"
+        );
+        // The dials end after 1 s; the extra threads 30 s after that.
+        std::thread::sleep(IO_IDLE_END + Duration::from_secs(3));
+        let live = pool.io.as_ref().unwrap().state.lock().unwrap().threads;
+        assert_eq!(live, IO_THREADS, "the extra threads did not end");
+        let dead = pool.threads.iter().filter(|t| t.is_finished()).count();
+        assert_eq!(
+            dead, 0,
+            "{dead} I/O threads that ended idle are still held, unjoined (of {grown} started)"
+        );
+    }
+
     /// Plugins take turns, each with at most IO_PER_PLUGIN running; once closed,
     /// what still waits is handed out to be cancelled.
     #[test]
@@ -740,14 +877,14 @@ mod tests {
             q.push(job(seq, &a));
         }
         q.push(job(10, &b));
-        let order: Vec<u64> = (0..3).map(|_| q.take().unwrap().0.seq).collect();
+        let order: Vec<u64> = (0..3).map(|_| q.take(false).unwrap().0.seq).collect();
         // a, b, a: then a is at its limit, so its other jobs wait.
         assert_eq!(order, [0, 10, 1]);
         q.done(&a);
-        assert_eq!(q.take().map(|(j, c)| (j.seq, c)), Some((2, false)));
+        assert_eq!(q.take(false).map(|(j, c)| (j.seq, c)), Some((2, false)));
         q.close();
-        assert_eq!(q.take().map(|(j, c)| (j.seq, c)), Some((3, true)));
-        assert!(q.take().is_none());
+        assert_eq!(q.take(false).map(|(j, c)| (j.seq, c)), Some((3, true)));
+        assert!(q.take(false).is_none());
     }
 
     /// A dial cancelled because warden stops is answered `unavailable`, and its

@@ -119,6 +119,7 @@ pub fn run(a: RunArgs) -> Result<u8, Failure> {
     };
     let config = Config {
         uid_range: a.uid_range,
+        host_uid: None,
         landlock_min_abi: a.landlock_min_abi,
         cgroup: !a.no_cgroup,
     };

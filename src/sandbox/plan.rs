@@ -55,8 +55,13 @@ const DEVICES: &[(&str, u64)] = &[
 #[derive(Clone, Debug)]
 pub struct Config {
     /// Host uids for plugins when warden runs as root: each plugin gets
-    /// `start + hash(id) % (end - start + 1)`. Ignored when unprivileged.
+    /// `start + hash(id) % (end - start + 1)` unless `host_uid` says otherwise.
+    /// Ignored when unprivileged.
     pub uid_range: (u32, u32),
+    /// The host uid (and gid) for this plugin as root, given by the caller:
+    /// `warden serve` gives each plugin one of its own and keeps it in its state
+    /// database. `None`: hashed from the id within `uid_range`.
+    pub host_uid: Option<u32>,
     /// The lowest landlock ABI warden accepts.
     pub landlock_min_abi: u32,
     /// Place each sandbox in its own cgroup (v1 memory+pids) when warden may (the
@@ -69,6 +74,7 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             uid_range: DEFAULT_UID_RANGE,
+            host_uid: None,
             landlock_min_abi: DEFAULT_LANDLOCK_MIN_ABI,
             cgroup: true,
         }
@@ -230,7 +236,9 @@ impl Plan {
         // SAFETY: getuid/getgid/geteuid cannot fail and touch no memory.
         let (uid, gid, euid) = unsafe { (libc::getuid(), libc::getgid(), libc::geteuid()) };
         let ids = if euid == 0 {
-            let host = host_id(m.id.as_str(), config.uid_range);
+            let host = config
+                .host_uid
+                .unwrap_or_else(|| host_id(m.id.as_str(), config.uid_range));
             IdMap {
                 inside_uid: INSIDE_ID,
                 inside_gid: INSIDE_ID,
@@ -583,8 +591,10 @@ fn statvfs_keep(path: &str) -> std::io::Result<libc::c_ulong> {
     Ok(keep)
 }
 
-/// The host uid (and gid) of plugin `id` when warden runs as root: a hash of
-/// the id within `range`. Stable, but two ids may share one (see docs/sandbox.md).
+/// The host uid (and gid) of plugin `id` when warden runs as root and nobody
+/// gave it one: a hash of the id within `range`. Stable, but two ids may share
+/// one (see docs/sandbox.md); `warden serve` prefers it, then takes the next
+/// free uid.
 pub fn host_id(id: &str, (lo, hi): (u32, u32)) -> u32 {
     lo + (fnv1a(id.as_bytes()) % u64::from(hi - lo + 1)) as u32
 }

@@ -1,6 +1,7 @@
 //! Durable state in one SQLite database (bundled SQLite, WAL): the plugins'
 //! key-value namespaces (schema v1) and the supervisor's per-plugin records
-//! (lifecycle status, review policy, highest version seen; schema v2). Every write is a committed transaction with
+//! (lifecycle status, review policy, highest version seen; schema v2; egress lists,
+//! v3; host uids, v4). Every write is a committed transaction with
 //! `synchronous=FULL`, so an acknowledged write survives a crash of warden.
 //!
 //! This module knows nothing of capabilities, the protocol or what a status means:
@@ -36,7 +37,7 @@ pub enum StoreError {
 }
 
 /// The schema this warden writes; older databases are migrated forward in order.
-pub const SCHEMA_VERSION: i64 = 3;
+pub const SCHEMA_VERSION: i64 = 4;
 
 const SCHEMA_V1: &str = "
 CREATE TABLE IF NOT EXISTS kv (
@@ -70,6 +71,14 @@ CREATE TABLE IF NOT EXISTS plugins (
 const SCHEMA_V3: &str = "
 ALTER TABLE plugins ADD COLUMN egress TEXT NOT NULL DEFAULT '[]';
 ALTER TABLE plugins ADD COLUMN allow_addresses TEXT NOT NULL DEFAULT '[]';
+";
+
+/// v4: the host uid given to each plugin (`warden serve` as root), one per uid.
+const SCHEMA_V4: &str = "
+CREATE TABLE IF NOT EXISTS host_uids (
+    plugin TEXT PRIMARY KEY,
+    uid    INTEGER NOT NULL UNIQUE
+) WITHOUT ROWID;
 ";
 
 /// The database file inside a state directory.
@@ -115,6 +124,9 @@ impl Store {
         }
         if found < 3 {
             tx.execute_batch(SCHEMA_V3).map_err(err)?;
+        }
+        if found < 4 {
+            tx.execute_batch(SCHEMA_V4).map_err(err)?;
         }
         if found < SCHEMA_VERSION {
             tx.pragma_update(None, "user_version", SCHEMA_VERSION)

@@ -91,9 +91,74 @@ pub fn put(conn: &Connection, r: &Record) -> rusqlite::Result<()> {
     Ok(())
 }
 
+/// The host uid of plugin `id`, within `range` (inclusive): the one it was given
+/// before while that is still in the range, else the first uid free for it from
+/// `preferred` on (wrapping within the range), recorded. No two plugins get one
+/// uid. `None` when every uid of the range is given to another plugin.
+pub fn host_uid(
+    conn: &Connection,
+    id: &str,
+    (lo, hi): (u32, u32),
+    preferred: u32,
+) -> rusqlite::Result<Option<u32>> {
+    // Read and claim under one write lock: two wardens on one state directory
+    // cannot give out the same uid.
+    let tx = rusqlite::Transaction::new_unchecked(conn, rusqlite::TransactionBehavior::Immediate)?;
+    let had: Option<u32> = tx
+        .query_row("SELECT uid FROM host_uids WHERE plugin = ?1", [id], |r| {
+            r.get(0)
+        })
+        .optional()?;
+    if let Some(uid) = had.filter(|u| (lo..=hi).contains(u)) {
+        return Ok(Some(uid));
+    }
+    let taken: std::collections::HashSet<u32> = {
+        let mut st =
+            tx.prepare("SELECT uid FROM host_uids WHERE uid BETWEEN ?1 AND ?2 AND plugin != ?3")?;
+        let rows = st.query_map(params![lo, hi, id], |r| r.get(0))?;
+        rows.collect::<rusqlite::Result<_>>()?
+    };
+    let span = u64::from(hi - lo) + 1;
+    let start = u64::from(preferred.clamp(lo, hi) - lo);
+    let free = (0..span)
+        .map(|k| lo + ((start + k) % span) as u32)
+        .find(|u| !taken.contains(u));
+    let Some(uid) = free else {
+        return Ok(None);
+    };
+    tx.execute(
+        "INSERT OR REPLACE INTO host_uids (plugin, uid) VALUES (?1, ?2)",
+        params![id, uid],
+    )?;
+    tx.commit()?;
+    Ok(Some(uid))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Each plugin keeps its uid; a plugin whose preferred uid is taken gets
+    /// the next free one; a full range gives none; a narrowed range moves a
+    /// plugin whose uid fell outside it.
+    #[test]
+    fn host_uids_are_unique_and_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::store::Store::open(dir.path()).unwrap();
+        let c = store.connect().unwrap();
+        let range = (100, 102);
+        assert_eq!(host_uid(&c, "a", range, 101).unwrap(), Some(101));
+        // b hashes to a's uid: it gets the next.
+        assert_eq!(host_uid(&c, "b", range, 101).unwrap(), Some(102));
+        // c wraps around to the start of the range.
+        assert_eq!(host_uid(&c, "c", range, 102).unwrap(), Some(100));
+        assert_eq!(host_uid(&c, "d", range, 100).unwrap(), None, "range full");
+        // Kept, whatever is preferred now.
+        assert_eq!(host_uid(&c, "b", range, 100).unwrap(), Some(102));
+        // A new range: b moves into it; a uid outside any range is not kept.
+        assert_eq!(host_uid(&c, "b", (200, 201), 200).unwrap(), Some(200));
+        assert_eq!(host_uid(&c, "d", range, 100).unwrap(), Some(102));
+    }
 
     #[test]
     fn round_trip_and_v1_database_migrates() {

@@ -445,10 +445,11 @@ impl Supervisor {
             json!({"uid": uid, "grants": grants}),
         );
         if !blocked {
-            // A welcomed instance was told its old capabilities: it is replaced
-            // blue-green, with the same bundle, so that a welcome says the new
-            // ones. The candidate of a swap, if it was told, is restarted from
-            // its own (newer) bundle; the swap goes on.
+            // A welcomed instance was told other capabilities: it is replaced
+            // blue-green, with the plugin's bundle (as the plugin directory names
+            // it now), so that a welcome says the new ones. The candidate of a
+            // swap, if it was told, is restarted from its own (newer) bundle; the
+            // swap goes on.
             let p = &self.plugins[id];
             let told = |i: &Option<Instance>| {
                 i.as_ref()
@@ -457,7 +458,7 @@ impl Supervisor {
             };
             let again = match &p.candidate {
                 Some(_) => told(&p.candidate),
-                None => told(&p.live),
+                None => told(&p.live).and(p.bundle.clone()),
             };
             if let Some(b) = again {
                 self.start_candidate(id, b, Instant::now());

@@ -64,8 +64,24 @@ impl Supervisor {
         let p = &self.plugins[id];
         let (mut ctx, eff) = self.context(p, &b);
         let m = b.manifest();
+        let mut sandbox_cfg = self.sandbox_cfg.clone();
+        if sys::socket::euid() == 0 {
+            // A host uid of its own, kept across restarts: no other plugin's
+            // processes count against its RLIMIT_NPROC.
+            let range = sandbox_cfg.uid_range;
+            let preferred = crate::sandbox::plan::host_id(id, range);
+            let uid = store::plugins::host_uid(&self.db, id, range, preferred)
+                .map_err(|e| format!("state database: giving a host uid: {e}"))?
+                .ok_or_else(|| {
+                    format!(
+                        "no host uid left for it: every uid of uid_range {}-{} is another plugin's (widen uid_range)",
+                        range.0, range.1
+                    )
+                })?;
+            sandbox_cfg.host_uid = Some(uid);
+        }
         let plan =
-            Plan::new(&b, eff.resources, &m.args, &self.sandbox_cfg).map_err(|e| e.to_string())?;
+            Plan::new(&b, eff.resources, &m.args, &sandbox_cfg).map_err(|e| e.to_string())?;
         if eff
             .capabilities
             .iter()
@@ -202,6 +218,14 @@ impl Supervisor {
     pub(super) fn start_candidate(&mut self, id: &str, b: Rc<VerifiedBundle>, now: Instant) {
         let version = b.manifest().version.to_string();
         self.retire_candidate(id, now);
+        if !b.still_at_its_path() {
+            // It would fail to bind its directory: what the path names now is
+            // verified first.
+            self.rescan_due = true;
+            let why =
+                "its bundle directory is no longer the one verified (a new deploy?); rescanning";
+            return self.replacement_failed(id, &version, why);
+        }
         match self.launch(id, b, now) {
             Ok(inst) => {
                 self.log(format_args!(
@@ -459,7 +483,7 @@ impl Supervisor {
                     self.retire_candidate(id, now);
                 } else if p.live.is_none() {
                     if let Some(c) = p.candidate.take() {
-                        p.bundle = Some(Rc::clone(&c.bundle));
+                        p.set_bundle(Rc::clone(&c.bundle));
                         p.live = Some(c);
                         p.backoff_until = None;
                     }

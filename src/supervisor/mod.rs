@@ -218,6 +218,12 @@ impl Plugin {
         }
     }
 
+    /// The bundle a launch runs from now on (a fresh handle on its directory).
+    fn set_bundle(&mut self, b: Rc<VerifiedBundle>) {
+        self.bundle = Some(b);
+        self.stale_rescanned = false;
+    }
+
     fn instances(&self) -> impl Iterator<Item = (&Instance, Role)> {
         self.live
             .iter()
@@ -344,6 +350,7 @@ impl Supervisor {
 
         let sandbox_cfg = sandbox::Config {
             uid_range: cfg.uid_range,
+            host_uid: None,
             landlock_min_abi: cfg.landlock_min_abi,
             cgroup: cfg.cgroup,
         };
@@ -576,37 +583,11 @@ impl Supervisor {
                 Ok(b) => self.accept_bundle(b),
             }
         }
-        self.warn_shared_host_ids();
         let ids: Vec<String> = self.plugins.keys().cloned().collect();
         for id in ids {
             self.reconcile(&id, Instant::now());
         }
         self.status_line();
-    }
-
-    /// As root each plugin runs as a host uid hashed from its id within
-    /// `uid_range`; two ids can hash to one. Their sandboxes stay apart
-    /// (namespaces, landlock, cgroups), but the kernel counts RLIMIT_NPROC per
-    /// host uid, for both together: said at every scan, with the remedy.
-    fn warn_shared_host_ids(&mut self) {
-        if crate::sys::socket::euid() != 0 {
-            return;
-        }
-        let mut by_uid: BTreeMap<u32, Vec<&str>> = BTreeMap::new();
-        for id in self.plugins.keys() {
-            let uid = crate::sandbox::plan::host_id(id, self.cfg.uid_range);
-            by_uid.entry(uid).or_default().push(id);
-        }
-        let shared: Vec<String> = by_uid
-            .iter()
-            .filter(|(_, ids)| ids.len() > 1)
-            .map(|(uid, ids)| format!("{} share host uid {uid}", ids.join(" and ")))
-            .collect();
-        for line in shared {
-            self.log(format_args!(
-                "plugins {line}: RLIMIT_NPROC counts their processes together; a wider uid_range makes this rarer"
-            ));
-        }
     }
 
     /// The bundle of `id` is not usable: stop it (fail closed) and remember why.
@@ -733,7 +714,10 @@ impl Supervisor {
         if same {
             // The same release, perhaps in another directory now (an atomic
             // deploy of it again): later launches bind the one the entry names.
-            self.plugins.get_mut(&id).expect("present").bundle = Some(Rc::new(b));
+            self.plugins
+                .get_mut(&id)
+                .expect("present")
+                .set_bundle(Rc::new(b));
             // What serves is on disk again: a swap to anything else is off.
             if let Some(c) = self.plugins[&id].candidate.as_ref() {
                 let dropped = c.bundle.manifest().version.to_string();
@@ -754,7 +738,7 @@ impl Supervisor {
             // Blue-green: the new one must prove itself before it takes over.
             self.start_candidate(&id, b, now);
         } else {
-            p.bundle = Some(b);
+            p.set_bundle(b);
             // Still starting with the bundle before: it is restarted with this
             // one (nothing is served yet that a swap would keep going).
             if let Some(l) = p.live.as_mut().filter(|l| l.stop.is_none()) {

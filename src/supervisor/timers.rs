@@ -143,7 +143,7 @@ impl Supervisor {
                 c.next_ping = Some(grid(now + Duration::from_millis(h.interval_ms)));
             }
             let new_version = c.bundle.manifest().version.to_string();
-            p.bundle = Some(Rc::clone(&c.bundle));
+            p.set_bundle(Rc::clone(&c.bundle));
             if let Some(mut old) = p.live.replace(c) {
                 Self::begin_stop(&mut self.broker, &mut old, Stop::Retired, now, grace);
                 p.retiring.push(old);
