@@ -852,3 +852,67 @@ fn plugin_does_not_survive_warden_sigkill() {
         "plugin processes outlived a SIGKILLed `warden run` by 2 s: {left:?}"
     );
 }
+
+// ------------------------------------------------- found by review (sandbox)
+
+/// `warden run ... >> plugins.log`: warden passes its stdout to the plugin as it is,
+/// so the plugin holds the operator's own open file description of the log. It must
+/// not be able to do more than add its output: here it clears O_APPEND, truncates
+/// the file (earlier runs' lines are lost) and rewrites it from offset 0.
+#[test]
+fn the_plugin_cannot_rewrite_the_operators_log_file() {
+    if skip_for_missing_features("the_plugin_cannot_rewrite_the_operators_log_file") {
+        return;
+    }
+    let plugin = Plugin::build();
+    let log = plugin.root.join("plugins.log");
+    let earlier = "2026-11-26 an earlier run's line\n2026-11-26 warden: another\n";
+    fs::write(&log, earlier).unwrap();
+    let out = fs::OpenOptions::new().append(true).open(&log).unwrap();
+    let status = plugin
+        .command(&["stdout_rewrite".to_string()])
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(out))
+        .stderr(Stdio::piped())
+        .output()
+        .expect("run warden")
+        .status;
+    let now = fs::read_to_string(&log).unwrap();
+    assert!(
+        now.starts_with(earlier),
+        "the plugin rewrote the operator's log file ({status}); it now reads: {now:?}"
+    );
+    assert!(
+        now.contains("BLOCKED stdout_rewrite: "),
+        "{status}: {now:?}"
+    );
+}
+
+/// The plugin does not learn the operator's host layout from warden's own command
+/// line (the trust and state directories, the bundle) through the sandbox init,
+/// a copy of warden: /proc shows only what the plugin may ptrace (the init was
+/// listed, its /proc/1/cmdline readable). The bind sources /proc/self/mountinfo
+/// shows are a documented limit.
+#[test]
+fn the_plugin_does_not_see_host_paths() {
+    if skip_for_missing_features("the_plugin_does_not_see_host_paths") {
+        return;
+    }
+    let plugin = Plugin::build();
+    let bundle = fs::canonicalize(&plugin.bundle).unwrap();
+    let trust = fs::canonicalize(&plugin.trust).unwrap();
+    let a = attempt("host_paths", &[], NONE);
+    let args = vec![
+        "host_paths".to_string(),
+        bundle.to_string_lossy().into_owned(),
+        trust.to_string_lossy().into_owned(),
+    ];
+    let o = run_with_timeout(
+        plugin.command(&args),
+        Stdio::null(),
+        Duration::from_secs(60),
+    );
+    if let Err(why) = judge(&a, &o) {
+        panic!("host_paths: {why}");
+    }
+}

@@ -90,10 +90,16 @@ fn plugin_sees_only_its_sandbox() {
             format!("exists {p} ENOENT")
         );
     }
-    // The init (a copy of warden) is not readable by the plugin.
-    for p in ["/proc/1/mem", "/proc/1/environ", "/proc/1/maps"] {
+    // The init (a copy of warden) is not even listed: /proc shows only what
+    // the plugin may ptrace (hidepid=ptraceable).
+    for p in [
+        "/proc/1/mem",
+        "/proc/1/environ",
+        "/proc/1/maps",
+        "/proc/1/cmdline",
+    ] {
         let l = line(&s, &format!("read {p} "));
-        assert!(l.ends_with("EACCES") || l.ends_with("EPERM"), "{l}");
+        assert!(l.ends_with("ENOENT"), "{l}");
     }
     // Only loopback in the network namespace; netlink sockets and new namespaces refused.
     let ifs: Vec<&str> = s.lines().filter_map(|l| l.strip_prefix("netif ")).collect();
@@ -667,4 +673,30 @@ fn a_bare_double_dash_clears_the_manifests_args() {
     assert_eq!(argv(&["--dry-run"]), r#"argv: ["echo", "--from-manifest"]"#);
     assert_eq!(argv(&["--dry-run", "--"]), r#"argv: ["echo"]"#);
     assert_eq!(argv(&["--dry-run", "--", "x"]), r#"argv: ["echo", "x"]"#);
+}
+
+/// `"status":"pending_review"` means "no grants" under `warden serve` but not
+/// under `warden run`, where only `blocked` stops a plugin and `grant` decides:
+/// the dry run says so, so that an operator does not take one for the other.
+#[test]
+fn pending_review_under_run_is_said_to_gate_nothing() {
+    if !require_sandbox() {
+        return;
+    }
+    let f = Fixture::new();
+    let b = f.bundle_with(
+        "probe",
+        "1.0.0",
+        &["kv:write", "log:write"],
+        &plugin("probe"),
+        "",
+    );
+    let pol = f.path().join("policy.json");
+    std::fs::write(&pol, r#"{"status":"pending_review","grant":["log:write"]}"#).unwrap();
+    let out = f.run(&b, &["--policy", pol.to_str().unwrap(), "--dry-run"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(
+        line(&stdout(&out), "granted capabilities:"),
+        "granted capabilities: [log:write] (policy status pending_review; warden run gates only on blocked: grant decides)"
+    );
 }

@@ -1507,3 +1507,25 @@ fn a_policy_change_after_a_same_release_redeploy_replaces_the_instance() {
         s.log()
     );
 }
+
+/// `policy approve ID --egress ''` (the documented way to clear a plugin's
+/// egress list) keeps the grants of a plugin approved with a narrow `--grant`:
+/// it reset them to everything the manifest declares.
+#[test]
+fn an_egress_only_approve_keeps_the_narrowed_grants() {
+    if !require_sandbox() {
+        return;
+    }
+    let mut s = Serve::new("");
+    s.deploy("svc", "1.0.0", "serve", "");
+    s.start();
+    s.ok(&["install", "svc"]);
+    let p = s.ok(&["policy", "approve", "svc", "--grant", "log:write"]);
+    assert_eq!(p["grants"], serde_json::json!(["log:write"]));
+    let p = s.ok(&["policy", "approve", "svc", "--egress", ""]);
+    assert_eq!(
+        p["grants"],
+        serde_json::json!(["log:write"]),
+        "clearing the egress list widened the grants"
+    );
+}

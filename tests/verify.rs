@@ -623,3 +623,27 @@ fn warden_accepts_what_stock_minisign_signs() {
     .unwrap();
     f.rejected("bad_global_signature");
 }
+
+/// The README's first publisher command, `warden keygen --out keys/acme`, works
+/// in a fresh directory: keygen makes `keys/` as `pack --out` makes its own (it
+/// failed, naming its internal temp file `keys/acme.key.tmp`).
+#[test]
+fn readme_keygen_into_a_fresh_directory() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = Command::new(WARDEN)
+        .args(["keygen", "--out", "keys/acme"])
+        .current_dir(tmp.path())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(
+        !err.contains(".tmp"),
+        "the error names an internal temp file: {err}"
+    );
+    assert!(
+        out.status.success(),
+        "README `warden keygen --out keys/acme` failed: {err}"
+    );
+    assert!(tmp.path().join("keys/acme.key").exists());
+    assert!(tmp.path().join("keys/acme.pub").exists());
+}

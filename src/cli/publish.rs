@@ -78,6 +78,16 @@ pub fn keygen(a: KeygenArgs) -> Result<(), Failure> {
             }
         }
     }
+    // The directory it goes in is made (0700: it holds a secret key), as `pack
+    // --out` makes its own: `warden keygen --out keys/acme` in a fresh place.
+    if let Some(dir) = key_path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(|e| Failure::general(format_args!("{}: {e}", dir.display())))?;
+    }
     let sk =
         SecretKey::generate().map_err(|e| Failure::general(format_args!("random source: {e}")))?;
     // Both written before either replaces anything: a failure leaves the old

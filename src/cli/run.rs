@@ -145,8 +145,15 @@ pub fn run(a: RunArgs) -> Result<u8, Failure> {
     if a.dry_run {
         print!("{plan}");
         let caps: Vec<&str> = eff.capabilities.iter().map(|c| c.as_str()).collect();
+        // Under `warden serve` pending_review grants nothing; here the operator
+        // runs the plugin by hand, and only `blocked` stops it: said, so that
+        // the two are not taken for one.
+        let gate = match policy.status {
+            Status::PendingReview => "; warden run gates only on blocked: grant decides",
+            _ => "",
+        };
         println!(
-            "granted capabilities: [{}] (policy status {})",
+            "granted capabilities: [{}] (policy status {}{gate})",
             caps.join(", "),
             policy.status.as_str()
         );
@@ -278,7 +285,7 @@ pub fn run(a: RunArgs) -> Result<u8, Failure> {
     // Every process of the sandbox is gone with its init, so the plugin's
     // terminal is closed: what it wrote goes out before warden says how it ended.
     for copy in copies {
-        let _ = copy.join();
+        copy.finish();
     }
     // SIGTERM, SIGINT and SIGHUP stay blocked until warden exits: one arriving
     // now (a second Ctrl-C) must not kill it before the run's exit event is
@@ -401,41 +408,67 @@ fn serve_until_exit(
     None
 }
 
-/// The plugin's stdout and stderr: warden's own, except a terminal. A plugin
-/// holding the operator's terminal could read what is typed, change its modes
-/// or line discipline for good, or take its foreground; so in place of each
-/// terminal the plugin gets a stand-in (see [`stand_in`]), one for stdout and
-/// stderr when both are the same terminal (as in a shell). Returns the threads
-/// copying to the terminals, which end when the plugin's side is closed by all.
-fn plugin_output() -> std::io::Result<(Stdio, Vec<std::thread::JoinHandle<()>>)> {
-    use std::io::IsTerminal;
+/// The plugin's stdout and stderr: never warden's own descriptions of a file,
+/// pipe, socket or terminal. Sharing one, a plugin could rewrite what it points
+/// at: truncate or overwrite the operator's log (`>> plugins.log`: clear
+/// O_APPEND, ftruncate, pwrite), set O_NONBLOCK under warden's own writes, or,
+/// holding the operator's terminal, read what is typed, change its modes for
+/// good or take its foreground. So in place of each the plugin gets a stand-in
+/// (see [`stand_in`]), one for stdout and stderr when both are the same file
+/// (`>log 2>&1`, or a shell's terminal), so that their order is kept. Devices
+/// that are no terminal (/dev/null) are passed as they are. Returns the
+/// threads copying to warden's outputs, which end when the plugin's side is
+/// closed by all.
+fn plugin_output() -> std::io::Result<(Stdio, Vec<Copying>)> {
     let (out, err) = (std::io::stdout(), std::io::stderr());
     let (out, err) = (out.as_fd(), err.as_fd());
-    let (out_tty, err_tty) = (out.is_terminal(), err.is_terminal());
+    let (out_kind, err_kind) = (Shared::of(out), Shared::of(err));
     let mut stdio = Stdio::inherit();
     let mut copies = Vec::new();
-    let same = out_tty && err_tty && same_file(out, err);
-    if same {
-        let (w, copy) = stand_in(out)?;
-        stdio.stdout = Output::Fd(w.try_clone()?);
-        stdio.stderr = Output::Fd(w);
-        copies.push(copy);
-        return Ok((stdio, copies));
+    if let (Some(k), Some(_)) = (out_kind, err_kind) {
+        if same_file(out, err) {
+            let (w, copy) = stand_in(out, k)?;
+            stdio.stdout = Output::Fd(w.try_clone()?);
+            stdio.stderr = Output::Fd(w);
+            copies.push(copy);
+            return Ok((stdio, copies));
+        }
     }
-    if out_tty {
-        let (w, copy) = stand_in(out)?;
+    if let Some(k) = out_kind {
+        let (w, copy) = stand_in(out, k)?;
         stdio.stdout = Output::Fd(w);
         copies.push(copy);
     }
-    if err_tty {
-        let (w, copy) = stand_in(err)?;
+    if let Some(k) = err_kind {
+        let (w, copy) = stand_in(err, k)?;
         stdio.stderr = Output::Fd(w);
         copies.push(copy);
     }
     Ok((stdio, copies))
 }
 
-/// Whether two descriptors are the same terminal (device number and inode).
+/// An output of warden's that the plugin must not share.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Shared {
+    Terminal,
+    /// A regular file, a pipe or a socket.
+    Plain,
+}
+
+impl Shared {
+    /// `None` for what may be passed as it is (a device that is no terminal, or
+    /// a closed descriptor).
+    fn of(fd: BorrowedFd<'_>) -> Option<Shared> {
+        use std::io::IsTerminal;
+        if fd.is_terminal() {
+            return Some(Shared::Terminal);
+        }
+        let mode = sys::fs::fstat(fd).ok()?.st_mode & libc::S_IFMT;
+        matches!(mode, libc::S_IFREG | libc::S_IFIFO | libc::S_IFSOCK).then_some(Shared::Plain)
+    }
+}
+
+/// Whether two descriptors are the same file (device number and inode).
 fn same_file(a: BorrowedFd<'_>, b: BorrowedFd<'_>) -> bool {
     match (sys::fs::fstat(a), sys::fs::fstat(b)) {
         (Ok(x), Ok(y)) => (x.st_rdev, x.st_dev, x.st_ino) == (y.st_rdev, y.st_dev, y.st_ino),
@@ -443,29 +476,80 @@ fn same_file(a: BorrowedFd<'_>, b: BorrowedFd<'_>) -> bool {
     }
 }
 
-/// A stand-in for the terminal `term`: a fresh pseudo-terminal of the plugin's
-/// own (same window size at launch; its output stays line-buffered and in the
-/// order written), or, where none can be had, a pipe; and a thread copying what
-/// the plugin writes there to `term`. Returns the plugin's end.
-fn stand_in(
-    term: BorrowedFd<'_>,
-) -> std::io::Result<(std::os::fd::OwnedFd, std::thread::JoinHandle<()>)> {
-    let to = term.try_clone_to_owned()?;
-    let (read, write) = match sys::pty::open(term) {
-        Ok(pair) => pair,
-        Err(e) => {
-            eprintln!(
-                "warden: no pseudo-terminal for the plugin ({e}); its output reaches the terminal through a pipe"
-            );
-            sys::socket::pipe(0)?
+/// How long a copy to warden's output may make no progress, once the plugin
+/// has ended, before warden gives up on the rest (its reader has stopped: a
+/// stalled journal, a pipe nobody reads).
+const COPY_STALLED: Duration = Duration::from_secs(2);
+
+/// A thread copying the plugin's output to one of warden's, and how many bytes
+/// it has written.
+struct Copying {
+    thread: std::thread::JoinHandle<()>,
+    written: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl Copying {
+    /// Waits until everything the plugin wrote is copied, as long as warden's
+    /// output keeps taking it: a reader that takes nothing for
+    /// [`COPY_STALLED`] loses the rest (warden exits all the same).
+    fn finish(self) {
+        use std::sync::atomic::Ordering;
+        let mut last = self.written.load(Ordering::Relaxed);
+        let mut since = std::time::Instant::now();
+        while !self.thread.is_finished() {
+            std::thread::sleep(Duration::from_millis(10));
+            let now = self.written.load(Ordering::Relaxed);
+            if now != last {
+                (last, since) = (now, std::time::Instant::now());
+            } else if since.elapsed() >= COPY_STALLED {
+                return;
+            }
         }
+        let _ = self.thread.join();
+    }
+}
+
+/// A stand-in for warden's output `to`, and a thread copying what the plugin
+/// writes there to `to`, as written. For a terminal, a fresh pseudo-terminal of
+/// the plugin's own (same window size at launch; its output stays line-buffered
+/// and in the order written), or, where none can be had, a pipe; for a file,
+/// pipe or socket, a pipe. Returns the plugin's end.
+fn stand_in(to: BorrowedFd<'_>, kind: Shared) -> std::io::Result<(std::os::fd::OwnedFd, Copying)> {
+    let (read, write) = match kind {
+        Shared::Plain => sys::socket::pipe(0)?,
+        Shared::Terminal => match sys::pty::open(to) {
+            Ok(pair) => pair,
+            Err(e) => {
+                eprintln!(
+                    "warden: no pseudo-terminal for the plugin ({e}); its output reaches the terminal through a pipe"
+                );
+                sys::socket::pipe(0)?
+            }
+        },
     };
-    let copy = std::thread::Builder::new()
+    let to = to.try_clone_to_owned()?;
+    let written = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let counter = Arc::clone(&written);
+    let thread = std::thread::Builder::new()
         .name("warden-output".into())
         .spawn(move || {
+            use std::io::{Read, Write};
+            let (mut from, mut to) = (std::fs::File::from(read), std::fs::File::from(to));
+            let mut buf = vec![0u8; 64 * 1024];
             // Ends at EOF, or EIO for a pseudo-terminal, once no one holds the
-            // plugin's end any more.
-            let _ = std::io::copy(&mut std::fs::File::from(read), &mut std::fs::File::from(to));
+            // plugin's end any more; or when warden's output is gone.
+            loop {
+                let n = match from.read(&mut buf) {
+                    Ok(0) => return,
+                    Ok(n) => n,
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                    Err(_) => return,
+                };
+                if to.write_all(&buf[..n]).is_err() {
+                    return;
+                }
+                counter.fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+            }
         })?;
-    Ok((write, copy))
+    Ok((write, Copying { thread, written }))
 }

@@ -262,7 +262,10 @@ pub(crate) fn init(a: &ChildArgs<'_>) -> ! {
                     target,
                     Some(c"proc"),
                     libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
-                    None
+                    // Only processes the plugin may ptrace are shown: not the
+                    // init, a copy of warden whose command line names the
+                    // operator's paths.
+                    Some(c"hidepid=ptraceable")
                 )
             ),
             MountOp::RemountRo { target, flags } => step!(

@@ -358,6 +358,9 @@ impl Supervisor {
             .map(|b| b.manifest().capabilities.clone())
             .unwrap_or_default();
         let grants = match grant {
+            // Only the egress lists change: an approved plugin keeps its grants
+            // (approving again would otherwise widen a narrowed grant).
+            None if egress.is_some() && p.rec.policy_status == "approved" => p.rec.grants.clone(),
             None => {
                 if p.bundle.is_none() {
                     return Err(format!(

@@ -1489,6 +1489,75 @@ static void a_mem_bomb(void)
     ESCAPED("touched %ld MiB (limit %ld MiB not enforced)", mb, limit);
 }
 
+/* ------------------------------------------------ found by review (sandbox) */
+
+/*
+ * stdout_rewrite: warden run passes its own stdout as it is when that is a file
+ * (`warden run ... >> plugins.log`): the plugin shares the operator's open file
+ * description, so it can clear O_APPEND, truncate the whole file (earlier runs'
+ * lines, warden's own messages) and rewrite it from offset 0.  Blocked would be:
+ * fd 1 is not a regular file (a pipe warden copies from), or the truncation fails.
+ */
+static void a_stdout_rewrite(void)
+{
+    struct stat st;
+    if (fstat(1, &st) < 0)
+        BLOCKED("fstat fd 1: %s", E);
+    if (!S_ISREG(st.st_mode))
+        BLOCKED("fd 1 is not a regular file (mode %o)", (unsigned)(st.st_mode & S_IFMT));
+    long before = (long)st.st_size;
+    int fl = fcntl(1, F_GETFL);
+    if (fl >= 0 && (fl & O_APPEND) && fcntl(1, F_SETFL, fl & ~O_APPEND) < 0)
+        note("clear O_APPEND: %s", E);
+    if (ftruncate(1, 0) < 0)
+        BLOCKED("ftruncate fd 1 (%ld bytes, flags 0%o): %s", before, fl, E);
+    const char *forged = "FORGED by the plugin at offset 0\n";
+    ssize_t w = pwrite(1, forged, strlen(forged), 0);
+    fstat(1, &st);
+    ESCAPED("truncated the operator's file on fd 1 from %ld to 0 bytes (O_APPEND was %s), "
+            "pwrite at offset 0: %zd; size now %ld",
+            before, (fl & O_APPEND) ? "set, cleared by F_SETFL" : "not set", w, (long)st.st_size);
+}
+
+/*
+ * host_paths PATH...: the plugin learns the operator's host paths (the bundle's
+ * directory, the trust and state directories) from /proc/self/mountinfo and from
+ * its sandbox init's /proc/1/cmdline (warden's own argv: the init is a copy of
+ * warden).  Finding any PATH there is an escape of host information.
+ */
+static void a_host_paths(void)
+{
+    need(0, "PATH");
+    /* The init is a copy of warden: its command line and environment name the
+     * operator's paths. (/proc/self/mountinfo shows bind sources: documented.) */
+    const char *files[] = {"/proc/1/cmdline", "/proc/1/environ", "/proc/1/mountinfo"};
+    int found = 0;
+    for (size_t f = 0; f < sizeof files / sizeof *files; f++) {
+        static char buf[65536];
+        int fd = open(files[f], O_RDONLY | O_CLOEXEC);
+        if (fd < 0) {
+            note("%s: %s", files[f], E);
+            continue;
+        }
+        ssize_t n = 0, r;
+        while (n < (ssize_t)sizeof buf - 1 && (r = read(fd, buf + n, sizeof buf - 1 - n)) > 0)
+            n += r;
+        close(fd);
+        for (ssize_t i = 0; i < n; i++)
+            if (!buf[i])
+                buf[i] = ' ';
+        buf[n < 0 ? 0 : n] = 0;
+        for (int i = 0; i < g_argc; i++)
+            if (strstr(buf, g_argv[i])) {
+                note("%s shows %s", files[f], g_argv[i]);
+                found++;
+            }
+    }
+    if (found)
+        ESCAPED("%s", g_log);
+    BLOCKED("no host path found: %s", g_log[0] ? g_log : "none shown");
+}
+
 /* Not an attempt: for the "survives warden SIGKILL" test. */
 static void a_sleepforever(void)
 {
@@ -1596,6 +1665,8 @@ static const struct attempt {
     {"sethostname", a_sethostname, DESTRUCTIVE, "HOST_HOSTNAME"},
     {"fork_bomb", a_fork_bomb, DESTRUCTIVE, "[MAX_FORKS=4096]"},
     {"mem_bomb", a_mem_bomb, DESTRUCTIVE, "[LIMIT_MB=512]"},
+    {"stdout_rewrite", a_stdout_rewrite, SAFE, ""},
+    {"host_paths", a_host_paths, SAFE, "PATH..."},
     {"sleepforever", a_sleepforever, HELPER, "MARKER"},
 };
 

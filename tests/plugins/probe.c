@@ -111,9 +111,9 @@ int main(int argc, char **argv) {
   exists("/etc/passwd");
   exists("/work");
   exists("/bundle/manifest.json");
-  /* The sandbox init is a copy of warden: its memory must stay out of reach. */
-  const char *initfiles[] = {"/proc/1/mem", "/proc/1/environ", "/proc/1/maps"};
-  for (int i = 0; i < 3; i++) {
+  /* The sandbox init is a copy of warden: it must stay out of reach (not even listed). */
+  const char *initfiles[] = {"/proc/1/mem", "/proc/1/environ", "/proc/1/maps", "/proc/1/cmdline"};
+  for (int i = 0; i < 4; i++) {
     int fd = open(initfiles[i], O_RDONLY);
     char c;
     if (fd >= 0 && read(fd, &c, 1) == 1) printf("read %s ok\n", initfiles[i]);
