@@ -49,6 +49,50 @@ pub fn read_capped(file: File, max: u64) -> Result<Vec<u8>, ReadError> {
     Ok(out)
 }
 
+/// Why a JSON text did not decode: serde_json's error, and the key it is about
+/// (`restart.max_restarts`), when it is about one.
+#[derive(Debug)]
+pub struct Decode {
+    pub error: serde_json::Error,
+    pub key: Option<String>,
+}
+
+impl Decode {
+    /// The message without serde_json's position (the caller says the line and
+    /// column), with the key in front: `restart.max_restarts: invalid type: ...`.
+    pub fn message(&self) -> String {
+        let full = self.error.to_string();
+        let msg = full
+            .rfind(" at line ")
+            .map_or(full.as_str(), |i| &full[..i]);
+        // An unknown field's path ends in that field, which the message names:
+        // the key is the object it sits in (none at the top level).
+        let key = match &self.key {
+            Some(k) if msg.starts_with("unknown field") => k.rsplit_once('.').map(|(o, _)| o),
+            k => k.as_deref(),
+        };
+        match key {
+            Some(k) => format!("{k}: {msg}"),
+            None => msg.to_owned(),
+        }
+    }
+}
+
+/// Decodes `bytes` as one JSON value of type `T` (nothing after it), saying
+/// which key an error is about.
+pub fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, Decode> {
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let key = e.path().to_string();
+        Decode {
+            key: (key != ".").then_some(key),
+            error: e.into_inner(),
+        }
+    })?;
+    de.end().map_err(|error| Decode { error, key: None })?;
+    Ok(value)
+}
+
 /// `deserialize_with` for an `Option<T>` field that also has `#[serde(default)]`:
 /// absent is `None`; present is `Some`, and `null` is an error.
 pub fn present<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
@@ -135,6 +179,30 @@ mod tests {
         let read = |max| read_capped(open_regular(&f).unwrap().0, max);
         assert_eq!(read(5).unwrap(), b"12345");
         assert!(matches!(read(4), Err(ReadError::TooLarge(4))));
+    }
+
+    #[test]
+    fn a_decoding_error_names_its_key() {
+        #[derive(serde::Deserialize, Debug)]
+        #[serde(deny_unknown_fields)]
+        struct Inner {
+            #[allow(dead_code)]
+            n: u32,
+        }
+        #[derive(serde::Deserialize, Debug)]
+        #[serde(deny_unknown_fields)]
+        struct Outer {
+            #[allow(dead_code)]
+            inner: Inner,
+        }
+        let m = |t: &str| decode::<Outer>(t.as_bytes()).unwrap_err().message();
+        assert_eq!(
+            m(r#"{"inner":{"n":"x"}}"#),
+            r#"inner.n: invalid type: string "x", expected u32"#
+        );
+        assert!(m(r#"{"inner":{"n":1,"m":2}}"#).starts_with("inner: unknown field `m`"));
+        assert!(m(r#"{"other":1}"#).starts_with("unknown field `other`"));
+        assert!(m(r#"{"inner":{"n":1}} x"#).starts_with("trailing characters"));
     }
 
     #[test]

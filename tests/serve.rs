@@ -1529,3 +1529,19 @@ fn an_egress_only_approve_keeps_the_narrowed_grants() {
         "clearing the egress list widened the grants"
     );
 }
+
+/// A config value of the wrong type is refused naming its key (docs/config.md:
+/// "one line naming the file and the key"); it named the line and column only.
+#[test]
+fn a_wrong_type_in_the_config_names_the_key() {
+    for (extra, key) in [
+        (r#""cgroup":"yes""#, "cgroup"),
+        (r#""output":{"burst":"3"}"#, "output.burst"),
+    ] {
+        let s = Serve::new(extra);
+        let out = warden(&["serve", "--check", "--config", s.config().to_str().unwrap()]);
+        assert_eq!(out.status.code(), Some(1));
+        let err = stderr(&out);
+        assert!(err.contains(key), "{key} is not named: {err}");
+    }
+}

@@ -188,17 +188,11 @@ impl Config {
         base: &Path,
         gid_of: impl Fn(&str) -> Option<u32>,
     ) -> Result<Config, ConfigError> {
-        let raw: Raw = serde_json::from_slice(bytes).map_err(|e| {
-            let full = e.to_string();
-            let msg = full
-                .rfind(" at line ")
-                .map_or(full.clone(), |i| full[..i].to_owned());
-            ConfigError::Syntax {
-                path: path.to_owned(),
-                line: e.line(),
-                column: e.column(),
-                msg,
-            }
+        let raw: Raw = crate::strict::decode(bytes).map_err(|e| ConfigError::Syntax {
+            path: path.to_owned(),
+            line: e.error.line(),
+            column: e.error.column(),
+            msg: e.message(),
         })?;
         let bad = |key: &'static str, why: String| ConfigError::Invalid {
             path: path.to_owned(),

@@ -182,17 +182,11 @@ impl Policy {
 
     /// Validates policy text; `path` is only used in messages.
     pub fn parse(bytes: &[u8], path: &Path) -> Result<Policy, PolicyError> {
-        let raw: RawPolicy = serde_json::from_slice(bytes).map_err(|e| {
-            let full = e.to_string();
-            let msg = full
-                .rfind(" at line ")
-                .map_or(full.clone(), |i| full[..i].to_owned());
-            PolicyError::Syntax {
-                path: path.to_owned(),
-                line: e.line(),
-                column: e.column(),
-                msg,
-            }
+        let raw: RawPolicy = strict::decode(bytes).map_err(|e| PolicyError::Syntax {
+            path: path.to_owned(),
+            line: e.error.line(),
+            column: e.error.column(),
+            msg: e.message(),
         })?;
         let grant = match raw.grant {
             None => None,
