@@ -1325,6 +1325,9 @@ fn check_resolves_paths_of_a_bare_config_name() {
         r#"{"plugin_dir":"p","trust_dir":"t","state_dir":"s","audit_log":"a.jsonl","control_socket":"c.sock"}"#,
     )
     .unwrap();
+    for d in ["p", "t"] {
+        std::fs::create_dir(dir.path().join(d)).unwrap();
+    }
     let out = Command::new(WARDEN)
         .args(["serve", "--check", "--config", "warden.json"])
         .current_dir(dir.path())
@@ -1544,4 +1547,21 @@ fn a_wrong_type_in_the_config_names_the_key() {
         let err = stderr(&out);
         assert!(err.contains(key), "{key} is not named: {err}");
     }
+}
+
+/// `warden serve --check` fails where serve would refuse to start (a trust
+/// directory that does not exist); it passed, printing the config.
+#[test]
+fn check_fails_where_serve_would_refuse_to_start() {
+    let s = Serve::new("");
+    std::fs::remove_dir_all(s.path().join("trust")).unwrap();
+    let serve = warden(&["serve", "--config", s.config().to_str().unwrap()]);
+    assert_eq!(serve.status.code(), Some(1), "{}", stderr(&serve));
+    let check = warden(&["serve", "--check", "--config", s.config().to_str().unwrap()]);
+    assert_eq!(
+        check.status.code(),
+        Some(1),
+        "--check passed a config that serve refuses ({})",
+        stderr(&serve).trim_end()
+    );
 }

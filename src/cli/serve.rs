@@ -19,7 +19,9 @@ pub struct ServeArgs {
     /// The service configuration file.
     #[arg(long, value_name = "FILE", default_value = DEFAULT_PATH)]
     pub config: PathBuf,
-    /// Validate the configuration, print it and exit.
+    /// Validate the configuration and what serving needs before it starts (the
+    /// trust directory loads, the plugin directory can be read), print the
+    /// configuration and exit; 1 with one line when serve would refuse.
     #[arg(long)]
     pub check: bool,
 }
@@ -27,7 +29,13 @@ pub struct ServeArgs {
 pub fn run(a: ServeArgs) -> Result<(), Failure> {
     let cfg = Config::load(&a.config).map_err(Failure::general)?;
     if a.check {
+        let trust = Supervisor::preflight(&cfg).map_err(Failure::general)?;
         println!("{cfg:#?}");
+        println!(
+            "config {}: ok ({} pinned keys)",
+            cfg.source.display(),
+            trust.len()
+        );
         return Ok(());
     }
     let sup = Supervisor::new(cfg).map_err(Failure::general)?;

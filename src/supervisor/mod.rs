@@ -70,9 +70,9 @@ const IDLE_WAIT: Duration = Duration::from_secs(3600);
 /// Why `warden serve` could not start or had to stop.
 #[derive(Debug, thiserror::Error)]
 pub enum SupervisorError {
-    #[error("trust directory {path}: {source}")]
+    /// The trust error names the directory or the file in it.
+    #[error("trust directory: {source}")]
     Trust {
-        path: String,
         source: crate::bundle::trust::TrustError,
     },
     #[error("{0}")]
@@ -288,6 +288,19 @@ pub struct Supervisor {
 }
 
 impl Supervisor {
+    /// What `warden serve` checks before it creates or opens anything, and
+    /// `warden serve --check` too: the trust directory loads, the plugin
+    /// directory can be read. Returns the trust store.
+    pub fn preflight(cfg: &Config) -> Result<TrustStore, SupervisorError> {
+        let trust =
+            TrustStore::load(&cfg.trust_dir).map_err(|source| SupervisorError::Trust { source })?;
+        std::fs::read_dir(&cfg.plugin_dir).map_err(|source| SupervisorError::PluginDir {
+            path: cfg.plugin_dir.display().to_string(),
+            source,
+        })?;
+        Ok(trust)
+    }
+
     /// Opens everything in order (state, audit log, trust store, control socket,
     /// signals); nothing is launched until [`Supervisor::run`].
     pub fn new(cfg: Config) -> Result<Supervisor, SupervisorError> {
@@ -299,14 +312,7 @@ impl Supervisor {
             what: "sigprocmask",
             source,
         })?;
-        let trust = TrustStore::load(&cfg.trust_dir).map_err(|source| SupervisorError::Trust {
-            path: cfg.trust_dir.display().to_string(),
-            source,
-        })?;
-        std::fs::metadata(&cfg.plugin_dir).map_err(|source| SupervisorError::PluginDir {
-            path: cfg.plugin_dir.display().to_string(),
-            source,
-        })?;
+        let trust = Supervisor::preflight(&cfg)?;
         let store = Store::open(&cfg.state_dir)?;
         let db = store.connect()?;
         // The loop's own writes (control requests, versions seen) wait at most
