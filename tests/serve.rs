@@ -1565,3 +1565,88 @@ fn check_fails_where_serve_would_refuse_to_start() {
         stderr(&serve).trim_end()
     );
 }
+
+/// After a new version fails its blue-green swap, `warden ctl list` says so in
+/// PROBLEM (it showed the new version, `active running` and `-`: a successful
+/// upgrade to read).
+#[test]
+fn list_does_not_pass_off_a_failed_upgrade_as_done() {
+    if !require_sandbox() {
+        return;
+    }
+    let mut s = Serve::new("");
+    s.deploy("kv", "1.0.0", "serve", "");
+    s.start();
+    s.bring_up("kv");
+    s.deploy("kv", "2.0.0", "crash", "");
+    s.ok(&["reload"]);
+    s.wait("the failed replacement", Duration::from_secs(10), || {
+        s.log().contains("plugin=kv replacement by 2.0.0 failed")
+    });
+    assert_eq!(s.status("kv")["serving_version"], "1.0.0");
+    let list = s.ok(&["list"]);
+    let row = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["id"] == "kv")
+        .unwrap()
+        .clone();
+    assert!(
+        row["version"] == "1.0.0" || !row["problem"].is_null(),
+        "ctl list shows {} running with no problem while 1.0.0 serves: {row}",
+        row["version"]
+    );
+}
+
+/// A new bundle that does not verify (signed by a key nobody pins, the
+/// commonest deploy mistake) is visible to `warden ctl`: `reload` names it,
+/// `list` has a `rejected` row with the reason (it was only in warden's log).
+#[test]
+fn a_rejected_new_bundle_is_visible_to_ctl() {
+    let mut s = Serve::new("");
+    s.deploy("good", "1.0.0", "serve", "");
+    s.deploy("wrongkey", "1.0.0", "serve", "");
+    let other = s.path().join("other");
+    let out = warden(&["keygen", "--out", other.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let bundle = s.path().join("plugins/wrongkey");
+    let out = warden(&[
+        "sign",
+        bundle.to_str().unwrap(),
+        "--key",
+        s.path().join("other.key").to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    s.start();
+    let reload = s.ctl(&["reload"]);
+    let said = format!("{}{}", stdout(&reload), stderr(&reload));
+    let list = s.ok(&["list"]);
+    let listed = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|r| r["id"] == "wrongkey");
+    let row = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["id"] == "wrongkey")
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(row["status"], "rejected", "{row}");
+    assert!(
+        row["problem"]
+            .as_str()
+            .unwrap_or("")
+            .contains("key_mismatch"),
+        "{row}"
+    );
+    assert!(said.contains("wrongkey: rejected: key_mismatch"), "{said}");
+    assert!(
+        listed || said.contains("wrongkey"),
+        "ctl reload said {said:?} (exit {:?}) and ctl list has no row for wrongkey: {list}\nwarden's log:\n{}",
+        reload.status.code(),
+        s.log()
+    );
+}

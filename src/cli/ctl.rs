@@ -161,7 +161,13 @@ pub fn run(a: CtlArgs) -> Result<(), Failure> {
                 ],
             )
         }
-        Request::Reload => println!("reloaded: {} plugins known", v["plugins"]),
+        Request::Reload => {
+            let rejected = v["rejected"].as_object().map_or(0, |r| r.len());
+            println!("reloaded: {} known, {rejected} rejected", v["plugins"]);
+            for (id, why) in v["rejected"].as_object().into_iter().flatten() {
+                println!("  {id}: {}", why.as_str().unwrap_or_default());
+            }
+        }
         _ => pairs(&v),
     }
     Ok(())

@@ -216,13 +216,23 @@ impl Supervisor {
         };
         if let Some(id) = &target {
             if !self.plugins.contains_key(id) {
-                return Err(format!("no plugin {id:?}"));
+                return Err(match self.rejected.get(id) {
+                    Some(why) => format!("no plugin {id:?}: its bundle {why}"),
+                    None => format!("no plugin {id:?}"),
+                });
             }
         }
         let mutates = req.mutates();
         let r = match req {
             Request::List => Ok(Value::Array(
-                self.plugins.keys().map(|id| self.info(id)).collect(),
+                self.plugins
+                    .keys()
+                    .map(|id| self.info(id))
+                    .chain(self.rejected.iter().map(|(id, why)| {
+                        json!({"id": id, "version": null, "status": "rejected",
+                               "runtime": "-", "problem": why})
+                    }))
+                    .collect(),
             )),
             Request::Status { id } => Ok(self.info(&id)),
             Request::Install { id } => self.lifecycle(&id, Action::Install, uid),
@@ -241,7 +251,7 @@ impl Supervisor {
             Request::Stats { id } => Ok(self.stats(id.as_deref())),
             Request::Reload => self
                 .reload(&format!("ctl by uid {uid}"))
-                .map(|()| json!({"plugins": self.plugins.len()})),
+                .map(|()| json!({"plugins": self.plugins.len(), "rejected": self.rejected})),
         };
         if mutates {
             self.audit(Event {
@@ -507,7 +517,7 @@ impl Supervisor {
             "restarts_in_window": p.budget.count(),
             "last_pong_ms_ago": health.and_then(|h| h.0).map(|t| now.saturating_duration_since(t).as_millis() as u64),
             "last_exit": p.last_exit,
-            "problem": p.problem,
+            "problem": p.problem.as_ref().or(p.swap_failed.as_ref()),
             "replacing": p.candidate.as_ref().map(|c| c.bundle.manifest().version.to_string()),
         })
     }

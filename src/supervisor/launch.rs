@@ -232,7 +232,9 @@ impl Supervisor {
                     "plugin={id} replacing: {version} started next to the serving instance (pid {})",
                     inst.sandbox.pid()
                 ));
-                self.plugins.get_mut(id).expect("present").candidate = Some(inst);
+                let p = self.plugins.get_mut(id).expect("present");
+                p.candidate = Some(inst);
+                p.swap_failed = None;
             }
             Err(why) => self.replacement_failed(id, &version, &why),
         }
@@ -257,6 +259,11 @@ impl Supervisor {
     }
 
     pub(super) fn replacement_failed(&mut self, id: &str, version: &str, why: &str) {
+        if let Some(p) = self.plugins.get_mut(id) {
+            p.swap_failed = Some(format!(
+                "replacement by {version} failed: {why}; the old instance serves on"
+            ));
+        }
         self.log(format_args!(
             "plugin={id} replacement by {version} failed: {why}; the old instance keeps serving"
         ));

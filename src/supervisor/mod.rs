@@ -167,6 +167,9 @@ struct Plugin {
     budget: Budget,
     backoff_until: Option<Instant>,
     failed: bool,
+    /// Why the last blue-green replacement failed (the old instance serves on),
+    /// until a swap succeeds or another starts: shown as the plugin's problem.
+    swap_failed: Option<String>,
     /// A launch found the bundle's path naming another directory and asked for
     /// a rescan; if the bundle is still stale after it, the launch goes ahead
     /// (and says why it fails) rather than rescanning every turn.
@@ -190,6 +193,7 @@ impl Plugin {
             backoff_until: None,
             failed: false,
             stale_rescanned: false,
+            swap_failed: None,
             restarts: 0,
             last_exit: None,
             limiter,
@@ -283,6 +287,10 @@ pub struct Supervisor {
     /// A bundle's path names another directory than the one verified (an
     /// atomic deploy): the plugin directory is rescanned at the end of the turn.
     rescan_due: bool,
+    /// Plugin-directory entries that are no plugin warden knows and did not
+    /// verify, with why (as the log and audit say): shown by `ctl list` and
+    /// `ctl status` until the next scan.
+    rejected: BTreeMap<String, String>,
     started: Instant,
     own_uid: u32,
 }
@@ -377,6 +385,7 @@ impl Supervisor {
             notifier,
             shutting_down: false,
             rescan_due: false,
+            rejected: BTreeMap::new(),
             started: Instant::now(),
             own_uid: sys::socket::euid(),
             cfg,
@@ -578,12 +587,15 @@ impl Supervisor {
                 self.set_problem(&id, "bundle missing from the plugin directory".into());
             }
         }
+        self.rejected.clear();
         for (name, r) in seen {
             match r {
                 Err(why) => {
                     let shown = why.replace(&dir.join(&name).display().to_string(), "<bundle>");
                     if self.plugins.contains_key(&name) {
                         self.set_problem(&name, shown);
+                    } else {
+                        self.rejected.insert(name, shown);
                     }
                 }
                 Ok(b) => self.accept_bundle(b),
