@@ -329,7 +329,14 @@ fn lifecycle_refusals_rollback_and_persistence() {
             })
         },
     );
-    // ... unless the operator allows that downgrade explicitly.
+    // ... unless the operator allows that downgrade explicitly (of a version
+    // older than the highest: there is nothing to allow for another).
+    let out = s.ctl(&["allow-downgrade", "svc", "1.0.0"]);
+    assert!(
+        !out.status.success() && stderr(&out).contains("is not older than 1.0.0"),
+        "{}",
+        stderr(&out)
+    );
     s.ok(&["allow-downgrade", "svc", "0.9.0"]);
     s.wait("0.9.0 to serve", Duration::from_secs(10), || {
         s.status("svc")["serving_version"] == "0.9.0"
@@ -1531,6 +1538,9 @@ fn an_egress_only_approve_keeps_the_narrowed_grants() {
         serde_json::json!(["log:write"]),
         "clearing the egress list widened the grants"
     );
+    // `--grant ''` approves with no grants at all (it was refused).
+    let p = s.ok(&["policy", "approve", "svc", "--grant", ""]);
+    assert_eq!(p["grants"], serde_json::json!([]));
 }
 
 /// A config value of the wrong type is refused naming its key (docs/config.md:

@@ -15,10 +15,10 @@ use crate::control::{self, Request};
 #[derive(Args)]
 pub struct CtlArgs {
     /// The service configuration file (to find the control socket).
-    #[arg(long, value_name = "FILE", default_value = DEFAULT_PATH)]
+    #[arg(long, value_name = "FILE", default_value = DEFAULT_PATH, global = true)]
     pub config: PathBuf,
     /// The control socket, instead of the one named in the config.
-    #[arg(long, value_name = "PATH")]
+    #[arg(long, value_name = "PATH", global = true)]
     pub socket: Option<PathBuf>,
     /// Print the answer as JSON.
     #[arg(long, global = true)]
@@ -32,31 +32,56 @@ pub enum CtlCommand {
     /// Every known plugin with its lifecycle status, runtime state and policy.
     List,
     /// One plugin in detail.
-    Status { id: String },
+    Status {
+        /// The plugin's id (its directory name in plugin_dir).
+        id: String,
+    },
     /// verified -> installed.
-    Install { id: String },
+    Install {
+        /// The plugin's id.
+        id: String,
+    },
     /// installed or disabled -> active (starts it).
-    Activate { id: String },
+    Activate {
+        /// The plugin's id.
+        id: String,
+    },
     /// installed or active -> disabled (stops it).
-    Disable { id: String },
+    Disable {
+        /// The plugin's id.
+        id: String,
+    },
     /// Restart an active plugin (also clears `failed` and the restart budget).
-    Restart { id: String },
+    Restart {
+        /// The plugin's id.
+        id: String,
+    },
     /// Show, approve or block a plugin's review policy.
     Policy {
         #[command(subcommand)]
         command: PolicyCommand,
     },
     /// Permit one older version of a plugin than the highest seen (rollback).
-    AllowDowngrade { id: String, version: String },
+    AllowDowngrade {
+        /// The plugin's id.
+        id: String,
+        /// The older version to accept (semver), e.g. 1.4.2.
+        version: String,
+    },
     /// Host-call counters (of one plugin, or every plugin and warden itself).
-    Stats { id: Option<String> },
+    Stats {
+        /// The plugin's id; every plugin when absent.
+        id: Option<String>,
+    },
     /// Rescan the plugin directory and re-verify every bundle (like SIGHUP).
     Reload,
 }
 
 #[derive(Subcommand)]
 pub enum PolicyCommand {
+    /// The plugin's review status, grants, egress lists and effective capabilities.
     Show {
+        /// The plugin's id.
         id: String,
     },
     /// Approve; grants what the manifest declares unless --grant narrows it.
@@ -64,7 +89,11 @@ pub enum PolicyCommand {
     /// (docs/policy.md): which host:port patterns it may dial, and which otherwise
     /// forbidden addresses (loopback, private ranges, ...) it may reach anyway.
     Approve {
+        /// The plugin's id.
         id: String,
+        /// Capabilities to grant, among those the manifest declares, e.g.
+        /// kv:read,log:write ("" grants none). Without it: everything declared,
+        /// or, when only egress flags are given, the grants it has.
         #[arg(long, value_delimiter = ',', value_name = "CAP,...")]
         grant: Option<Vec<String>>,
         /// host:port patterns, e.g. api.example.com:443,*.example.org:443 ("" clears).
@@ -76,6 +105,7 @@ pub enum PolicyCommand {
     },
     /// Block: every host call of the plugin is denied at once.
     Block {
+        /// The plugin's id.
         id: String,
     },
 }
@@ -109,7 +139,7 @@ pub fn run(a: CtlArgs) -> Result<(), Failure> {
                 };
                 Request::PolicyApprove {
                     id,
-                    grant,
+                    grant: clean(grant),
                     egress: clean(egress),
                     allow_addresses: clean(allow_address),
                 }

@@ -20,7 +20,7 @@ pub const MAX_REQUEST: usize = 64 * 1024;
 /// Why a control request failed, as the client sees it.
 #[derive(Debug, thiserror::Error)]
 pub enum ControlError {
-    #[error("control socket {path}: connect: {source}")]
+    #[error("control socket {path}: connect: {source}{}", connect_hint(source))]
     Connect {
         path: PathBuf,
         source: std::io::Error,
@@ -36,6 +36,19 @@ pub enum ControlError {
     /// warden refused or failed the request; the message is its own.
     #[error("{0}")]
     Refused(String),
+}
+
+/// What to do about a refused connection, said after the error.
+fn connect_hint(e: &std::io::Error) -> &'static str {
+    match e.kind() {
+        std::io::ErrorKind::PermissionDenied => {
+            " (only root and members of the config's admin_group may use it)"
+        }
+        std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused => {
+            " (is warden serve running with this config?)"
+        }
+        _ => "",
+    }
 }
 
 /// One administrative request.

@@ -483,6 +483,12 @@ impl Supervisor {
     fn allow_downgrade(&mut self, id: &str, version: &str, uid: u32) -> Result<Value, String> {
         let v = semver::Version::parse(version)
             .map_err(|e| format!("cannot allow downgrade of {id}: version {version:?}: {e}"))?;
+        let highest = semver::Version::parse(&self.plugins[id].rec.highest).ok();
+        if let Some(h) = highest.filter(|h| v.cmp_precedence(h).is_ge()) {
+            return Err(format!(
+                "cannot allow downgrade of {id} to {v}: it is not older than {h}, the highest version seen (nothing to allow)"
+            ));
+        }
         self.persist_with(id, |rec| rec.allow_downgrade = Some(v.to_string()))?;
         self.log(format_args!(
             "plugin={id} downgrade to {v} allowed (uid {uid})"
