@@ -325,9 +325,15 @@ fn decode_b64(what: &'static str, line: &str, len: usize) -> Result<Vec<u8>, Min
         .decode(line)
         .map_err(|e| malformed(what, format!("invalid base64: {e}")))?;
     if raw.len() != len {
+        // The commonest mix-up: a public key where a secret key goes.
+        let hint = match (what, raw.len()) {
+            ("secret key", 42) => " (that is a public key: give the .key file keygen wrote)",
+            ("public key", 158) => " (that is a secret key: give the .pub file)",
+            _ => "",
+        };
         return Err(malformed(
             what,
-            format!("decodes to {} bytes, expected {len}", raw.len()),
+            format!("decodes to {} bytes, expected {len}{hint}", raw.len()),
         ));
     }
     Ok(raw)

@@ -114,8 +114,9 @@ pub fn pack(a: PackArgs) -> Result<(), Failure> {
         .map_err(|e| Failure::general(format_args!("{}: {e}", a.manifest.display())))?;
     let mut value: serde_json::Value = serde_json::from_slice(&template)
         .map_err(|e| Failure::general(format_args!("{}: {e}", a.manifest.display())))?;
-    let (artifact, digest) = read_artifact_file(&a.artifact)
-        .map_err(|why| Failure::general(format_args!("{}: {why}", a.artifact.display())))?;
+    let (artifact, digest) = read_artifact_file(&a.artifact).map_err(|why| {
+        Failure::general(format_args!("artifact {}: {why}", a.artifact.display()))
+    })?;
     let obj = value.as_object_mut().ok_or_else(|| {
         Failure::general(format_args!(
             "{}: the manifest must be a JSON object",
