@@ -55,6 +55,8 @@ pub fn read_capped(file: File, max: u64) -> Result<Vec<u8>, ReadError> {
 pub struct Decode {
     pub error: serde_json::Error,
     pub key: Option<String>,
+    /// The object the key sits in (`restart`), `None` at the top level.
+    pub parent: Option<String>,
 }
 
 impl Decode {
@@ -68,7 +70,7 @@ impl Decode {
         // An unknown field's path ends in that field, which the message names:
         // the key is the object it sits in (none at the top level).
         let key = match &self.key {
-            Some(k) if msg.starts_with("unknown field") => k.rsplit_once('.').map(|(o, _)| o),
+            Some(_) if msg.starts_with("unknown field") => self.parent.as_deref(),
             k => k.as_deref(),
         };
         match key {
@@ -83,13 +85,19 @@ impl Decode {
 pub fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, Decode> {
     let mut de = serde_json::Deserializer::from_slice(bytes);
     let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
-        let key = e.path().to_string();
+        let segments: Vec<String> = e.path().iter().map(ToString::to_string).collect();
+        let join = |s: &[String]| (!s.is_empty()).then(|| s.join("."));
         Decode {
-            key: (key != ".").then_some(key),
+            key: join(&segments),
+            parent: join(&segments[..segments.len().saturating_sub(1)]),
             error: e.into_inner(),
         }
     })?;
-    de.end().map_err(|error| Decode { error, key: None })?;
+    de.end().map_err(|error| Decode {
+        error,
+        key: None,
+        parent: None,
+    })?;
     Ok(value)
 }
 
@@ -202,6 +210,8 @@ mod tests {
         );
         assert!(m(r#"{"inner":{"n":1,"m":2}}"#).starts_with("inner: unknown field `m`"));
         assert!(m(r#"{"other":1}"#).starts_with("unknown field `other`"));
+        // A key with a dot in it at the top is not put under another object.
+        assert!(m(r#"{"inner.n":1}"#).starts_with("unknown field `inner.n`"));
         assert!(m(r#"{"inner":{"n":1}} x"#).starts_with("trailing characters"));
     }
 

@@ -700,3 +700,51 @@ fn pending_review_under_run_is_said_to_gate_nothing() {
         "granted capabilities: [log:write] (policy status pending_review; warden run gates only on blocked: grant decides)"
     );
 }
+
+/// Once the plugin has ended, `warden run` waits for the copy as long as the
+/// reader takes something within 2 s (docs/sandbox.md): a reader of warden's
+/// stdout taking 2 KiB every 100 ms gets everything. It lost the end: progress
+/// was counted per 64 KiB write, which that reader needs over 3 s to take.
+#[test]
+fn a_slow_but_steady_reader_gets_all_of_the_output() {
+    if !require_sandbox() {
+        return;
+    }
+    use std::io::Read;
+    let f = Fixture::new();
+    let b = f.bundle("probe", &plugin("probe"), "");
+    let big = "x".repeat(120_000);
+    let mut child = Command::new(WARDEN)
+        .args(["run", b.to_str().unwrap(), "--trust"])
+        .arg(f.trust())
+        .arg("--state-dir")
+        .arg(f.state_dir())
+        .args(["--", "print", &big])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = child.stdout.take().unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 2048];
+    // Let the plugin write everything and end first.
+    std::thread::sleep(Duration::from_millis(1500));
+    loop {
+        let n = out.read(&mut buf).unwrap();
+        if n == 0 {
+            break;
+        }
+        got.extend_from_slice(&buf[..n]);
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(
+        got.len(),
+        big.len() + 1,
+        "the reader took 2 KiB every 100 ms, yet got {} of {} bytes",
+        got.len(),
+        big.len() + 1
+    );
+}

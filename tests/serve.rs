@@ -1660,3 +1660,84 @@ fn a_rejected_new_bundle_is_visible_to_ctl() {
         s.log()
     );
 }
+
+/// `policy approve` handled in the same loop turn as the plugin's hello (both
+/// were waiting when warden woke): the broker has welcomed the instance with the
+/// pending-review grants (none), but the supervisor has not yet noticed it is
+/// ready (`ready_at` is set by the next tick). The broker kept the instance to
+/// what its welcome listed, while the supervisor, thinking it unwelcomed, did
+/// not replace it: approved, `effective` said kv:write, yet every kv.put was
+/// denied for as long as the instance ran. Now the broker says who was told.
+#[test]
+fn approve_in_the_turn_of_the_hello_is_not_lost() {
+    if !require_sandbox() {
+        return;
+    }
+    use std::io::{BufRead, Write};
+    let mut s = Serve::new("");
+    s.deploy("st", "1.0.0", "slowclient", "");
+    s.start();
+    s.ok(&["install", "st"]);
+    // A control client warden has accepted before it is stopped.
+    let mut c = std::os::unix::net::UnixStream::connect(s.path().join("control.sock")).unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    s.ok(&["activate", "st"]); // pending review: welcomed with no grants
+    assert_eq!(s.status("st")["runtime"], "starting");
+    // Stop warden until the plugin has said hello (1.5 s late) and the
+    // approve is written: both are read in one turn.
+    s.signal(libc::SIGSTOP);
+    std::thread::sleep(Duration::from_millis(2500));
+    c.write_all(b"{\"op\":\"policy_approve\",\"id\":\"st\",\"grant\":null}\n")
+        .unwrap();
+    s.signal(libc::SIGCONT);
+    let mut line = String::new();
+    std::io::BufReader::new(&c).read_line(&mut line).unwrap();
+    assert!(line.contains("\"ok\""), "{line}");
+    s.wait_runtime("st", "running");
+    let stats = |s: &Serve| s.ok(&["stats", "st"]);
+    // Time for a blue-green replacement (its hello is 1.5 s late too).
+    std::thread::sleep(Duration::from_millis(5000));
+    let before = stats(&s)["denied"].as_u64().unwrap_or(0);
+    std::thread::sleep(Duration::from_millis(1000));
+    let st = stats(&s);
+    assert_eq!(
+        st["denied"].as_u64().unwrap_or(0),
+        before,
+        "approved with kv:write (effective {}), yet kv.put calls are still denied: {st}\n{}",
+        s.ok(&["policy", "show", "st"])["effective"],
+        s.log()
+    );
+}
+
+/// A failed swap is shown as the plugin's problem "until a swap starts or
+/// succeeds". `ctl restart` after it launches the new version as the live
+/// instance (no swap), and the new version serves: the problem is cleared (it
+/// still said the replacement failed and "the old instance serves on").
+#[test]
+fn a_restart_into_the_new_version_clears_the_failed_swap() {
+    if !require_sandbox() {
+        return;
+    }
+    let mut s = Serve::new("");
+    s.deploy("kv", "1.0.0", "serve", "");
+    s.start();
+    s.bring_up("kv");
+    // 2.0.0 never answers a ping: it fails to prove itself as a candidate, but
+    // runs as a live instance (its manifest asks for no health checks).
+    s.deploy("kv", "2.0.0", "hang", "");
+    s.ok(&["reload"]);
+    s.wait("the failed replacement", Duration::from_secs(10), || {
+        s.log().contains("plugin=kv replacement by 2.0.0 failed")
+    });
+    s.ok(&["restart", "kv"]);
+    s.wait("2.0.0 to serve", Duration::from_secs(10), || {
+        let st = s.status("kv");
+        st["serving_version"] == "2.0.0" && st["runtime"] == "running"
+    });
+    let st = s.status("kv");
+    assert!(
+        st["problem"].is_null(),
+        "2.0.0 serves, yet the problem says: {}",
+        st["problem"]
+    );
+}

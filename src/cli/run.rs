@@ -545,10 +545,14 @@ fn stand_in(to: BorrowedFd<'_>, kind: Shared) -> std::io::Result<(std::os::fd::O
                     Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
                     Err(_) => return,
                 };
-                if to.write_all(&buf[..n]).is_err() {
-                    return;
+                // In small writes, each counted: a reader that is slow but
+                // keeps reading is seen to make progress.
+                for chunk in buf[..n].chunks(4096) {
+                    if to.write_all(chunk).is_err() {
+                        return;
+                    }
+                    counter.fetch_add(chunk.len() as u64, std::sync::atomic::Ordering::Relaxed);
                 }
-                counter.fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
             }
         })?;
     Ok((write, Copying { thread, written }))

@@ -465,6 +465,19 @@ mod tests {
         assert!(e.contains("restart.max_backoff_ms"), "{e}");
     }
 
+    /// docs/config.md names nested keys `restart.max_restarts`; an operator who
+    /// writes that dotted name at the top level is told of an unknown field
+    /// *under `restart`*, as if the restart object had a stray key: the key in
+    /// front is cut from the unknown field's own name at its last dot.
+    #[test]
+    fn a_dotted_unknown_key_at_the_top_is_not_put_under_another() {
+        let e = p(r#""restart.max_restarts":3"#).unwrap_err().to_string();
+        assert!(
+            !e.contains(": restart: unknown field"),
+            "a top-level key blamed on `restart`: {e}"
+        );
+    }
+
     /// `limits.data_mb` (the data directory quota of every plugin) is range
     /// checked like the other limits, and a `null` limit is refused.
     #[test]

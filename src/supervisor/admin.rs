@@ -431,16 +431,19 @@ impl Supervisor {
         let updates: Vec<(Token, PluginContext, bool)> = p
             .instances()
             .map(|(i, _)| {
-                let welcomed = i.ready_at.is_some() && i.stop.is_none();
-                (i.chan(), self.context(p, &i.bundle).0, welcomed)
+                // Not stopping: a stopping instance is not replaced. Whether it
+                // was welcomed is the broker's to say (it welcomes in its own
+                // turn, before `ready_at` is set here).
+                let going_on = i.stop.is_none();
+                (i.chan(), self.context(p, &i.bundle).0, going_on)
             })
             .collect();
         let mut told_otherwise = Vec::new();
-        for (chan, ctx, welcomed) in updates {
-            let changed = self
+        for (chan, ctx, going_on) in updates {
+            let told_other = self
                 .broker
                 .set_policy(chan, ctx.granted, ctx.egress, ctx.blocked);
-            if changed && welcomed {
+            if told_other && going_on {
                 told_otherwise.push(chan);
             }
         }

@@ -206,6 +206,8 @@ impl Supervisor {
                 let p = self.plugins.get_mut(id).expect("present");
                 p.live = Some(inst);
                 p.backoff_until = None;
+                // What runs now is the plugin's bundle: no swap is pending.
+                p.swap_failed = None;
             }
             Err(why) => {
                 self.log(format_args!("plugin={id} launch failed: {why}"));
