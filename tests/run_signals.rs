@@ -11,21 +11,6 @@ use std::time::{Duration, Instant};
 
 use common::*;
 
-fn pids_with_marker(marker: &str) -> Vec<u32> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        if let Ok(cmd) = std::fs::read(format!("/proc/{pid}/cmdline")) {
-            if String::from_utf8_lossy(&cmd).contains(marker) {
-                out.push(pid);
-            }
-        }
-    }
-    out
-}
-
 /// `warden run` of the probe in `sleep` mode, once the plugin (and its child) run.
 fn start_sleeper(f: &Fixture, tag: &str) -> Child {
     let b = f.bundle("probe", &plugin("probe"), "");

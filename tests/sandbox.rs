@@ -292,21 +292,6 @@ fn terminate_and_kill_end_the_whole_sandbox() {
     assert_eq!(sb.wait().unwrap(), ExitStatus::Signal(libc::SIGKILL));
 }
 
-fn pids_with_marker(marker: &str) -> Vec<u32> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        if let Ok(cmd) = std::fs::read(format!("/proc/{pid}/cmdline")) {
-            if String::from_utf8_lossy(&cmd).contains(marker) {
-                out.push(pid);
-            }
-        }
-    }
-    out
-}
-
 #[test]
 fn sigkill_of_warden_leaves_no_plugin_behind() {
     if !require_sandbox() {

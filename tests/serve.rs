@@ -1213,24 +1213,11 @@ fn a_restart_after_a_symlink_flip_launches_what_the_entry_names() {
     }
     let mut s = Serve::new("");
     s.deploy("svc", "1.0.0", "serve", "");
-    let bundles = s.path().join("bundles");
-    std::fs::create_dir_all(&bundles).unwrap();
-    std::fs::rename(s.path().join("plugins/svc"), bundles.join("a")).unwrap();
-    std::os::unix::fs::symlink("../bundles/a", s.path().join("plugins/svc")).unwrap();
+    let bundles = deploy_through_a_symlink(&s);
     s.start();
     let old = s.bring_up("svc")["pid"].as_i64().unwrap();
     // The deploy: a new directory, the symlink swapped by rename, the old gone.
-    std::fs::create_dir(bundles.join("b")).unwrap();
-    for f in std::fs::read_dir(bundles.join("a")).unwrap() {
-        let f = f.unwrap();
-        std::fs::copy(f.path(), bundles.join("b").join(f.file_name())).unwrap();
-    }
-    std::os::unix::fs::symlink("../bundles/b", s.path().join("plugins/.svc.new")).unwrap();
-    std::fs::rename(
-        s.path().join("plugins/.svc.new"),
-        s.path().join("plugins/svc"),
-    )
-    .unwrap();
+    flip_to_a_copy(&s, &bundles);
     std::fs::remove_dir_all(bundles.join("a")).unwrap();
     // SAFETY: kill with the pid of the sandbox init warden reported.
     unsafe { libc::kill(old as i32, libc::SIGKILL) };
@@ -1484,24 +1471,11 @@ fn a_policy_change_after_a_same_release_redeploy_replaces_the_instance() {
     }
     let mut s = Serve::new("");
     s.deploy("svc", "1.0.0", "serve", "");
-    let bundles = s.path().join("bundles");
-    std::fs::create_dir_all(&bundles).unwrap();
-    std::fs::rename(s.path().join("plugins/svc"), bundles.join("a")).unwrap();
-    std::os::unix::fs::symlink("../bundles/a", s.path().join("plugins/svc")).unwrap();
+    let bundles = deploy_through_a_symlink(&s);
     s.start();
     let old = s.bring_up("svc")["pid"].as_i64().unwrap();
     // The same release deployed again: a new directory, the symlink swapped.
-    std::fs::create_dir(bundles.join("b")).unwrap();
-    for f in std::fs::read_dir(bundles.join("a")).unwrap() {
-        let f = f.unwrap();
-        std::fs::copy(f.path(), bundles.join("b").join(f.file_name())).unwrap();
-    }
-    std::os::unix::fs::symlink("../bundles/b", s.path().join("plugins/.svc.new")).unwrap();
-    std::fs::rename(
-        s.path().join("plugins/.svc.new"),
-        s.path().join("plugins/svc"),
-    )
-    .unwrap();
+    flip_to_a_copy(&s, &bundles);
     s.ok(&["reload"]);
     // Narrow the grants: the serving instance was told kv:write, so it is
     // replaced blue-green with the same release.
@@ -1740,4 +1714,30 @@ fn a_restart_into_the_new_version_clears_the_failed_swap() {
         "2.0.0 serves, yet the problem says: {}",
         st["problem"]
     );
+}
+
+/// Moves plugin `svc`'s bundle to `bundles/a` and makes `plugins/svc` a symlink
+/// to it (an atomic-deploy layout); returns the `bundles` directory.
+fn deploy_through_a_symlink(s: &Serve) -> std::path::PathBuf {
+    let bundles = s.path().join("bundles");
+    std::fs::create_dir_all(&bundles).unwrap();
+    std::fs::rename(s.path().join("plugins/svc"), bundles.join("a")).unwrap();
+    std::os::unix::fs::symlink("../bundles/a", s.path().join("plugins/svc")).unwrap();
+    bundles
+}
+
+/// The same release deployed again: copied to `bundles/b`, and `plugins/svc`
+/// swapped to it by rename.
+fn flip_to_a_copy(s: &Serve, bundles: &std::path::Path) {
+    std::fs::create_dir(bundles.join("b")).unwrap();
+    for f in std::fs::read_dir(bundles.join("a")).unwrap() {
+        let f = f.unwrap();
+        std::fs::copy(f.path(), bundles.join("b").join(f.file_name())).unwrap();
+    }
+    std::os::unix::fs::symlink("../bundles/b", s.path().join("plugins/.svc.new")).unwrap();
+    std::fs::rename(
+        s.path().join("plugins/.svc.new"),
+        s.path().join("plugins/svc"),
+    )
+    .unwrap();
 }

@@ -236,3 +236,20 @@ pub fn require_sandbox() -> bool {
         None => true,
     }
 }
+
+/// The pids whose command line contains `marker` (warden, the sandbox init,
+/// the plugin and its children all carry an argument given to `warden run`).
+pub fn pids_with_marker(marker: &str) -> Vec<u32> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        if let Ok(cmd) = std::fs::read(format!("/proc/{pid}/cmdline")) {
+            if String::from_utf8_lossy(&cmd).contains(marker) {
+                out.push(pid);
+            }
+        }
+    }
+    out
+}
