@@ -336,7 +336,7 @@ fn log_write(a: LogArgs, plugin: &str) -> Result<Value, CallError> {
             return Err(bad(format!("field name {k:?} must be [a-z0-9_]{{1,64}}")));
         }
         let shown = match v {
-            Value::String(s) if s.len() <= MAX_LOG_FIELD_VALUE => sanitize(s),
+            Value::String(s) if s.len() <= MAX_LOG_FIELD_VALUE => quoted(&sanitize(s)),
             Value::String(_) => {
                 return Err(too_large(format!(
                     "field {k} is longer than {MAX_LOG_FIELD_VALUE} bytes"
@@ -355,6 +355,25 @@ fn log_write(a: LogArgs, plugin: &str) -> Result<Value, CallError> {
     // Queued for the log thread: writing stderr here could block the loop.
     crate::logsink::line(line);
     Ok(json!({}))
+}
+
+/// A field value as written after `name=`: quoted (`"`, `\` escaped) when it
+/// is empty or holds a space, `=` or `"`, so that a value cannot pass for more
+/// fields (`user="bob level=error"`, not `user=bob level=error`).
+fn quoted(v: &str) -> String {
+    if !v.is_empty() && !v.contains([' ', '=', '"']) {
+        return v.to_owned();
+    }
+    let mut out = String::with_capacity(v.len() + 2);
+    out.push('"');
+    for c in v.chars() {
+        if c == '"' || c == '\\' {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out.push('"');
+    out
 }
 
 /// Escapes control characters so a plugin cannot forge log lines.
@@ -499,5 +518,14 @@ mod tests {
     fn sanitize_escapes_newlines() {
         assert_eq!(sanitize("a\nplugin=evil"), "a\\nplugin=evil");
         assert_eq!(sanitize("plain"), "plain");
+    }
+    /// A field value cannot pass for more fields: one with a space, `=` or `"`
+    /// is quoted (it was written as is: `user=bob level=error admin=true`).
+    #[test]
+    fn field_values_that_could_pass_for_fields_are_quoted() {
+        assert_eq!(quoted("bob"), "bob");
+        assert_eq!(quoted("bob level=error"), "\"bob level=error\"");
+        assert_eq!(quoted("a\"b\\c"), "\"a\\\"b\\\\c\"");
+        assert_eq!(quoted(""), "\"\"");
     }
 }
