@@ -595,3 +595,35 @@ fn rotation_numbers_keep_growing_after_old_files_are_archived() {
         "{first_new:?} now names two different files (one in the archive)"
     );
 }
+
+/// A reader that stops early (`warden audit query LOG | head -1`) ends warden
+/// quietly, by SIGPIPE as other tools end; it panicked ("failed printing to
+/// stdout: Broken pipe").
+#[test]
+fn a_reader_that_stops_early_ends_the_query_quietly() {
+    use std::io::{BufRead, BufReader};
+    use std::os::unix::process::ExitStatusExt;
+    let dir = tempfile::tempdir().unwrap();
+    let (path, _) = write_log(dir.path(), 3000);
+    let mut child = Command::new(WARDEN)
+        .args(["audit", "query", path.to_str().unwrap(), "--json"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    assert!(first.contains("\"seq\":"), "{first}");
+    // The reader is gone: warden's next writes find no one.
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("panicked"), "{err}");
+    assert_eq!(
+        out.status.signal(),
+        Some(libc::SIGPIPE),
+        "{:?}: {err}",
+        out.status
+    );
+}

@@ -163,6 +163,27 @@ fn reads_writes_and_refusals() {
             "fs.write err denied fs.open for writing needs static:write; static:read allows read-only opens"
         ]
     );
+    // Each open is audited under the capability it needed: a read-only one under
+    // static:read, one that writes (allowed or not) under static:write (both were
+    // static:read).
+    let audit = std::fs::read_to_string(r.f.state_dir().join("audit.log")).unwrap();
+    let opens: Vec<(&str, bool)> = audit
+        .lines()
+        .filter(|l| l.contains(r#""plugin":"reader""#) && l.contains(r#""op":"fs.open""#))
+        .map(|l| {
+            let cap = if l.contains(r#""capability":"static:write""#) {
+                "static:write"
+            } else {
+                "static:read"
+            };
+            (cap, l.contains(r#""decision":"allow""#))
+        })
+        .collect();
+    assert_eq!(
+        opens,
+        [("static:read", true), ("static:write", false)],
+        "{audit}"
+    );
     // A file the plugin did not create keeps its owner: opening it gives the plugin
     // no more than the descriptor (before, a read made it the plugin's, to chmod).
     let a = std::fs::metadata(r.data("reader").join("a")).unwrap();

@@ -114,7 +114,8 @@ impl<R: Recorder> Broker<R> {
             let e = CallError::new(ErrorCode::UnknownOp, format!("no op named {shown:?}"));
             return self.reply(token, id, shown.into_owned(), None, started, Err(e));
         };
-        let cap = Some(op.capability);
+        let capability = handlers::capability_of(op, args);
+        let cap = Some(capability);
         if let Some(why) = denial(&conn.ctx, op) {
             return self.reply(
                 token,
@@ -142,18 +143,18 @@ impl<R: Recorder> Broker<R> {
             .ctx
             .rate_overrides
             .iter()
-            .find(|(c, _)| *c == op.capability)
+            .find(|(c, _)| *c == capability)
             .map_or(conn.ctx.rate, |(_, r)| *r);
         let bucket = conn
             .buckets
-            .entry(op.capability)
+            .entry(capability)
             .or_insert_with(|| TokenBucket::new(rate, started));
         if !bucket.take(started) {
             let e = CallError::new(
                 ErrorCode::RateLimited,
                 format!(
                     "{} allows {} calls/s (burst {})",
-                    op.capability, rate.per_second, rate.burst
+                    capability, rate.per_second, rate.burst
                 ),
             );
             return self.reply(token, id, op.name, cap, started, Err(e));

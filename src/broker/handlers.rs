@@ -160,6 +160,20 @@ struct OpenArgs {
     flags: Vec<String>,
 }
 
+/// The capability a call of `op` counts against (its rate bucket) and is
+/// audited under: the op's own, except an `fs.open` that can change the file,
+/// which needs static:write (it was audited as static:read).
+pub fn capability_of(op: &super::ops::Op, args: Option<Args<'_>>) -> Capability {
+    if !matches!(op.provider, Provider::FsOpen) {
+        return op.capability;
+    }
+    let writes = |f: &String| matches!(f.as_str(), "write" | "create" | "truncate" | "append");
+    match protocol::args::<OpenArgs>(args) {
+        Ok(a) if a.flags.iter().any(writes) => Capability::StaticWrite,
+        _ => op.capability,
+    }
+}
+
 /// Runs (or prepares) `provider` for one call.
 pub fn handle<'a>(provider: Provider, args: Option<Args<'a>>, caller: &Caller<'_>) -> Outcome<'a> {
     match run(provider, args, caller) {

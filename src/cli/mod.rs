@@ -71,6 +71,13 @@ enum Command {
 /// Parses the command line, runs the command and returns the process exit code.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    // The commands that print answers end quietly when their reader goes
+    // (`warden ctl --json status x | grep -q running`), as other tools do, rather
+    // than panic on EPIPE (Rust ignores SIGPIPE). `run` and `serve` keep it
+    // ignored: a plugin's closed socket or pipe must not kill warden.
+    if !matches!(cli.command, Command::Run(_) | Command::Serve(_)) {
+        let _ = crate::sys::proc::signal_default(libc::SIGPIPE);
+    }
     let result = match cli.command {
         Command::Keygen(a) => publish::keygen(a).map(|()| 0),
         Command::Pack(a) => publish::pack(a).map(|()| 0),
