@@ -348,6 +348,11 @@ fn decode_text(text: &str) -> Result<Incoming<'_>, DecodeError> {
 /// `bad_request` reply; anything else is a framing violation.
 fn classify(text: &str, e: serde_json::Error) -> DecodeError {
     let msg = e.to_string();
+    // A field said twice is no message we can answer: which `id` would the
+    // reply go to? (It went to the last one.)
+    if msg.starts_with("duplicate field") {
+        return DecodeError::Framing(msg);
+    }
     if let Ok(serde_json::Value::Object(map)) = serde_json::from_str::<serde_json::Value>(text) {
         if map.get("type").and_then(|t| t.as_str()) == Some("call") {
             if let Some(id) = map.get("id").and_then(|i| i.as_u64()) {
@@ -565,6 +570,9 @@ b"}"#,
         framing(r#"{"type":"hello","versions":[1]}"#);
         framing(r#"{"type":"pong"}"#);
         framing(r#"{"type":"call","id":1,"op":"x"} trailing"#);
+        // A field said twice: no reply could know its id (it went to the last).
+        framing(r#"{"type":"call","id":129,"op":"kv.get","args":{},"id":1129}"#);
+        framing(r#"{"type":"call","type":"call","id":1,"op":"kv.get"}"#);
     }
 
     #[test]
