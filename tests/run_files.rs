@@ -272,3 +272,54 @@ fn quota_overflow_is_refused() {
     let lines = r.run(&b, Some(policy), &["fs.write", "more", "x"]);
     assert_eq!(lines, ["fs.write ok 1"]);
 }
+
+/// A write open that succeeds is audited under static:write too (its result
+/// came back through the pool with the op's static:read).
+#[test]
+fn a_write_open_that_succeeds_is_audited_under_static_write() {
+    if !common::require_sandbox() {
+        return;
+    }
+    let r = Run::new();
+    let b = r.bundle("writer", &["static:read", "static:write"]);
+    r.data("writer");
+    let lines = r.run(&b, None, &["fs.write", "w.txt", "x", "fs.read", "w.txt"]);
+    assert_eq!(lines, ["fs.write ok 1", r#"fs.read ok "x""#]);
+    let audit = std::fs::read_to_string(r.f.state_dir().join("audit.log")).unwrap();
+    let opens: Vec<&str> = audit
+        .lines()
+        .filter(|l| l.contains(r#""plugin":"writer""#) && l.contains(r#""op":"fs.open""#))
+        .map(|l| {
+            if l.contains(r#""capability":"static:write""#) {
+                "static:write"
+            } else {
+                "static:read"
+            }
+        })
+        .collect();
+    assert_eq!(opens, ["static:write", "static:read"], "{audit}");
+}
+
+/// Every fs.open takes from static:read's token bucket, as docs/policy.md says,
+/// write opens included (for a while they took static:write's).
+#[test]
+fn a_static_read_rate_limit_bounds_every_open_as_documented() {
+    if !common::require_sandbox() {
+        return;
+    }
+    let r = Run::new();
+    let b = r.bundle("limited", &["static:read", "static:write"]);
+    r.data("limited");
+    let policy = r#"{"rate_limits":{"static:read":{"per_second":1,"burst":1}}}"#;
+    let lines = r.run(
+        &b,
+        Some(policy),
+        &[
+            "fs.write", "a", "x", "fs.write", "b", "y", "fs.write", "c", "z",
+        ],
+    );
+    assert!(
+        lines.iter().any(|l| l.contains("rate_limited")),
+        "three write opens within a second, static:read allows 1/s burst 1: {lines:?}"
+    );
+}

@@ -143,18 +143,20 @@ impl<R: Recorder> Broker<R> {
             .ctx
             .rate_overrides
             .iter()
-            .find(|(c, _)| *c == capability)
+            .find(|(c, _)| *c == op.capability)
             .map_or(conn.ctx.rate, |(_, r)| *r);
+        // Every fs.open takes from static:read's bucket (docs/policy.md), whatever
+        // capability its audit event names.
         let bucket = conn
             .buckets
-            .entry(capability)
+            .entry(op.capability)
             .or_insert_with(|| TokenBucket::new(rate, started));
         if !bucket.take(started) {
             let e = CallError::new(
                 ErrorCode::RateLimited,
                 format!(
                     "{} allows {} calls/s (burst {})",
-                    capability, rate.per_second, rate.burst
+                    op.capability, rate.per_second, rate.burst
                 ),
             );
             return self.reply(token, id, op.name, cap, started, Err(e));
@@ -238,6 +240,11 @@ impl<R: Recorder> Broker<R> {
                 id,
                 ctx: Arc::clone(&conn.ctx),
                 op,
+                // An open that can change the file is audited as static:write.
+                capability: match &work {
+                    Work::Open { req, .. } if req.flags.writes() => Capability::StaticWrite,
+                    _ => op.capability,
+                },
                 started,
                 fill,
                 awaiting: Awaiting::Reply,

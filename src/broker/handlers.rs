@@ -160,9 +160,9 @@ struct OpenArgs {
     flags: Vec<String>,
 }
 
-/// The capability a call of `op` counts against (its rate bucket) and is
-/// audited under: the op's own, except an `fs.open` that can change the file,
-/// which needs static:write (it was audited as static:read).
+/// The capability a call of `op` is audited under: the op's own, except an
+/// `fs.open` that can change the file, which needs static:write (it was audited
+/// as static:read). Rate buckets stay the op's (docs/policy.md).
 pub fn capability_of(op: &super::ops::Op, args: Option<Args<'_>>) -> Capability {
     if !matches!(op.provider, Provider::FsOpen) {
         return op.capability;
@@ -350,7 +350,7 @@ fn log_write(a: LogArgs, plugin: &str) -> Result<Value, CallError> {
             return Err(bad(format!("field name {k:?} must be [a-z0-9_]{{1,64}}")));
         }
         let shown = match v {
-            Value::String(s) if s.len() <= MAX_LOG_FIELD_VALUE => quoted(&sanitize(s)),
+            Value::String(s) if s.len() <= MAX_LOG_FIELD_VALUE => quoted(s),
             Value::String(_) => {
                 return Err(too_large(format!(
                     "field {k} is longer than {MAX_LOG_FIELD_VALUE} bytes"
@@ -371,20 +371,31 @@ fn log_write(a: LogArgs, plugin: &str) -> Result<Value, CallError> {
     Ok(json!({}))
 }
 
-/// A field value as written after `name=`: quoted (`"`, `\` escaped) when it
-/// is empty or holds a space, `=` or `"`, so that a value cannot pass for more
-/// fields (`user="bob level=error"`, not `user=bob level=error`).
+/// A field value as written after `name=`: as it is when it is plain text, else
+/// quoted with `"`, `\` and control characters escaped once (`\"`, `\\`, `\n`,
+/// `\t`, `\r`, `\u{..}`), so that a value can neither pass for more fields
+/// (`user="bob level=error"`, not `user=bob level=error`) nor be confused with
+/// another value. Plain: not empty, no whitespace, `=`, `"`, `\` or control.
 fn quoted(v: &str) -> String {
-    if !v.is_empty() && !v.contains([' ', '=', '"']) {
+    let plain = !v.is_empty()
+        && !v
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control() || matches!(c, '=' | '"' | '\\'));
+    if plain {
         return v.to_owned();
     }
     let mut out = String::with_capacity(v.len() + 2);
     out.push('"');
     for c in v.chars() {
-        if c == '"' || c == '\\' {
-            out.push('\\');
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\t' => out.push_str("\\t"),
+            '\r' => out.push_str("\\r"),
+            c if c.is_control() => out.push_str(&format!("\\u{{{:x}}}", u32::from(c))),
+            c => out.push(c),
         }
-        out.push(c);
     }
     out.push('"');
     out
@@ -533,13 +544,23 @@ mod tests {
         assert_eq!(sanitize("a\nplugin=evil"), "a\\nplugin=evil");
         assert_eq!(sanitize("plain"), "plain");
     }
-    /// A field value cannot pass for more fields: one with a space, `=` or `"`
-    /// is quoted (it was written as is: `user=bob level=error admin=true`).
+    /// A field value cannot pass for more fields, and two values are never
+    /// written alike: one with whitespace, `=`, `"`, `\` or a control character
+    /// is quoted, each escaped once (a newline and a literal `\n` were written
+    /// alike; `user=bob level=error admin=true` passed for three fields).
     #[test]
-    fn field_values_that_could_pass_for_fields_are_quoted() {
+    fn field_values_are_quoted_unambiguously() {
         assert_eq!(quoted("bob"), "bob");
         assert_eq!(quoted("bob level=error"), "\"bob level=error\"");
         assert_eq!(quoted("a\"b\\c"), "\"a\\\"b\\\\c\"");
         assert_eq!(quoted(""), "\"\"");
+        assert_eq!(quoted("a\u{a0}b"), "\"a\u{a0}b\"");
+        for (a, b) in [
+            ("a b\n", "a b\\n"),
+            ("\u{e9}\n", "\\u{e9}\n"),
+            ("x\ty", "x\\ty"),
+        ] {
+            assert_ne!(quoted(a), quoted(b), "{a:?} and {b:?} are written alike");
+        }
     }
 }

@@ -204,6 +204,8 @@ struct Pending {
     /// is detached.
     ctx: Arc<PluginContext>,
     op: &'static ops::Op,
+    /// The capability its audit event names (`handlers::capability_of`).
+    capability: Capability,
     started: Instant,
     /// For a `kv.get`: the key and the cache generation when it was submitted.
     fill: Option<(String, u64)>,
@@ -529,7 +531,7 @@ impl<R: Recorder> Broker<R> {
                 call.token,
                 call.id,
                 call.op.name,
-                Some(call.op.capability),
+                Some(call.capability),
                 call.started,
                 done.result,
                 done.fd,
@@ -564,6 +566,7 @@ impl<R: Recorder> Broker<R> {
             call.awaiting = Awaiting::Nothing;
             conn.in_flight.remove(&call.id);
             let (token, id, op, started) = (call.token, call.id, call.op, call.started);
+            let capability = call.capability;
             let audit = call.audit.clone();
             let e = CallError::new(
                 ErrorCode::Timeout,
@@ -573,12 +576,11 @@ impl<R: Recorder> Broker<R> {
                     conn.ctx.call_timeout.as_millis()
                 ),
             );
-            let cap = Some(op.capability);
             self.reply_full(
                 token,
                 id,
                 op.name,
-                cap,
+                Some(capability),
                 started,
                 Err(e),
                 None,
@@ -855,7 +857,7 @@ fn record_undelivered<R: Recorder>(recorder: &mut R, p: &Pending, done: Done) {
         plugin: &p.ctx,
         kind: "host_call",
         op: Cow::Borrowed(p.op.name),
-        capability: Some(p.op.capability),
+        capability: Some(p.capability),
         decision: decision_of(&done.result),
         reason: &reason,
         duration: p.started.elapsed(),

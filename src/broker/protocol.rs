@@ -349,9 +349,13 @@ fn decode_text(text: &str) -> Result<Incoming<'_>, DecodeError> {
 fn classify(text: &str, e: serde_json::Error) -> DecodeError {
     let msg = e.to_string();
     // A field said twice is no message we can answer: which `id` would the
-    // reply go to? (It went to the last one.)
-    if msg.starts_with("duplicate field") {
-        return DecodeError::Framing(msg);
+    // reply go to? (It went to the last one.) Looked for on its own, since
+    // another error may come first.
+    let top = serde_json::from_str::<crate::strict::UniqueMap<serde::de::IgnoredAny>>(text);
+    if let Err(dup) = top.as_ref().map_err(ToString::to_string) {
+        if dup.starts_with("duplicate key") {
+            return DecodeError::Framing(dup.clone());
+        }
     }
     if let Ok(serde_json::Value::Object(map)) = serde_json::from_str::<serde_json::Value>(text) {
         if map.get("type").and_then(|t| t.as_str()) == Some("call") {
@@ -573,6 +577,9 @@ b"}"#,
         // A field said twice: no reply could know its id (it went to the last).
         framing(r#"{"type":"call","id":129,"op":"kv.get","args":{},"id":1129}"#);
         framing(r#"{"type":"call","type":"call","id":1,"op":"kv.get"}"#);
+        // ... also when another error comes first.
+        framing(r#"{"type":"call","bogus":0,"id":1,"op":"kv.get","id":2}"#);
+        framing(r#"{"type":"call","id":1,"op":5,"id":2}"#);
     }
 
     #[test]
