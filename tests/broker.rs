@@ -899,9 +899,19 @@ fn timed_out_calls_count_against_the_in_flight_limit_until_done() {
         }
         std::thread::sleep(Duration::from_millis(20));
     }
+    // The writes commit in groups: the first (waiting on the lock) alone, the
+    // rest after it; wait for them all before counting.
     let c = h.store.connect().unwrap();
-    let (keys, _) = warden::store::kv::list(&c, "plugin:p", "k", 1000, None).unwrap();
-    assert_eq!(keys.len(), 32, "only the 32 calls that got a slot ran");
+    let count = || {
+        let (keys, _) = warden::store::kv::list(&c, "plugin:p", "k", 1000, None).unwrap();
+        keys.len()
+    };
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while count() < 32 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(100));
+    assert_eq!(count(), 32, "only the 32 calls that got a slot ran");
 }
 
 // ---- reply sizes --------------------------------------------------------------
