@@ -192,10 +192,13 @@ impl AuditLog {
         // The interval runs from when the event happened, not from when a
         // writer that queues events got to it: an event is in memory for at
         // most one interval in all.
-        let age = time::micros(SystemTime::now()).saturating_sub(now).max(0) as u64;
-        let age = Duration::from_micros(age).min(self.cfg.flush_interval);
-        let happened = Instant::now().checked_sub(age).unwrap_or_else(Instant::now);
-        self.pending_since = Some(self.pending_since.map_or(happened, |p| p.min(happened)));
+        // The first buffered event is the oldest (a queue is in time order), so
+        // the clock is read once per flush, not per event.
+        if self.pending_since.is_none() {
+            let age = time::micros(SystemTime::now()).saturating_sub(now).max(0) as u64;
+            let age = Duration::from_micros(age).min(self.cfg.flush_interval);
+            self.pending_since = Some(Instant::now().checked_sub(age).unwrap_or_else(Instant::now));
+        }
         self.buf.extend_from_slice(&text);
         self.buf.push(b'\n');
         self.scratch = text;
