@@ -51,6 +51,7 @@ fn plugin_sees_only_its_sandbox() {
             "TZ=UTC",
             "LANG=C.UTF-8",
             "WARDEN_PLUGIN_ID=probe",
+            "WARDEN_PLUGIN_VERSION=1.0.0",
             "WARDEN_FD=3"
         ]
     );

@@ -23,9 +23,10 @@ pub fn args() -> (Option<Duration>, Vec<String>) {
     (every, rest)
 }
 
-/// Connects to warden or exits with a clear message.
+/// Connects to warden (saying hello with the version of the manifest warden
+/// verified, so a manifest bump needs no rebuild) or exits with a clear message.
 pub fn connect() -> warden_plugin::Client {
-    warden_plugin::Client::connect(env!("CARGO_PKG_VERSION"))
+    warden_plugin::Client::connect_verified()
         .unwrap_or_else(|e| fail(&format!("cannot reach warden: {e}")))
 }
 

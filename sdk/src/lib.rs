@@ -33,6 +33,9 @@ use serde_json::{json, Map, Value};
 pub const FD_ENV: &str = "WARDEN_FD";
 /// The environment variable that carries the plugin's id.
 pub const ID_ENV: &str = "WARDEN_PLUGIN_ID";
+/// The environment variable that carries the version of the manifest warden
+/// verified (what `hello` must say; see [`Client::connect_verified`]).
+pub const VERSION_ENV: &str = "WARDEN_PLUGIN_VERSION";
 /// The protocol versions this SDK speaks.
 pub const VERSIONS: &[u32] = &[1];
 /// The largest message either side sends.
@@ -254,6 +257,16 @@ pub struct Client {
 }
 
 impl Client {
+    /// [`Client::connect`] with the version of the manifest warden verified
+    /// (`WARDEN_PLUGIN_VERSION`): a plugin that says hello with it needs no
+    /// rebuild when only its manifest's version changes (a hello with another
+    /// version is refused).
+    pub fn connect_verified() -> Result<Client, Error> {
+        let version = std::env::var(VERSION_ENV)
+            .map_err(|_| Error::Channel(format!("{VERSION_ENV} is not set")))?;
+        Client::connect(&version)
+    }
+
     /// Connects through `WARDEN_FD` and says hello as `WARDEN_PLUGIN_ID` at
     /// `version` (which must equal the manifest's version).
     pub fn connect(version: &str) -> Result<Client, Error> {

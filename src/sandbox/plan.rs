@@ -432,6 +432,7 @@ impl Plan {
             "TZ=UTC".to_owned(),
             "LANG=C.UTF-8".to_owned(),
             format!("WARDEN_PLUGIN_ID={}", m.id),
+            format!("WARDEN_PLUGIN_VERSION={}", m.version),
             "WARDEN_FD=3".to_owned(),
         ]
         .iter()

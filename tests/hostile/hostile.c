@@ -1320,12 +1320,13 @@ static void a_fds(void)
 
 static void a_env(void)
 {
-    static const char *const want[] = {"PATH", "HOME", "TMPDIR", "TZ", "LANG", "WARDEN_PLUGIN_ID", "WARDEN_FD"};
-    int seen[7] = {0}, bad = 0;
+    static const char *const want[] = {"PATH", "HOME", "TMPDIR", "TZ", "LANG", "WARDEN_PLUGIN_ID", "WARDEN_PLUGIN_VERSION", "WARDEN_FD"};
+    enum { N = sizeof want / sizeof *want };
+    int seen[N] = {0}, bad = 0;
     for (char **e = environ; *e; e++) {
         size_t n = strcspn(*e, "=");
         int found = 0;
-        for (int i = 0; i < 7; i++)
+        for (int i = 0; i < N; i++)
             if (strlen(want[i]) == n && !strncmp(*e, want[i], n)) {
                 seen[i]++;
                 found = 1;
@@ -1335,7 +1336,7 @@ static void a_env(void)
             bad++;
         }
     }
-    for (int i = 0; i < 7; i++)
+    for (int i = 0; i < N; i++)
         if (seen[i] != 1) {
             note("%s seen %d times", want[i], seen[i]);
             bad++;
@@ -1347,7 +1348,7 @@ static void a_env(void)
     }
     if (bad)
         ESCAPED("%s", g_log);
-    BLOCKED("environment is exactly the 7 documented variables, WARDEN_FD=3");
+    BLOCKED("environment is exactly the 8 documented variables, WARDEN_FD=3");
 }
 
 static void a_caps(void)

@@ -8,7 +8,7 @@ use std::time::Duration;
 use warden_plugin::Client;
 
 fn main() {
-    let client = match Client::connect("0.1.0") {
+    let client = match Client::connect_verified() {
         Ok(c) => c,
         Err(e) => {
             eprintln!("ticker: connect: {e:?}");
