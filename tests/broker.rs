@@ -1294,3 +1294,20 @@ fn one_plugins_abandoned_resolutions_do_not_refuse_anothers_dials() {
         "another plugin's dial of a name that resolves at once: {result:?}"
     );
 }
+
+/// fs.open is reached by static:read or static:write: a denial says so (it
+/// named static:read alone, to a plugin that had declared static:write).
+#[test]
+fn an_fs_open_denial_names_both_capabilities() {
+    let (_h, ends) = Harness::start(vec![ctx("p", &[StaticWrite], &[])]);
+    let s = &ends[0];
+    hello(s, "p");
+    send(s, &call(1, "fs.open", r#"{"path":"a","flags":["read"]}"#));
+    let m = recv(s).unwrap();
+    assert_eq!(m["error"]["code"], "denied", "{m}");
+    let text = m["error"]["message"].as_str().unwrap();
+    assert!(
+        text.starts_with("fs.open needs static:read or static:write, which the manifest declares"),
+        "{text}"
+    );
+}

@@ -383,15 +383,20 @@ fn denial(ctx: &PluginContext, op: &ops::Op) -> Option<String> {
     if ops::allowed(op, &ctx.granted) {
         return None;
     }
+    // fs.open is the one op two capabilities reach (see `ops::allowed`).
+    let needs = match op.name {
+        "fs.open" => "static:read or static:write".to_owned(),
+        _ => op.capability.to_string(),
+    };
     if ops::allowed(op, &ctx.declared) {
         Some(format!(
-            "{} needs {}, which the manifest declares but the policy does not grant",
-            op.name, op.capability
+            "{} needs {needs}, which the manifest declares but the policy does not grant",
+            op.name
         ))
     } else {
         Some(format!(
-            "{} needs {}, which the manifest of {} does not declare",
-            op.name, op.capability, ctx.id
+            "{} needs {needs}, which the manifest of {} does not declare",
+            op.name, ctx.id
         ))
     }
 }
