@@ -126,6 +126,28 @@ impl Flags {
     pub fn writes(&self) -> bool {
         self.write || self.create || self.truncate || self.append
     }
+
+    /// The flag called `name`, if there is one.
+    fn named(&mut self, name: &str) -> Option<&mut bool> {
+        Some(match name {
+            "read" => &mut self.read,
+            "write" => &mut self.write,
+            "create" => &mut self.create,
+            "truncate" => &mut self.truncate,
+            "append" => &mut self.append,
+            _ => return None,
+        })
+    }
+
+    /// Whether `name` is a flag that can change the file (whatever else the
+    /// list it comes in says).
+    pub fn name_writes(name: &str) -> bool {
+        let mut f = Flags::default();
+        if let Some(slot) = f.named(name) {
+            *slot = true;
+        }
+        f.writes()
+    }
 }
 
 /// One validated open, ready for a worker.
@@ -153,17 +175,10 @@ pub fn validate(path: &str, flags: &[String]) -> Result<OpenRequest, CallError> 
         return Err(bad("flags must name at least read or write"));
     }
     for name in flags {
-        let slot = match name.as_str() {
-            "read" => &mut f.read,
-            "write" => &mut f.write,
-            "create" => &mut f.create,
-            "truncate" => &mut f.truncate,
-            "append" => &mut f.append,
-            other => {
-                return Err(bad(format!(
-                    "unknown flag {other:?} (read, write, create, truncate, append)"
-                )))
-            }
+        let Some(slot) = f.named(name) else {
+            return Err(bad(format!(
+                "unknown flag {name:?} (read, write, create, truncate, append)"
+            )));
         };
         if *slot {
             return Err(bad(format!("flag {name:?} given twice")));

@@ -167,9 +167,8 @@ pub fn capability_of(op: &super::ops::Op, args: Option<Args<'_>>) -> Capability 
     if !matches!(op.provider, Provider::FsOpen) {
         return op.capability;
     }
-    let writes = |f: &String| matches!(f.as_str(), "write" | "create" | "truncate" | "append");
     match protocol::args::<OpenArgs>(args) {
-        Ok(a) if a.flags.iter().any(writes) => Capability::StaticWrite,
+        Ok(a) if a.flags.iter().any(|f| files::Flags::name_writes(f)) => Capability::StaticWrite,
         _ => op.capability,
     }
 }

@@ -557,29 +557,21 @@ fn io_worker(q: &IoQueue, out: &Completions) {
 
 /// One dial or open (or its cancellation, or its timeout before its turn).
 fn run_io(q: &IoQueue, job: Job, cancelled: bool, waiter: &mut Option<Waiter>) -> Done {
+    // Not started: answered, its audit record still naming what was asked for.
+    let unstarted = |code, message: &str| Done {
+        audit: job.work.audit_fields(),
+        ..Done::plain(job.seq, Err(CallError::new(code, message)))
+    };
     if cancelled {
-        // Its audit record still names what was asked for.
-        Done {
-            audit: job.work.audit_fields(),
-            ..Done::plain(
-                job.seq,
-                Err(CallError::new(
-                    ErrorCode::Unavailable,
-                    "warden is stopping; the call was not started",
-                )),
-            )
-        }
+        unstarted(
+            ErrorCode::Unavailable,
+            "warden is stopping; the call was not started",
+        )
     } else if Instant::now() >= job.deadline {
-        Done {
-            audit: job.work.audit_fields(),
-            ..Done::plain(
-                job.seq,
-                Err(CallError::new(
-                    ErrorCode::Timeout,
-                    "the call timed out before its turn on an I/O thread",
-                )),
-            )
-        }
+        unstarted(
+            ErrorCode::Timeout,
+            "the call timed out before its turn on an I/O thread",
+        )
     } else {
         match job.work {
             Work::Dial(mut req) => {
