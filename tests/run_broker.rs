@@ -148,7 +148,7 @@ fn every_op_from_a_sandboxed_plugin() {
     assert!(lines[8].contains(r#""op":"monitor.stats""#), "{}", lines[8]);
     // The plugin's log line reaches warden's log, tagged with its id.
     assert!(
-        stderr(&out).contains("plugin=allops level=warn disk almost full pct=93"),
+        stderr(&out).contains(r#"plugin=allops level=warn msg="disk almost full" pct=93"#),
         "{}",
         stderr(&out)
     );
@@ -420,7 +420,7 @@ fn a_stderr_nobody_reads_does_not_block_host_calls() {
     let mut err = String::new();
     std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
     assert!(
-        err.contains("plugin=loud level=info xxxx"),
+        err.contains("plugin=loud level=info msg=xxxx"),
         "some lines got through"
     );
 }

@@ -339,7 +339,13 @@ fn log_write(a: LogArgs, plugin: &str) -> Result<Value, CallError> {
     if a.fields.len() > MAX_LOG_FIELDS {
         return Err(too_large(format!("more than {MAX_LOG_FIELDS} fields")));
     }
-    let mut line = format!("plugin={plugin} level={} {}", a.level, sanitize(&a.message));
+    // The message is a quoted value like any field's: free text holding
+    // `plugin=other level=error` must not pass for fields of the line.
+    let mut line = format!(
+        "plugin={plugin} level={} msg={}",
+        a.level,
+        quoted(&a.message)
+    );
     for (k, v) in &a.fields {
         let name_ok = !k.is_empty()
             && k.len() <= 64
@@ -401,14 +407,6 @@ fn quoted(v: &str) -> String {
 }
 
 /// Escapes control characters so a plugin cannot forge log lines.
-fn sanitize(s: &str) -> String {
-    if s.chars().any(char::is_control) {
-        s.chars().flat_map(char::escape_default).collect()
-    } else {
-        s.to_owned()
-    }
-}
-
 fn host_stats() -> Value {
     let read = |p: &str| std::fs::read_to_string(p).unwrap_or_default();
     let loadavg = read("/proc/loadavg");
@@ -539,9 +537,13 @@ mod tests {
     }
 
     #[test]
-    fn sanitize_escapes_newlines() {
-        assert_eq!(sanitize("a\nplugin=evil"), "a\\nplugin=evil");
-        assert_eq!(sanitize("plain"), "plain");
+    fn a_message_cannot_pass_for_fields() {
+        assert_eq!(quoted("a\nplugin=evil"), "\"a\\nplugin=evil\"");
+        assert_eq!(
+            quoted("ok plugin=other level=error"),
+            "\"ok plugin=other level=error\""
+        );
+        assert_eq!(quoted("plain"), "plain");
     }
     /// A field value cannot pass for more fields, and two values are never
     /// written alike: one with whitespace, `=`, `"`, `\` or a control character
