@@ -4,6 +4,9 @@
 //! returns once warden answered `welcome`. A background thread reads every message:
 //! it routes replies to the waiting calls, answers `ping` by itself, and records
 //! `shutdown`. Calls are synchronous and may be made from several threads at once.
+//! A message from warden that cannot be read (larger than [`MAX_MESSAGE`], not a
+//! JSON object, a reply without an id) closes the channel: the call it may have
+//! answered is unknown, so every waiting call fails with [`Error::Channel`].
 //!
 //! [`Client::dial`] and [`Client::open`] return a descriptor warden opened for the
 //! plugin (a connected TCP socket, a file in the plugin's data directory); it
@@ -245,6 +248,14 @@ impl Shared {
         // cannot fall between its check and its wait.
         let _shutdown = self.shutdown.lock().unwrap_or_else(|p| p.into_inner());
         self.shutdown_cv.notify_all();
+    }
+
+    /// Warden sent a message the SDK cannot read or route: which call it
+    /// answered is unknown, so no call can trust a reply any more. The channel
+    /// is shut down (warden sees the plugin hang up) and closed.
+    fn unreadable(&self, why: String) {
+        let _ = self.sock.shutdown(std::net::Shutdown::Both);
+        self.close(why);
     }
 }
 
@@ -567,12 +578,14 @@ impl Drop for Client {
 }
 
 /// One datagram received: its length, the descriptors attached to it
-/// (close-on-exec), and whether the kernel dropped descriptors it carried
-/// (MSG_CTRUNC: this process had no free descriptor slot for them).
+/// (close-on-exec), whether the kernel dropped descriptors it carried
+/// (MSG_CTRUNC: this process had no free descriptor slot for them), and
+/// whether it was cut to fit the buffer (MSG_TRUNC).
 struct Received {
     len: usize,
     fds: Vec<OwnedFd>,
     fds_lost: bool,
+    truncated: bool,
 }
 
 /// Receives one datagram and the descriptors attached to it.
@@ -623,6 +636,7 @@ fn recv_with_fds(sock: &UnixDatagram, buf: &mut [u8]) -> io::Result<Received> {
         len: n as usize,
         fds,
         fds_lost: msg.msg_flags & libc::MSG_CTRUNC != 0,
+        truncated: msg.msg_flags & libc::MSG_TRUNC != 0,
     })
 }
 
@@ -632,19 +646,30 @@ fn read_loop(shared: &Shared, mut buf: Vec<u8>) {
             len: n,
             mut fds,
             fds_lost,
+            truncated,
         } = match recv_with_fds(&shared.sock, &mut buf) {
             Ok(got) if got.len == 0 => return shared.close("warden closed the channel".into()),
             Ok(got) => got,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => return shared.close(format!("reading from warden: {e}")),
         };
-        let Ok(msg) = serde_json::from_slice::<Value>(&buf[..n]) else {
-            continue;
+        // A message the SDK cannot read may be the reply a call waits for: the
+        // channel closes rather than leave that call waiting for ever.
+        if truncated {
+            return shared.unreadable(format!(
+                "warden sent a message larger than {MAX_MESSAGE} bytes (the protocol's limit)"
+            ));
+        }
+        let msg = match serde_json::from_slice::<Value>(&buf[..n]) {
+            Ok(msg @ Value::Object(_)) => msg,
+            _ => {
+                return shared.unreadable("warden sent a message that is not a JSON object".into())
+            }
         };
         match msg["type"].as_str() {
             Some("reply") => {
                 let Some(id) = msg["id"].as_u64() else {
-                    continue;
+                    return shared.unreadable("warden sent a reply without a valid id".into());
                 };
                 let result = match msg.get("error") {
                     Some(e) => Err(Error::from_wire(
