@@ -24,7 +24,7 @@ use std::io;
 use std::net::TcpStream;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixDatagram;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
@@ -43,6 +43,11 @@ pub const VERSION_ENV: &str = "WARDEN_PLUGIN_VERSION";
 pub const VERSIONS: &[u32] = &[1];
 /// The largest message either side sends.
 pub const MAX_MESSAGE: usize = 65536;
+
+/// Whether [`Client::connect`] has taken the descriptor `WARDEN_FD` names: it
+/// is taken once per process (the first client closes it when it goes, and the
+/// number may then belong to anything).
+static FD_TAKEN: AtomicBool = AtomicBool::new(false);
 
 /// A failed call or connection, typed as warden typed it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -279,7 +284,9 @@ impl Client {
     }
 
     /// Connects through `WARDEN_FD` and says hello as `WARDEN_PLUGIN_ID` at
-    /// `version` (which must equal the manifest's version).
+    /// `version` (which must equal the manifest's version). Once per process:
+    /// the client owns that descriptor, so a later call (also after a refused
+    /// handshake, which closed it) fails with [`Error::Channel`].
     pub fn connect(version: &str) -> Result<Client, Error> {
         let fd: i32 = std::env::var(FD_ENV)
             .map_err(|_| Error::Channel(format!("{FD_ENV} is not set: not running under warden")))?
@@ -292,8 +299,15 @@ impl Client {
                 "{FD_ENV}={fd} is not a broker socket"
             )));
         }
+        if FD_TAKEN.swap(true, Ordering::SeqCst) {
+            return Err(Error::Channel(format!(
+                "{FD_ENV}={fd} was already taken by an earlier Client::connect \
+                 (one connection per process)"
+            )));
+        }
         // SAFETY: warden hands the plugin exactly this descriptor, open, as its end
-        // of the broker socket; nothing else in the process owns it.
+        // of the broker socket; FD_TAKEN makes this the one place in the process
+        // that takes ownership of it, once.
         let sock = unsafe { UnixDatagram::from_raw_fd(fd) };
         Client::with_socket(sock, &id, version)
     }
