@@ -549,7 +549,8 @@ impl Client {
             .shutdown
             .lock()
             .unwrap_or_else(|p| p.into_inner());
-        let deadline = timeout.map(|t| std::time::Instant::now() + t);
+        // A timeout past the clock's end (`Duration::MAX`) is no timeout.
+        let deadline = timeout.and_then(|t| std::time::Instant::now().checked_add(t));
         loop {
             let closed = self
                 .shared
