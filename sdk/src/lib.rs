@@ -325,13 +325,19 @@ impl Client {
             &json!({"type": "hello", "versions": VERSIONS, "plugin": id, "version": version}),
         )?;
         let mut buf = vec![0u8; MAX_MESSAGE];
-        let n = loop {
-            match shared.sock.recv(&mut buf) {
+        // The first `welcome` or `error` answers the hello; a message of
+        // another type (one a later version added) is skipped, as after it.
+        let msg = loop {
+            let n = match shared.sock.recv(&mut buf) {
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                r => break r.map_err(channel)?,
+                r => r.map_err(channel)?,
+            };
+            let msg: Value = serde_json::from_slice(&buf[..n]).map_err(channel)?;
+            match msg["type"].as_str() {
+                Some("welcome" | "error") | None => break msg,
+                Some(_) => continue,
             }
         };
-        let msg: Value = serde_json::from_slice(&buf[..n]).map_err(channel)?;
         let welcome = match msg["type"].as_str() {
             Some("welcome") => Welcome {
                 version: msg["version"].as_u64().unwrap_or(0) as u32,
