@@ -77,7 +77,8 @@ impl Error {
             "unavailable" => Error::Unavailable(message),
             "timeout" => Error::Timeout(message),
             "internal" => Error::Internal(message),
-            other => Error::Channel(format!("unknown error code {other:?}: {message}")),
+            // A code a later warden added fails this call, not the channel.
+            other => Error::Internal(format!("error code {other:?}: {message}")),
         }
     }
 

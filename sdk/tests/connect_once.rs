@@ -10,7 +10,7 @@ use std::os::unix::net::UnixDatagram;
 use warden_plugin::{Client, Error};
 
 #[test]
-fn review_a_second_connect_does_not_take_a_descriptor_it_does_not_own() {
+fn a_second_connect_does_not_take_a_descriptor_it_does_not_own() {
     let mut fds = [0; 2];
     // SAFETY: socketpair fills two new descriptors that we then own.
     let r = unsafe {

@@ -10,7 +10,7 @@ use warden_plugin::Client;
 const WELCOME: &[u8] = br#"{"type":"welcome","version":1,"plugin":"p","capabilities":["kv:read"],"limits":{"max_message":65536,"max_in_flight":32,"call_timeout_ms":5000,"rate":{"per_second":500,"burst":1000}}}"#;
 
 #[test]
-fn review_a_message_of_an_unknown_type_before_welcome_is_ignored() {
+fn a_message_of_an_unknown_type_before_welcome_is_ignored() {
     let mut fds = [0; 2];
     // SAFETY: socketpair fills two new descriptors that we then own.
     let r = unsafe {

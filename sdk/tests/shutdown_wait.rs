@@ -11,7 +11,7 @@ use warden_plugin::Client;
 const WELCOME: &[u8] = br#"{"type":"welcome","version":1,"plugin":"p","capabilities":[],"limits":{"max_message":65536,"max_in_flight":32,"call_timeout_ms":5000,"rate":{"per_second":500,"burst":1000}}}"#;
 
 #[test]
-fn review_a_timeout_past_the_clocks_end_waits_for_the_shutdown() {
+fn a_timeout_past_the_clocks_end_waits_for_the_shutdown() {
     let mut fds = [0; 2];
     // SAFETY: socketpair fills two new descriptors that we then own.
     let r = unsafe {

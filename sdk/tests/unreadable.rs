@@ -70,7 +70,7 @@ fn assert_channel_error(got: Option<Result<(), Error>>, needle: &str) {
 }
 
 #[test]
-fn review_a_reply_larger_than_the_limit_fails_the_call() {
+fn a_reply_larger_than_the_limit_fails_the_call() {
     let got = answered_with(|id| {
         let value = "x".repeat(MAX_MESSAGE);
         format!(r#"{{"type":"reply","id":{id},"ok":{{"value":"{value}"}}}}"#).into_bytes()
@@ -79,13 +79,30 @@ fn review_a_reply_larger_than_the_limit_fails_the_call() {
 }
 
 #[test]
-fn review_a_reply_that_is_not_json_fails_the_call() {
+fn a_reply_that_is_not_json_fails_the_call() {
     let got = answered_with(|id| format!(r#"{{"type":"reply","id":{id},"ok":{{"#).into_bytes());
     assert_channel_error(got, "not a JSON object");
 }
 
 #[test]
-fn review_a_reply_without_an_id_fails_the_call() {
+fn a_reply_without_an_id_fails_the_call() {
     let got = answered_with(|_| br#"{"type":"reply","id":"1","ok":{}}"#.to_vec());
     assert_channel_error(got, "without a valid id");
+}
+
+/// An error code this SDK does not know (one a later warden adds) fails the call
+/// as `internal`, naming the code; it did fail it as `channel`, which says the
+/// channel is gone while it was not.
+#[test]
+fn an_error_code_from_a_later_version_fails_the_call_as_internal() {
+    let got = answered_with(|id| {
+        format!(r#"{{"type":"reply","id":{id},"error":{{"code":"quota","message":"over"}}}}"#)
+            .into_bytes()
+    });
+    match got {
+        Some(Err(Error::Internal(m))) => {
+            assert!(m.contains("\"quota\"") && m.contains("over"), "{m}")
+        }
+        other => panic!("expected internal naming the code, got {other:?}"),
+    }
 }
