@@ -423,20 +423,29 @@ impl Client {
     pub fn call_with_fd(&self, op: &str, args: Value) -> Result<(Value, Option<OwnedFd>), Error> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = mpsc::channel();
-        if let Some(why) = self
-            .shared
-            .closed
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
-        {
-            return Err(Error::Channel(why));
-        }
         self.shared
             .waiting
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .insert(id, tx);
+        // Checked after the call waits: `close` marks the channel closed before
+        // it fails the waiting calls, so a call either was failed by it or sees
+        // the mark here (checked first, a close between the check and the
+        // insert left the call waiting for a reader that had gone).
+        let closed = self
+            .shared
+            .closed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        if let Some(why) = closed {
+            self.shared
+                .waiting
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&id);
+            return Err(Error::Channel(why));
+        }
         if let Err(e) = self.shared.send_bytes(call_message(id, op, &args)?) {
             self.shared
                 .waiting
