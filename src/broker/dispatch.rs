@@ -200,7 +200,7 @@ impl<R: Recorder> Broker<R> {
                     None => {
                         let key = key.into_owned();
                         let fill = Some((key.clone(), cache.generation()));
-                        self.queue(token, id, op, started, Work::Get { key }, fill);
+                        self.queue(token, id, op, capability, started, Work::Get { key }, fill);
                     }
                 }
             }
@@ -210,19 +210,22 @@ impl<R: Recorder> Broker<R> {
                         cache.invalidate(key);
                     }
                 }
-                self.queue(token, id, op, started, work, None);
+                self.queue(token, id, op, capability, started, work, None);
             }
         }
     }
 
     /// Hands `work` to the pool; its result comes back through the waker, and is
     /// put in the read cache (`fill`: key and the cache generation at submission)
-    /// when it is a read.
+    /// when it is a read. `capability` is the one the call was checked and
+    /// will be audited under.
+    #[allow(clippy::too_many_arguments)]
     fn queue(
         &mut self,
         token: Token,
         id: u64,
         op: &'static ops::Op,
+        capability: Capability,
         started: Instant,
         work: Work,
         fill: Option<(String, u64)>,
@@ -240,11 +243,8 @@ impl<R: Recorder> Broker<R> {
                 id,
                 ctx: Arc::clone(&conn.ctx),
                 op,
-                // An open that can change the file is audited as static:write.
-                capability: match &work {
-                    Work::Open { req, .. } if req.flags.writes() => Capability::StaticWrite,
-                    _ => op.capability,
-                },
+                // What `handlers::capability_of` named for the call's checks.
+                capability,
                 started,
                 fill,
                 awaiting: Awaiting::Reply,
