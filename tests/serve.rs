@@ -1741,3 +1741,23 @@ fn flip_to_a_copy(s: &Serve, bundles: &std::path::Path) {
     )
     .unwrap();
 }
+
+/// Output read in bounded shares per turn is all forwarded even when the plugin
+/// writes nothing more: here 512 KiB and a last line in one burst, then silence
+/// (the pipe is edge-triggered: no new write, no new wake-up).
+#[test]
+fn review_a_burst_of_output_is_forwarded_without_more_writes() {
+    if !require_sandbox() {
+        return;
+    }
+    let mut s = Serve::new(r#""output":{"lines_per_second":1000,"burst":1000}"#);
+    s.deploy("burst", "1.0.0", "bigserve", "");
+    s.start();
+    s.bring_up("burst");
+    s.wait(
+        "the last line of the burst",
+        Duration::from_secs(10),
+        || s.log().contains("plugin=burst stdout: bigserve done"),
+    );
+    assert_eq!(s.status("burst")["runtime"], "running");
+}

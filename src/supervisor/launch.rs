@@ -327,8 +327,8 @@ impl Supervisor {
 
     /// Forwards what waits in output pipe `n` of the instance at `base`: at
     /// most `reads` reads of 8 KiB (a turn's share, so that one plugin cannot
-    /// hog the loop; more wakes it again), or everything (`usize::MAX`) once it
-    /// has exited, when no more wake-ups come.
+    /// hog the loop; a pipe not emptied is read again next turn), or
+    /// everything (`usize::MAX`) once it has exited, when no more wake-ups come.
     pub(super) fn drain_pipe(&mut self, id: &str, base: usize, n: usize, reads: usize) {
         let max = self.cfg.output.max_line_bytes;
         let Some(p) = self.plugins.get_mut(id) else {
@@ -377,6 +377,9 @@ impl Supervisor {
                 }
             }
         }
+        // The share ran out before the pipe did: mio's pipes are edge-triggered,
+        // so no wake-up comes for what is left until the plugin writes again.
+        self.pipes_due.push(base + 2 + n);
     }
 
     pub(super) fn channel_closed(&mut self, base: usize, why: &str) {

@@ -287,6 +287,10 @@ pub struct Supervisor {
     /// A bundle's path names another directory than the one verified (an
     /// atomic deploy): the plugin directory is rescanned at the end of the turn.
     rescan_due: bool,
+    /// Output pipes (their tokens) whose turn's share of reads ran out before
+    /// they were empty: read again next turn, since an edge-triggered pipe is
+    /// not reported again until the plugin writes more.
+    pipes_due: Vec<usize>,
     /// Plugin-directory entries that are no plugin warden knows and did not
     /// verify, with why (as the log and audit say): shown by `ctl list` and
     /// `ctl status` until the next scan.
@@ -385,6 +389,7 @@ impl Supervisor {
             notifier,
             shutting_down: false,
             rescan_due: false,
+            pipes_due: Vec::new(),
             rejected: BTreeMap::new(),
             started: Instant::now(),
             own_uid: sys::socket::euid(),
@@ -430,10 +435,14 @@ impl Supervisor {
         loop {
             let now = Instant::now();
             let due = self.next_due();
-            let wait = due
-                .map(|d| d.saturating_duration_since(now))
-                .unwrap_or(IDLE_WAIT);
+            let wait = if self.pipes_due.is_empty() {
+                due.map(|d| d.saturating_duration_since(now))
+                    .unwrap_or(IDLE_WAIT)
+            } else {
+                Duration::ZERO
+            };
             others.clear();
+            let pipes_due = std::mem::take(&mut self.pipes_due);
             self.broker
                 .turn(&mut self.poll, &mut events, WAKER, Some(wait), |ev| {
                     others.push((
@@ -455,6 +464,9 @@ impl Supervisor {
                     Token(t) if readable || writable => self.dynamic(t),
                     _ => {}
                 }
+            }
+            for t in pipes_due {
+                self.dynamic(t);
             }
             let closed = self.broker.take_closed();
             let busy = !others.is_empty() || !closed.is_empty();

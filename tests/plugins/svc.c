@@ -15,6 +15,8 @@
  *   closefd hello, then after 500 ms close the channel and keep running
  *   bigexit hello, then grow stdout's pipe to 1 MiB, write 512 KiB of one line
  *           and "bigexit done" in a single write, and exit 0
+ *   bigserve like bigexit (the last line says "bigserve done"), then serve
+ *           quietly: nothing more is written to stdout
  */
 #define _GNU_SOURCE
 #include <stdio.h>
@@ -103,7 +105,7 @@ int main(int argc, char **argv) {
     close(3);
     for (;;) pause();
   }
-  if (!strcmp(mode, "bigexit")) {
+  if (!strcmp(mode, "bigexit") || !strcmp(mode, "bigserve")) {
     fflush(stdout);
     fcntl(1, F_SETPIPE_SZ, 1 << 20);
     size_t n = 512 * 1024;
@@ -111,14 +113,14 @@ int main(int argc, char **argv) {
     if (!b) return 5;
     memset(b, 'x', n);
     b[n - 1] = '\n';
-    strcpy(b + n, "bigexit done\n");
+    snprintf(b + n, 32, "%s done\n", mode);
     size_t len = n + strlen(b + n), off = 0;
     while (off < len) {
       ssize_t w = write(1, b + off, len - off);
       if (w <= 0) return 6;
       off += (size_t)w;
     }
-    return 0;
+    if (!strcmp(mode, "bigexit")) return 0;
   }
   if (!strcmp(mode, "chatty")) {
     for (int i = 0; i < 1000; i++) printf("chatty line %d\n", i);
