@@ -1761,3 +1761,35 @@ fn review_a_burst_of_output_is_forwarded_without_more_writes() {
     );
     assert_eq!(s.status("burst")["runtime"], "running");
 }
+
+/// A regular file where the control socket should be is no stale socket: warden
+/// refuses to start, naming the path, and leaves the file alone.
+#[test]
+fn review_a_regular_file_at_the_control_socket_path_is_not_removed() {
+    let s = Serve::new("");
+    let sock = s.path().join("control.sock");
+    std::fs::write(&sock, "not a socket\n").unwrap();
+    let mut child = Command::new(WARDEN)
+        .args(["serve", "--config", s.config().to_str().unwrap()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let t0 = Instant::now();
+    while child.try_wait().unwrap().is_none() && t0.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let out = child.wait_with_output().unwrap();
+    assert!(!out.status.success(), "serve started: {}", stderr(&out));
+    assert_eq!(
+        std::fs::read_to_string(&sock).unwrap(),
+        "not a socket\n",
+        "the file at the control socket path was replaced"
+    );
+    let err = stderr(&out);
+    assert!(
+        err.contains(&format!("control socket {}", sock.display())) && err.contains("not a socket"),
+        "{err}"
+    );
+}

@@ -91,6 +91,9 @@ pub enum SupervisorError {
     },
     #[error("control socket {path}: another warden is serving it")]
     ControlBusy { path: String },
+    /// Only a stale socket is replaced: anything else there is the operator's.
+    #[error("control socket {path}: exists and is not a socket (a {kind}); not replacing it")]
+    ControlNotSocket { path: String, kind: &'static str },
     #[error("event loop: {what}: {source}")]
     Loop {
         what: &'static str,
@@ -944,7 +947,21 @@ fn bind_control(cfg: &Config) -> Result<UnixListener, SupervisorError> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).map_err(err("create directory"))?;
     }
-    if path.exists() {
+    if let Ok(meta) = std::fs::symlink_metadata(path) {
+        use std::os::unix::fs::FileTypeExt;
+        let t = meta.file_type();
+        if !t.is_socket() {
+            let kind = if t.is_dir() {
+                "directory"
+            } else if t.is_symlink() {
+                "symlink"
+            } else if t.is_file() {
+                "regular file"
+            } else {
+                "special file"
+            };
+            return Err(SupervisorError::ControlNotSocket { path: shown, kind });
+        }
         if std::os::unix::net::UnixStream::connect(path).is_ok() {
             return Err(SupervisorError::ControlBusy { path: shown });
         }
