@@ -1793,3 +1793,72 @@ fn review_a_regular_file_at_the_control_socket_path_is_not_removed() {
         "{err}"
     );
 }
+
+/// warden's CPU time so far (utime + stime, in clock ticks).
+fn cpu_ticks(pid: i32) -> u64 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let f: Vec<&str> = s.rsplit(')').next().unwrap().split_whitespace().collect();
+    f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
+}
+
+/// A plugin SIGKILLed at its stop deadline that takes long to die (here frozen
+/// by the cgroup v1 freezer; in life, stuck in uninterruptible sleep, or just
+/// freeing a lot of memory) is waited for, not polled in a busy loop.
+#[test]
+fn review_a_plugin_slow_to_die_after_sigkill_does_not_spin_the_loop() {
+    if !require_sandbox() {
+        return;
+    }
+    let freezer = Path::new("/sys/fs/cgroup/freezer");
+    if !freezer.join("cgroup.procs").exists() {
+        common::skip("the cgroup v1 freezer");
+        return;
+    }
+    let mut s = Serve::new("");
+    s.deploy("slow", "1.0.0", "serve", "");
+    s.start();
+    let st = s.bring_up("slow");
+    let init = st["pid"].as_i64().unwrap();
+    let cg = freezer.join(format!("warden-review-{}", std::process::id()));
+    std::fs::create_dir(&cg).unwrap();
+    struct Thaw(PathBuf);
+    impl Drop for Thaw {
+        fn drop(&mut self) {
+            let _ = std::fs::write(self.0.join("freezer.state"), "THAWED");
+            let procs = std::fs::read_to_string(self.0.join("cgroup.procs")).unwrap_or_default();
+            for p in procs.lines() {
+                let _ = std::fs::write("/sys/fs/cgroup/freezer/cgroup.procs", p);
+            }
+            let _ = std::fs::remove_dir(&self.0);
+        }
+    }
+    let thaw = Thaw(cg.clone());
+    // The init and the plugin (its only child).
+    let children = std::fs::read_to_string(format!("/proc/{init}/task/{init}/children")).unwrap();
+    for p in std::iter::once(init.to_string()).chain(children.split_whitespace().map(String::from))
+    {
+        std::fs::write(cg.join("cgroup.procs"), &p).unwrap();
+    }
+    std::fs::write(cg.join("freezer.state"), "FROZEN").unwrap();
+    s.wait("the sandbox to be frozen", Duration::from_secs(10), || {
+        std::fs::read_to_string(cg.join("freezer.state")).is_ok_and(|v| v.trim() == "FROZEN")
+    });
+    // Shutdown is not answered: SIGKILL after 1 s (the test config's deadline),
+    // which cannot take effect while the sandbox is frozen.
+    s.ok(&["disable", "slow"]);
+    let t0 = Instant::now();
+    let c0 = cpu_ticks(s.pid());
+    // A window of 2 s past the deadline, measured, not waited on for an event.
+    std::thread::sleep(Duration::from_secs(3));
+    let used = cpu_ticks(s.pid()) - c0;
+    let hz = 100; // USER_HZ
+    assert_eq!(s.status("slow")["runtime"], "stopping");
+    drop(thaw);
+    s.wait_runtime("slow", "stopped");
+    assert!(
+        used * 1000 / hz < 300,
+        "warden used {} ms of CPU in the {} ms it waited for a killed plugin to die",
+        used * 1000 / hz,
+        t0.elapsed().as_millis()
+    );
+}

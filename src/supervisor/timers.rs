@@ -5,6 +5,10 @@
 
 use super::*;
 
+/// How long after a SIGKILL an instance that has not exited yet is sent
+/// another; its exit is an event, so this only bounds the wake-ups meanwhile.
+const KILLED_RECHECK: Duration = Duration::from_secs(1);
+
 impl Supervisor {
     /// Everything due by `now`: backoffs, hello timeouts, pings and their
     /// timeouts, blue-green promotion, stop deadlines, the systemd watchdog.
@@ -53,9 +57,12 @@ impl Supervisor {
                 Role::Retiring => p.retiring.iter_mut().collect(),
             };
             for inst in insts {
-                if let Some((_, deadline)) = inst.stop {
+                if let Some((why, deadline)) = inst.stop {
                     if now >= deadline {
                         let _ = inst.sandbox.kill();
+                        // Its exit comes as a pidfd event; until then (a process
+                        // can take long to die) nothing is due but a later check.
+                        inst.stop = Some((why, now + KILLED_RECHECK));
                     }
                     continue;
                 }
