@@ -1862,3 +1862,38 @@ fn review_a_plugin_slow_to_die_after_sigkill_does_not_spin_the_loop() {
         t0.elapsed().as_millis()
     );
 }
+
+/// A plugin directory that cannot be read at a reload is no clean reload: `ctl
+/// reload` fails naming the directory and why, and the plugins it stops say
+/// that, not that their bundle is missing.
+#[test]
+fn review_reload_reports_an_unreadable_plugin_directory() {
+    if !require_sandbox() {
+        return;
+    }
+    let mut s = Serve::new("");
+    s.deploy("p", "1.0.0", "serve", "");
+    s.start();
+    s.bring_up("p");
+    let dir = s.path().join("plugins");
+    std::fs::rename(&dir, s.path().join("plugins.moved")).unwrap();
+    let out = s.ctl(&["reload"]);
+    assert!(!out.status.success(), "reload said: {}", stdout(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains(&format!(
+            "plugin directory {}: No such file or directory",
+            dir.display()
+        )),
+        "{err}"
+    );
+    let st = s.wait_runtime("p", "stopped");
+    assert_eq!(
+        st["problem"],
+        "the plugin directory could not be read (No such file or directory (os error 2))"
+    );
+    std::fs::rename(s.path().join("plugins.moved"), &dir).unwrap();
+    let out = s.ctl(&["reload"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    s.wait_runtime("p", "running");
+}

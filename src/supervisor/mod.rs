@@ -430,7 +430,8 @@ impl Supervisor {
                  RLIMIT_NICE >= 20, e.g. systemd LimitNICE=+0)"
             }
         ));
-        self.scan();
+        // Logged by scan; serving goes on (the directory may come back).
+        let _ = self.scan();
         self.notifier.send("READY=1");
         self.status_line();
         let mut events = Events::with_capacity(1024);
@@ -483,7 +484,7 @@ impl Supervisor {
                 self.tick(now);
             }
             if std::mem::take(&mut self.rescan_due) {
-                self.scan();
+                let _ = self.scan();
             }
             if let Some(e) = self.broker.recorder().failure() {
                 self.kill_all();
@@ -553,12 +554,18 @@ impl Supervisor {
 
     /// Rescans the plugin directory: verifies every bundle, records new plugins,
     /// refuses rollbacks, replaces changed bundles, and starts or stops plugins to
-    /// match their lifecycle status.
-    fn scan(&mut self) {
+    /// match their lifecycle status. A plugin directory that cannot be read is
+    /// returned as the problem (every known plugin's bundle then counts as
+    /// missing: fail closed), for `ctl reload` to report.
+    fn scan(&mut self) -> Result<(), String> {
         let dir = self.cfg.plugin_dir.clone();
         let mut seen: HashMap<String, Result<VerifiedBundle, String>> = HashMap::new();
+        let mut unreadable = None;
         match std::fs::read_dir(&dir) {
-            Err(e) => self.log(format_args!("plugin directory {}: {e}", dir.display())),
+            Err(e) => {
+                self.log(format_args!("plugin directory {}: {e}", dir.display()));
+                unreadable = Some(e);
+            }
             Ok(entries) => {
                 // A symlink to a directory counts (`plugins/x -> ../bundles/x-1.2.0`,
                 // the atomic deploy), as for `warden run`: the bundle is verified
@@ -596,10 +603,14 @@ impl Supervisor {
                 }
             }
         }
+        let missing = match &unreadable {
+            Some(e) => format!("the plugin directory could not be read ({e})"),
+            None => "bundle missing from the plugin directory".into(),
+        };
         let known: Vec<String> = self.plugins.keys().cloned().collect();
         for id in known {
             if !seen.contains_key(&id) {
-                self.set_problem(&id, "bundle missing from the plugin directory".into());
+                self.set_problem(&id, missing.clone());
             }
         }
         self.rejected.clear();
@@ -621,6 +632,13 @@ impl Supervisor {
             self.reconcile(&id, Instant::now());
         }
         self.status_line();
+        match unreadable {
+            None => Ok(()),
+            Some(e) => Err(format!(
+                "plugin directory {}: {e}; every plugin's bundle counts as missing (stopped) until it can be read",
+                dir.display()
+            )),
+        }
     }
 
     /// The bundle of `id` is not usable: stop it (fail closed) and remember why.
@@ -838,7 +856,8 @@ impl Supervisor {
     /// Reloads the trust directory and rescans the plugins. A trust directory
     /// that no longer loads keeps the keys loaded before, but its revocations
     /// still take effect (a revocation must never wait for a typo elsewhere to be
-    /// fixed); that problem is returned, for `ctl reload` to report.
+    /// fixed); that problem is returned, for `ctl reload` to report, and so is a
+    /// plugin directory that could not be read.
     fn reload(&mut self, by: &str) -> Result<(), String> {
         self.notifier.send("RELOADING=1");
         self.log(format_args!("reload ({by}): rescanning"));
@@ -861,9 +880,13 @@ impl Supervisor {
                 Some(why)
             }
         };
-        self.scan();
+        let unreadable = self.scan().err();
         self.notifier.send("READY=1");
-        problem.map_or(Ok(()), Err)
+        match (problem, unreadable) {
+            (None, None) => Ok(()),
+            (Some(a), Some(b)) => Err(format!("{a}; {b}")),
+            (a, b) => Err(a.or(b).expect("one is some")),
+        }
     }
 
     fn shutdown(&mut self, signo: u32) {
