@@ -1897,3 +1897,39 @@ fn review_reload_reports_an_unreadable_plugin_directory() {
     assert!(out.status.success(), "{}", stderr(&out));
     s.wait_runtime("p", "running");
 }
+
+/// A pong that arrives in time, while the loop is held up (here by control
+/// requests waiting for the state database's lock), is read before the ping is
+/// judged unanswered: the plugin is not killed as unhealthy.
+#[test]
+fn review_a_pong_in_time_is_not_missed_while_the_loop_is_held_up() {
+    if !require_sandbox() {
+        return;
+    }
+    let mut s = Serve::new("");
+    s.deploy(
+        "slow",
+        "1.0.0",
+        "slowpong",
+        r#"{"interval_ms":400,"timeout_ms":300}"#,
+    );
+    s.start();
+    s.bring_up("slow");
+    // Another process holds the state database's write lock: every approve
+    // below holds the loop for warden's database wait (500 ms) and is refused.
+    let db = rusqlite::Connection::open(s.path().join("state/warden.db")).unwrap();
+    db.execute_batch("BEGIN IMMEDIATE").unwrap();
+    for _ in 0..12 {
+        let out = s.ctl(&["policy", "approve", "slow", "--grant", "kv:write"]);
+        assert!(
+            stderr(&out).contains("database is locked"),
+            "{}",
+            stderr(&out)
+        );
+    }
+    db.execute_batch("ROLLBACK").unwrap();
+    let st = s.status("slow");
+    assert_eq!(st["runtime"], "running", "{st}");
+    assert_eq!(st["restarts"], 0, "{st}\nlog:\n{}", s.log());
+    assert!(!s.log().contains("unhealthy"), "{}", s.log());
+}

@@ -299,6 +299,12 @@ pub struct Supervisor {
     /// `ctl status` until the next scan.
     rejected: BTreeMap<String, String>,
     started: Instant,
+    /// When the loop last polled (and then read) the plugins' channels: what a
+    /// plugin sent before it has been heard. An answer's deadline is judged
+    /// against this, not the clock, so that a loop held up after its poll (a
+    /// control request waiting for the database, say) does not count a reply
+    /// that arrived meanwhile, still unread, as missing.
+    polled_at: Instant,
     own_uid: u32,
 }
 
@@ -395,6 +401,7 @@ impl Supervisor {
             pipes_due: Vec::new(),
             rejected: BTreeMap::new(),
             started: Instant::now(),
+            polled_at: Instant::now(),
             own_uid: sys::socket::euid(),
             cfg,
         };
@@ -459,6 +466,7 @@ impl Supervisor {
                     what: "epoll_wait",
                     source,
                 })?;
+            self.polled_at = Instant::now();
             for &(token, readable, writable) in &others {
                 match token {
                     SIGNALS => self.signals(),

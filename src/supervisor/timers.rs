@@ -29,6 +29,9 @@ impl Supervisor {
     pub(super) fn tick_plugin(&mut self, id: &str, now: Instant) {
         let start_timeout = self.cfg.start_timeout;
         let started = self.started;
+        // Whether an answer is late: judged by what was read by the last poll
+        // (see `polled_at`); one more turn reads what came while it was late.
+        let heard = self.polled_at;
         let grid = |t: Instant| {
             let g = PING_GRID.as_nanos();
             let up = t.saturating_duration_since(started).as_nanos().div_ceil(g) * g;
@@ -76,7 +79,7 @@ impl Supervisor {
                         if let Some(h) = inst.bundle.manifest().health {
                             inst.next_ping = Some(grid(now + Duration::from_millis(h.interval_ms)));
                         }
-                    } else if now >= inst.started + start_timeout {
+                    } else if heard >= inst.started + start_timeout {
                         let _ = inst.sandbox.kill();
                         inst.stop = Some((Stop::Unhealthy, now));
                         let why = format!("no hello within {} ms", start_timeout.as_millis());
@@ -111,7 +114,7 @@ impl Supervisor {
                         Some(sent) => {
                             if outstanding.is_none() {
                                 promote = true;
-                            } else if now >= sent + timeout {
+                            } else if heard >= sent + timeout {
                                 let _ = inst.sandbox.kill();
                                 inst.stop = Some((Stop::Unhealthy, now));
                                 candidate_failed = Some((
@@ -124,7 +127,7 @@ impl Supervisor {
                     continue;
                 }
                 if let Some(since) = outstanding {
-                    if now >= since + timeout {
+                    if heard >= since + timeout {
                         let _ = inst.sandbox.kill();
                         inst.stop = Some((Stop::Unhealthy, now));
                         events.push((

@@ -15,6 +15,7 @@
  *   closefd hello, then after 500 ms close the channel and keep running
  *   bigexit hello, then grow stdout's pipe to 1 MiB, write 512 KiB of one line
  *           and "bigexit done" in a single write, and exit 0
+ *   slowpong like serve, answering each ping 150 ms late
  *   bigserve like bigexit (the last line says "bigserve done"), then serve
  *           quietly: nothing more is written to stdout
  */
@@ -40,9 +41,15 @@ static int recv_msg(void) {
   return (int)n;
 }
 
+static int slow_pongs;
+
 /* Handles a message from warden; returns 1 for a reply to a call. */
 static int handle(void) {
   if (strstr(buf, "\"type\":\"ping\"")) {
+    if (slow_pongs) {
+      struct timespec ts = {0, 150 * 1000 * 1000};
+      nanosleep(&ts, 0);
+    }
     char *p = strstr(buf, "\"seq\":");
     unsigned long long seq = p ? strtoull(p + 6, 0, 10) : 0;
     char out[96];
@@ -96,6 +103,7 @@ int main(int argc, char **argv) {
     return 4;
   }
   printf("%s %s serving (%s)\n", id, version, mode);
+  slow_pongs = !strcmp(mode, "slowpong");
   if (!strcmp(mode, "hang")) {
     for (;;) pause();
   }
