@@ -1746,7 +1746,7 @@ fn flip_to_a_copy(s: &Serve, bundles: &std::path::Path) {
 /// writes nothing more: here 512 KiB and a last line in one burst, then silence
 /// (the pipe is edge-triggered: no new write, no new wake-up).
 #[test]
-fn review_a_burst_of_output_is_forwarded_without_more_writes() {
+fn a_burst_of_output_is_forwarded_without_more_writes() {
     if !require_sandbox() {
         return;
     }
@@ -1765,7 +1765,7 @@ fn review_a_burst_of_output_is_forwarded_without_more_writes() {
 /// A regular file where the control socket should be is no stale socket: warden
 /// refuses to start, naming the path, and leaves the file alone.
 #[test]
-fn review_a_regular_file_at_the_control_socket_path_is_not_removed() {
+fn a_regular_file_at_the_control_socket_path_is_not_removed() {
     let s = Serve::new("");
     let sock = s.path().join("control.sock");
     std::fs::write(&sock, "not a socket\n").unwrap();
@@ -1805,7 +1805,7 @@ fn cpu_ticks(pid: i32) -> u64 {
 /// by the cgroup v1 freezer; in life, stuck in uninterruptible sleep, or just
 /// freeing a lot of memory) is waited for, not polled in a busy loop.
 #[test]
-fn review_a_plugin_slow_to_die_after_sigkill_does_not_spin_the_loop() {
+fn a_plugin_slow_to_die_after_sigkill_does_not_spin_the_loop() {
     if !require_sandbox() {
         return;
     }
@@ -1867,7 +1867,7 @@ fn review_a_plugin_slow_to_die_after_sigkill_does_not_spin_the_loop() {
 /// reload` fails naming the directory and why, and the plugins it stops say
 /// that, not that their bundle is missing.
 #[test]
-fn review_reload_reports_an_unreadable_plugin_directory() {
+fn reload_reports_an_unreadable_plugin_directory() {
     if !require_sandbox() {
         return;
     }
@@ -1902,7 +1902,7 @@ fn review_reload_reports_an_unreadable_plugin_directory() {
 /// requests waiting for the state database's lock), is read before the ping is
 /// judged unanswered: the plugin is not killed as unhealthy.
 #[test]
-fn review_a_pong_in_time_is_not_missed_while_the_loop_is_held_up() {
+fn a_pong_in_time_is_not_missed_while_the_loop_is_held_up() {
     if !require_sandbox() {
         return;
     }
