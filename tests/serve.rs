@@ -417,6 +417,11 @@ fn crash_loop_reaches_failed_after_its_budget() {
     let st = s.wait_runtime("crashy", "failed");
     assert_eq!(st["restarts"], 3);
     assert_eq!(st["last_exit"], "exit code 3");
+    // Status says why it is down and what brings it back (it said `problem -`).
+    assert_eq!(
+        st["problem"],
+        "restart budget spent: more than 3 restarts within 60 s; `warden ctl restart crashy` starts it again"
+    );
     let log = s.log();
     assert!(log.contains("plugin=crashy restarting in 50 ms (restart 1 of 3 within 60 s)"));
     assert!(log.contains("plugin=crashy restarting in 100 ms (restart 2 of 3 within 60 s)"));

@@ -523,10 +523,17 @@ impl Supervisor {
             "pid": live.map(|l| l.sandbox.pid()),
             "uptime_s": live.map(|l| now.saturating_duration_since(l.started).as_secs()),
             "restarts": p.restarts,
-            "restarts_in_window": p.budget.count(),
+            "restarts_in_window": p.budget.count(now, self.cfg.restart.window),
             "last_pong_ms_ago": health.and_then(|h| h.0).map(|t| now.saturating_duration_since(t).as_millis() as u64),
             "last_exit": p.last_exit,
-            "problem": p.problem.as_ref().or(p.swap_failed.as_ref()),
+            "problem": p.problem.clone().or(p.swap_failed.clone()).or_else(|| {
+                // Failed says so in `runtime`; why, and what brings it back, here.
+                p.failed.then(|| format!(
+                    "restart budget spent: more than {} restarts within {} s; `warden ctl restart {id}` starts it again",
+                    self.cfg.restart.max_restarts,
+                    self.cfg.restart.window.as_secs()
+                ))
+            }),
             "replacing": p.candidate.as_ref().map(|c| c.bundle.manifest().version.to_string()),
         })
     }

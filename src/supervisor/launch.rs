@@ -518,7 +518,7 @@ impl Supervisor {
             Some(delay) => {
                 p.backoff_until = Some(now + delay);
                 p.restarts += 1;
-                let n = p.budget.count();
+                let n = p.budget.count(now, restart.window);
                 self.log(format_args!(
                     "plugin={id} restarting in {} ms (restart {n} of {} within {} s)",
                     delay.as_millis(),

@@ -144,9 +144,13 @@ impl Budget {
         Some(next)
     }
 
-    /// Restarts counted in the current window.
-    pub fn count(&self) -> usize {
-        self.recent.len()
+    /// Restarts within `window` before `now` (those older are forgotten only at
+    /// the next exit, so they are not counted here).
+    pub fn count(&self, now: Instant, window: Duration) -> usize {
+        self.recent
+            .iter()
+            .filter(|t| now.saturating_duration_since(**t) <= window)
+            .count()
     }
 
     /// An operator's restart: a fresh budget.
@@ -207,11 +211,15 @@ mod tests {
                 None
             ]
         );
+        assert_eq!(b.count(t0 + Duration::from_millis(4), policy.window), 4);
+        // Restarts older than the window are not counted, before any new exit
+        // (they were, until the next exit pruned them).
+        assert_eq!(b.count(t0 + Duration::from_secs(11), policy.window), 0);
         // Outside the window the budget is back.
         assert!(b
             .on_exit(t0 + Duration::from_secs(11), short, &policy)
             .is_some());
         b.reset();
-        assert_eq!(b.count(), 0);
+        assert_eq!(b.count(t0, policy.window), 0);
     }
 }
