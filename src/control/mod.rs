@@ -31,12 +31,20 @@ pub enum ControlError {
         what: &'static str,
         source: std::io::Error,
     },
+    /// The answer did not come within `wait` ([`ANSWER_WAIT`] for `warden ctl`).
+    #[error(
+        "control socket {path}: warden did not answer within {wait:?} (its loop may be stuck: see its log, e.g. journalctl -u warden)"
+    )]
+    NoAnswer { path: PathBuf, wait: Duration },
     #[error("control socket {path}: malformed answer: {why}")]
     Malformed { path: PathBuf, why: String },
     /// warden refused or failed the request; the message is its own.
     #[error("{0}")]
     Refused(String),
 }
+
+/// How long `warden ctl` waits for warden's answer.
+pub const ANSWER_WAIT: Duration = Duration::from_secs(60);
 
 /// What to do about a refused connection, said after the error.
 fn connect_hint(e: &std::io::Error) -> &'static str {
@@ -153,6 +161,11 @@ pub fn authorized(
 
 /// Sends `req` to the warden listening on `path` and returns its `ok` value.
 pub fn request(path: &Path, req: &Request) -> Result<Value, ControlError> {
+    request_within(path, req, ANSWER_WAIT)
+}
+
+/// [`request`], waiting at most `wait` for the answer.
+fn request_within(path: &Path, req: &Request, wait: Duration) -> Result<Value, ControlError> {
     let io = |what| {
         move |source| ControlError::Io {
             path: path.to_owned(),
@@ -164,8 +177,7 @@ pub fn request(path: &Path, req: &Request) -> Result<Value, ControlError> {
         path: path.to_owned(),
         source,
     })?;
-    s.set_read_timeout(Some(Duration::from_secs(60)))
-        .map_err(io("set timeout"))?;
+    s.set_read_timeout(Some(wait)).map_err(io("set timeout"))?;
     let mut line = serde_json::to_vec(req).expect("requests encode");
     line.push(b'\n');
     match s.write_all(&line) {
@@ -180,7 +192,15 @@ pub fn request(path: &Path, req: &Request) -> Result<Value, ControlError> {
     let mut answer = String::new();
     BufReader::new(&s)
         .read_line(&mut answer)
-        .map_err(io("read"))?;
+        .map_err(|e| match e.kind() {
+            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut => {
+                ControlError::NoAnswer {
+                    path: path.to_owned(),
+                    wait,
+                }
+            }
+            _ => io("read")(e),
+        })?;
     let v: Value = serde_json::from_str(&answer).map_err(|e| ControlError::Malformed {
         path: path.to_owned(),
         why: if answer.is_empty() {
@@ -203,6 +223,21 @@ pub fn request(path: &Path, req: &Request) -> Result<Value, ControlError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A warden that takes the request and never answers is named as such, with
+    /// how long ctl waited (it was "read: Resource temporarily unavailable").
+    #[test]
+    fn no_answer_says_so() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("control.sock");
+        let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+        let held = std::thread::spawn(move || listener.accept().unwrap());
+        let e = request_within(&path, &Request::List, Duration::from_millis(100)).unwrap_err();
+        assert!(matches!(e, ControlError::NoAnswer { .. }), "{e:?}");
+        let shown = e.to_string();
+        assert!(shown.contains("did not answer within 100ms"), "{shown}");
+        drop(held.join());
+    }
 
     #[test]
     fn requests_round_trip() {
