@@ -647,3 +647,46 @@ fn readme_keygen_into_a_fresh_directory() {
     assert!(tmp.path().join("keys/acme.key").exists());
     assert!(tmp.path().join("keys/acme.pub").exists());
 }
+
+/// A signature that stock minisign makes and verifies, with a long trusted
+/// comment (minisign takes up to about 4 KiB of it), verifies in warden too: the
+/// signature file was refused as larger than 4096 bytes.
+#[test]
+fn review_minisign_signature_with_a_long_trusted_comment_verifies() {
+    let f = Fixture::new();
+    if !minisign_available() {
+        return;
+    }
+    let run = |args: &[&str]| {
+        let out = Command::new("minisign")
+            .args(args)
+            .current_dir(f.tmp.path())
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "minisign {args:?}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    run(&["-G", "-W", "-p", "mini.pub", "-s", "mini.key"]);
+    fs::copy(f.p("mini.pub"), f.p("trust/acme/mini.pub")).unwrap();
+    let trusted = format!("plugin:echo@1.0.0 {}", "x".repeat(4000));
+    let untrusted = "u".repeat(1000);
+    run(&[
+        "-S",
+        "-s",
+        "mini.key",
+        "-m",
+        "bundle/manifest.json",
+        "-t",
+        &trusted,
+        "-c",
+        &untrusted,
+    ]);
+    assert!(fs::metadata(f.p("bundle/manifest.json.minisig")).unwrap().len() > 4096);
+    run(&["-V", "-p", "mini.pub", "-m", "bundle/manifest.json"]);
+    ok(&f.verify());
+}

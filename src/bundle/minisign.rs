@@ -13,8 +13,10 @@ use base64::Engine as _;
 use blake2::{Blake2b512, Digest};
 use ed25519_dalek::{Signer, SigningKey, VerifyingKey};
 
-/// The largest signature file accepted, in bytes.
-pub const MAX_SIGNATURE_BYTES: usize = 4096;
+/// The largest signature file accepted, in bytes. Stock minisign writes up to a
+/// 1 KiB untrusted comment and a trusted comment of about 4 KiB, which verify
+/// with `minisign -V`; the cap leaves room for both and the two base64 lines.
+pub const MAX_SIGNATURE_BYTES: usize = 8192;
 /// The largest key file accepted, in bytes.
 pub const MAX_KEY_BYTES: usize = 4096;
 
