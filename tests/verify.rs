@@ -648,6 +648,42 @@ fn readme_keygen_into_a_fresh_directory() {
     assert!(tmp.path().join("keys/acme.pub").exists());
 }
 
+/// A template error is placed by the key it is about, not by a line and column of
+/// the pretty-printed text `pack` generates from the template (which the author
+/// never sees): a one-line template was told `line 11 column 3`.
+#[test]
+fn review_pack_error_names_the_key_not_a_position_in_generated_text() {
+    let f = Fixture::new();
+    fs::write(
+        f.p("one-line.json"),
+        r#"{"id":"echo","version":"1.0.0","publisher":"acme","min_core":"0.1.0","capabilities":["kv:read"],"resources":{"memory_mb":999999}}"#,
+    )
+    .unwrap();
+    let out = f.warden(&[
+        "pack",
+        "--manifest",
+        "one-line.json",
+        "--artifact",
+        "true",
+        "--key",
+        "acme.key",
+        "--out",
+        "one-line-bundle",
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.starts_with("warden: one-line.json: "), "{err}");
+    assert!(
+        err.contains("resources.memory_mb: 999999 is outside the allowed range"),
+        "{err}"
+    );
+    assert!(
+        !err.contains("line 11"),
+        "a position in text pack made: {err}"
+    );
+    assert!(!f.p("one-line-bundle").exists());
+}
+
 /// A signature that stock minisign makes and verifies, with a long trusted
 /// comment (minisign takes up to about 4 KiB of it), verifies in warden too: the
 /// signature file was refused as larger than 4096 bytes.
@@ -686,7 +722,12 @@ fn review_minisign_signature_with_a_long_trusted_comment_verifies() {
         "-c",
         &untrusted,
     ]);
-    assert!(fs::metadata(f.p("bundle/manifest.json.minisig")).unwrap().len() > 4096);
+    assert!(
+        fs::metadata(f.p("bundle/manifest.json.minisig"))
+            .unwrap()
+            .len()
+            > 4096
+    );
     run(&["-V", "-p", "mini.pub", "-m", "bundle/manifest.json"]);
     ok(&f.verify());
 }

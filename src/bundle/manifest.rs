@@ -49,19 +49,15 @@ pub enum ManifestError {
 pub const MAX_VERSION_LEN: usize = 128;
 
 impl ManifestError {
-    fn from_json(e: serde_json::Error) -> Self {
-        let full = e.to_string();
-        // serde_json appends " at line L column C"; we report position separately.
-        let msg = match full.rfind(" at line ") {
-            Some(i) => full[..i].to_owned(),
-            None => full,
-        };
+    fn from_decode(e: crate::strict::Decode) -> Self {
         ManifestError::Syntax {
-            line: e.line(),
-            column: e.column(),
-            // It may quote the manifest (an unknown field's name), which is not
-            // authenticated yet when a parse fails: one line, no escape sequences.
-            msg: crate::text::printable(&msg),
+            line: e.error.line(),
+            column: e.error.column(),
+            // The key it is about, then serde_json's message without its position
+            // (reported separately). It may quote the manifest (an unknown field's
+            // name), which is not authenticated yet when a parse fails: one line,
+            // no escape sequences.
+            msg: crate::text::printable(&e.message()),
         }
     }
 }
@@ -185,7 +181,7 @@ impl Manifest {
         if bytes.len() > MAX_MANIFEST_BYTES {
             return Err(ManifestError::TooLarge(bytes.len()));
         }
-        let raw: RawManifest = serde_json::from_slice(bytes).map_err(ManifestError::from_json)?;
+        let raw: RawManifest = crate::strict::decode(bytes).map_err(ManifestError::from_decode)?;
         for (field, v) in [("version", &raw.version), ("min_core", &raw.min_core)] {
             let len = v.to_string().len();
             if len > MAX_VERSION_LEN {

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use clap::Args;
 
 use super::Failure;
-use crate::bundle::manifest::{Manifest, MAX_MANIFEST_BYTES};
+use crate::bundle::manifest::{Manifest, ManifestError, MAX_MANIFEST_BYTES};
 use crate::bundle::minisign::{SecretKey, MAX_KEY_BYTES};
 use crate::bundle::verify::read_artifact_file;
 use crate::bundle::{ARTIFACT_FILE, MANIFEST_FILE, SIGNATURE_FILE};
@@ -136,8 +136,14 @@ pub fn pack(a: PackArgs) -> Result<(), Failure> {
     let mut text = serde_json::to_string_pretty(&value).expect("a JSON value serializes");
     text.push('\n');
     let manifest = Manifest::parse(text.as_bytes()).map_err(|e| {
+        // A line and column would be in the text generated above, not in the
+        // template the author wrote: the message names the key instead.
+        let why = match e {
+            ManifestError::Syntax { msg, .. } => msg,
+            e => e.to_string(),
+        };
         Failure::general(format_args!(
-            "{}: invalid manifest: {e}",
+            "{}: invalid manifest: {why}",
             a.manifest.display()
         ))
     })?;
