@@ -63,7 +63,9 @@ impl TrustStore {
                 // Whatever it is: read if it is (or links to) a regular file,
                 // refused otherwise, never taken for a publisher's directory.
                 store.revoked.extend(revocations(&path)?);
-            } else if kind.is_dir() {
+            } else if kind.is_dir() || (kind.is_symlink() && path.is_dir()) {
+                // A symlink to a directory is one too (a ConfigMap lays out
+                // `acme -> ..data/acme`); its target is read and checked.
                 let publisher = Slug::new(&name).map_err(|why| TrustError::Invalid {
                     path: path.clone(),
                     why: format!("publisher directory: {why}"),
@@ -331,6 +333,24 @@ mod tests {
         std::os::unix::fs::symlink("..data/revoked", dir.path().join(REVOKED_FILE)).unwrap();
         let t = TrustStore::load(dir.path()).unwrap();
         assert!(t.is_revoked(k.key_id));
+    }
+
+    /// A publisher directory that is a symlink to a directory (a Kubernetes
+    /// ConfigMap with `acme/k.pub` items lays out `acme -> ..data/acme`) is read
+    /// as that publisher's keys: it was refused as an unexpected entry. A symlink
+    /// to a file is still one.
+    #[test]
+    fn review_publisher_directory_symlink_is_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let k = SecretKey::generate().unwrap();
+        fs::create_dir_all(dir.path().join("..data/acme")).unwrap();
+        fs::write(dir.path().join("..data/acme/k.pub"), k.public().to_file()).unwrap();
+        std::os::unix::fs::symlink("..data/acme", dir.path().join("acme")).unwrap();
+        let t = TrustStore::load(dir.path()).unwrap();
+        assert_eq!(t.key(k.key_id).unwrap().0.as_str(), "acme");
+        std::os::unix::fs::symlink("..data/acme/k.pub", dir.path().join("stray")).unwrap();
+        let e = TrustStore::load(dir.path()).unwrap_err().to_string();
+        assert!(e.contains("stray") && e.contains("unexpected entry"), "{e}");
     }
 
     /// A fifo, or a symlink to a device, named like a key is refused at once,
