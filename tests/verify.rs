@@ -731,3 +731,73 @@ fn review_minisign_signature_with_a_long_trusted_comment_verifies() {
     run(&["-V", "-p", "mini.pub", "-m", "bundle/manifest.json"]);
     ok(&f.verify());
 }
+
+/// A trusted comment that is not UTF-8 (minisign takes any bytes, `-t` in a
+/// Latin-1 locale) is signed and verified by stock minisign, and by warden too:
+/// the signature file was refused as "cannot read: not UTF-8".
+#[test]
+fn review_minisign_trusted_comment_that_is_not_utf8_verifies() {
+    use std::os::unix::ffi::OsStrExt;
+    let f = Fixture::new();
+    if !minisign_available() {
+        return;
+    }
+    let run = |args: &[&std::ffi::OsStr]| {
+        let out = Command::new("minisign")
+            .args(args)
+            .current_dir(f.tmp.path())
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "minisign {args:?}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let os = |s: &str| std::ffi::OsStr::new(s).to_owned();
+    run(&[
+        &os("-G"),
+        &os("-W"),
+        &os("-p"),
+        &os("mini.pub"),
+        &os("-s"),
+        &os("mini.key"),
+    ]);
+    fs::copy(f.p("mini.pub"), f.p("trust/acme/mini.pub")).unwrap();
+    let latin1 = std::ffi::OsStr::from_bytes(b"built in caf\xe9");
+    let sign = [
+        &os("-S"),
+        &os("-s"),
+        &os("mini.key"),
+        &os("-m"),
+        &os("bundle/manifest.json"),
+        &os("-t"),
+        latin1,
+        &os("-c"),
+        latin1,
+    ];
+    run(&sign);
+    run(&[
+        &os("-V"),
+        &os("-p"),
+        &os("mini.pub"),
+        &os("-m"),
+        &os("bundle/manifest.json"),
+    ]);
+    ok(&f.verify());
+    // Still bound to the signature: one byte of it changed is refused.
+    let sig = f.p("bundle/manifest.json.minisig");
+    let mut bytes = fs::read(&sig).unwrap();
+    let at = bytes.windows(4).position(|w| w == b"caf\xe9").unwrap();
+    let at = bytes[at + 1..]
+        .windows(4)
+        .position(|w| w == b"caf\xe9")
+        .unwrap()
+        + at
+        + 1;
+    bytes[at] = b'C';
+    fs::write(&sig, bytes).unwrap();
+    f.rejected("bad_global_signature");
+}

@@ -149,7 +149,7 @@ impl PublicKey {
         let global = ed25519_dalek::Signature::from_bytes(&sig.global_signature);
         let mut signed = Vec::with_capacity(64 + sig.trusted_comment.len());
         signed.extend_from_slice(&sig.signature);
-        signed.extend_from_slice(sig.trusted_comment.as_bytes());
+        signed.extend_from_slice(&sig.trusted_comment);
         self.key
             .verify_strict(&signed, &global)
             .map_err(|_| MinisignError::BadGlobalSignature(self.key_id))
@@ -247,7 +247,7 @@ impl SecretKey {
             algorithm: ALG_HASHED,
             key_id: self.key_id,
             signature,
-            trusted_comment: trusted_comment.to_owned(),
+            trusted_comment: trusted_comment.as_bytes().to_vec(),
             global_signature: self.key.sign(&signed).to_bytes(),
         }
     }
@@ -259,35 +259,45 @@ pub struct SignatureFile {
     algorithm: [u8; 2],
     pub key_id: KeyId,
     signature: [u8; 64],
-    pub trusted_comment: String,
+    /// As signed: any bytes but a line break (minisign does not require UTF-8).
+    pub trusted_comment: Vec<u8>,
     global_signature: [u8; 64],
 }
 
 impl SignatureFile {
-    /// Parses the four-line signature file format.
-    pub fn parse(text: &str) -> Result<SignatureFile, MinisignError> {
+    /// Parses the four-line signature file format. The comments may be any bytes
+    /// (minisign signs and shows them as they are); the other lines are base64.
+    pub fn parse(text: &[u8]) -> Result<SignatureFile, MinisignError> {
         if text.len() > MAX_SIGNATURE_BYTES {
             return Err(malformed("signature", "file is too large"));
         }
-        let mut lines = text.lines();
+        // Lines as `str::lines` cuts them: at `\n`, less a `\r` before it.
+        let mut lines = text
+            .split(|&b| b == b'\n')
+            .map(|l| l.strip_suffix(b"\r").unwrap_or(l));
         let mut next = |what: &'static str| {
             lines
                 .next()
                 .ok_or_else(|| malformed("signature", format!("missing the {what} line")))
         };
-        if !next("untrusted comment")?.starts_with("untrusted comment:") {
+        let b64_line = |what: &'static str, line: &[u8], len: usize| {
+            let line = std::str::from_utf8(line)
+                .map_err(|_| malformed("signature", format!("the {what} line is not base64")))?;
+            decode_b64("signature", line.trim(), len)
+        };
+        if !next("untrusted comment")?.starts_with(b"untrusted comment:") {
             return Err(malformed(
                 "signature",
                 "first line is not an untrusted comment",
             ));
         }
-        let raw = decode_b64("signature", next("signature")?.trim(), 74)?;
+        let raw = b64_line("signature", next("signature")?, 74)?;
         let trusted = next("trusted comment")?;
         let trusted_comment = trusted
-            .strip_prefix("trusted comment: ")
+            .strip_prefix(b"trusted comment: ")
             .ok_or_else(|| malformed("signature", "third line is not a trusted comment"))?
-            .to_owned();
-        let global = decode_b64("signature", next("global signature")?.trim(), 64)?;
+            .to_vec();
+        let global = b64_line("global signature", next("global signature")?, 64)?;
         let algorithm = [raw[0], raw[1]];
         if algorithm != ALG_PLAIN && algorithm != ALG_HASHED {
             return Err(malformed("signature", "algorithm is neither Ed nor ED"));
@@ -306,19 +316,23 @@ impl SignatureFile {
         self.algorithm == ALG_HASHED
     }
 
-    /// The file text, as minisign writes it.
-    pub fn to_file(&self) -> String {
+    /// The file's bytes, as minisign writes them.
+    pub fn to_file(&self) -> Vec<u8> {
         let mut raw = Vec::with_capacity(74);
         raw.extend_from_slice(&self.algorithm);
         raw.extend_from_slice(&self.key_id.0);
         raw.extend_from_slice(&self.signature);
-        format!(
-            "untrusted comment: signature from warden secret key {}\n{}\ntrusted comment: {}\n{}\n",
+        let mut out = format!(
+            "untrusted comment: signature from warden secret key {}\n{}\ntrusted comment: ",
             self.key_id,
             B64.encode(raw),
-            self.trusted_comment,
-            B64.encode(self.global_signature)
         )
+        .into_bytes();
+        out.extend_from_slice(&self.trusted_comment);
+        out.push(b'\n');
+        out.extend_from_slice(B64.encode(self.global_signature).as_bytes());
+        out.push(b'\n');
+        out
     }
 }
 
@@ -377,7 +391,7 @@ mod tests {
             Err(MinisignError::BadSignature(pk.key_id))
         );
         let mut t = parsed.clone();
-        t.trusted_comment.push('x');
+        t.trusted_comment.push(b'x');
         assert_eq!(
             pk.verify(b"hello", &t),
             Err(MinisignError::BadGlobalSignature(pk.key_id))
@@ -406,7 +420,7 @@ mod tests {
             algorithm: ALG_PLAIN,
             key_id: sk.key_id,
             signature,
-            trusted_comment: "c".into(),
+            trusted_comment: b"c".to_vec(),
             global_signature: sk.key.sign(&signed).to_bytes(),
         };
         sk.public().verify(b"msg", &sig).unwrap();
@@ -421,8 +435,8 @@ mod tests {
 
     #[test]
     fn malformed_files_are_refused() {
-        assert!(SignatureFile::parse("").is_err());
-        assert!(SignatureFile::parse("untrusted comment: x\n!!!\n").is_err());
+        assert!(SignatureFile::parse(b"").is_err());
+        assert!(SignatureFile::parse(b"untrusted comment: x\n!!!\n").is_err());
         assert!(PublicKey::parse("untrusted comment: x\nAAAA\n").is_err());
         let raw = SecretKey::generate().unwrap().to_file();
         let mut lines: Vec<String> = raw.lines().map(str::to_owned).collect();

@@ -227,11 +227,7 @@ pub fn verify(dir: &Path, trust: &TrustStore) -> Result<VerifiedBundle, VerifyEr
     let sig_path = in_dir(SIGNATURE_FILE);
     let sig = read_capped(dir_fd.as_fd(), SIGNATURE_FILE, MAX_SIGNATURE_BYTES as u64)
         .map_err(MinisignError::Io)
-        .and_then(|bytes| {
-            let text =
-                String::from_utf8(bytes).map_err(|_| MinisignError::Io("not UTF-8".into()))?;
-            SignatureFile::parse(&text)
-        })
+        .and_then(|bytes| SignatureFile::parse(&bytes))
         .map_err(|source| VerifyError::BadSignature {
             path: sig_path.clone(),
             source,

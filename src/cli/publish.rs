@@ -157,7 +157,7 @@ pub fn pack(a: PackArgs) -> Result<(), Failure> {
     let mut files = Staged::default();
     files.stage(&in_out(ARTIFACT_FILE), &artifact, 0o755)?;
     files.stage(&in_out(MANIFEST_FILE), text.as_bytes(), 0o644)?;
-    files.stage(&in_out(SIGNATURE_FILE), sig.to_file().as_bytes(), 0o644)?;
+    files.stage(&in_out(SIGNATURE_FILE), &sig.to_file(), 0o644)?;
     files.commit()?;
     println!(
         "packed {} {} into {} key={} sha256={}",
@@ -179,7 +179,7 @@ pub fn sign(a: SignArgs) -> Result<(), Failure> {
     let sig = sk.sign(&text, &trusted_comment(&manifest));
     let sig_path = a.dir.join(SIGNATURE_FILE.to_str().expect("ASCII name"));
     let mut files = Staged::default();
-    files.stage(&sig_path, sig.to_file().as_bytes(), 0o644)?;
+    files.stage(&sig_path, &sig.to_file(), 0o644)?;
     files.commit()?;
     println!(
         "signed {} {} with key {} -> {}",
