@@ -652,7 +652,7 @@ fn readme_keygen_into_a_fresh_directory() {
 /// the pretty-printed text `pack` generates from the template (which the author
 /// never sees): a one-line template was told `line 11 column 3`.
 #[test]
-fn review_pack_error_names_the_key_not_a_position_in_generated_text() {
+fn pack_error_names_the_key_not_a_position_in_generated_text() {
     let f = Fixture::new();
     fs::write(
         f.p("one-line.json"),
@@ -688,7 +688,7 @@ fn review_pack_error_names_the_key_not_a_position_in_generated_text() {
 /// comment (minisign takes up to about 4 KiB of it), verifies in warden too: the
 /// signature file was refused as larger than 4096 bytes.
 #[test]
-fn review_minisign_signature_with_a_long_trusted_comment_verifies() {
+fn minisign_signature_with_a_long_trusted_comment_verifies() {
     let f = Fixture::new();
     if !minisign_available() {
         return;
@@ -736,7 +736,7 @@ fn review_minisign_signature_with_a_long_trusted_comment_verifies() {
 /// Latin-1 locale) is signed and verified by stock minisign, and by warden too:
 /// the signature file was refused as "cannot read: not UTF-8".
 #[test]
-fn review_minisign_trusted_comment_that_is_not_utf8_verifies() {
+fn minisign_trusted_comment_that_is_not_utf8_verifies() {
     use std::os::unix::ffi::OsStrExt;
     let f = Fixture::new();
     if !minisign_available() {

@@ -340,7 +340,7 @@ mod tests {
     /// as that publisher's keys: it was refused as an unexpected entry. A symlink
     /// to a file is still one.
     #[test]
-    fn review_publisher_directory_symlink_is_read() {
+    fn publisher_directory_symlink_is_read() {
         let dir = tempfile::tempdir().unwrap();
         let k = SecretKey::generate().unwrap();
         fs::create_dir_all(dir.path().join("..data/acme")).unwrap();
