@@ -528,6 +528,25 @@ fn keygen_refuses_to_overwrite() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("exists; pass --force"));
 }
 
+/// A prefix that is a directory (`--out keys/`) is refused with an example:
+/// it wrote keys/.key and keys/.pub, hidden files a trust directory skips.
+#[test]
+fn keygen_refuses_a_directory_as_prefix() {
+    let f = Fixture::new();
+    fs::create_dir_all(f.p("keys")).unwrap();
+    for out in ["keys/", "keys", "newdir/"] {
+        let o = f.warden(&["keygen", "--out", out]);
+        assert_eq!(o.status.code(), Some(1), "{out}");
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(
+            err.contains("give a path prefix with a name"),
+            "{out}: {err}"
+        );
+    }
+    assert!(!f.p("keys/.key").exists() && !f.p("keys/.pub").exists());
+    assert!(!f.p("newdir").exists());
+}
+
 #[test]
 fn broken_trust_store_names_the_file() {
     let f = Fixture::new();

@@ -66,6 +66,17 @@ pub struct SignArgs {
 }
 
 pub fn keygen(a: KeygenArgs) -> Result<(), Failure> {
+    // A prefix that names a directory (`--out keys/`) would write the hidden
+    // files keys/.key and keys/.pub, which a trust directory skips.
+    let name = a.out.file_name().map(|n| n.to_string_lossy());
+    let dir_like = a.out.as_os_str().to_string_lossy().ends_with('/') || a.out.is_dir();
+    if dir_like || name.as_deref().is_none_or(|n| n.starts_with('.')) {
+        return Err(Failure::general(format_args!(
+            "--out {}: give a path prefix with a name, e.g. {}/acme (writes acme.key and acme.pub there)",
+            a.out.display(),
+            a.out.display().to_string().trim_end_matches('/')
+        )));
+    }
     let key_path = with_suffix(&a.out, "key");
     let pub_path = with_suffix(&a.out, "pub");
     if !a.force {
