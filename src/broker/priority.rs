@@ -11,8 +11,10 @@
 //! the thread returns to normal priority whenever it may be falling behind:
 //! - when the loop finds the queue [`PROMOTE_LEN`] long, or its oldest event
 //!   older than [`PROMOTE_AGE`], on a push or on its own turns;
-//! - when the loop finds the queue's lock held for more than a few spins (the
-//!   thread may have been preempted holding it);
+//! - when the loop must wait for the queue's lock and finds it held for more
+//!   than a few spins (the thread may have been preempted holding it). The loop
+//!   seldom waits: while the lock is taken it holds its events and goes on
+//!   serving (up to `HOLD_MAX` events or [`PROMOTE_AGE`], see `record`);
 //! - by itself, when it finds the queue empty.
 //!
 //! It goes back to idle priority only for a batch that shows it keeping up
