@@ -80,10 +80,11 @@ pub struct AuditRecorder {
 /// first): every plugin's calls stalled meanwhile. Now it goes on serving and
 /// hands the events over at its next push or turn, and waits only when it holds
 /// this many, or held the oldest for [`PROMOTE_AGE`]. Measured with `cargo bench
-/// --bench broker`, 128 plugins, six interleaved runs each: the promotions for a
-/// taken lock (about 8 a second, half of all) were gone, and p99 over the
-/// ceiling's p99 fell from 2.14-2.66x (mean 2.45) to 1.76-2.47x (mean 2.09),
-/// lower in 5 of the 6 pairs.
+/// --bench broker` at 128 plugins (promotions traced by cause): the promotions
+/// for a taken lock, about 8 a second and half of all, were gone. What that did
+/// to p99 is within this 2-CPU machine's noise: p99 over the ceiling's p99 went
+/// from a mean of 2.45x to 2.09x in one set of six interleaved pairs (lower in
+/// five), and from 1.77x to 1.96x in another of five, with a build running.
 const HOLD_MAX: usize = 1024;
 
 /// Queued events at which the loop wakes the audit thread. Below it, the audit
