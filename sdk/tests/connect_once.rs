@@ -7,21 +7,12 @@
 use std::os::fd::{AsRawFd, FromRawFd};
 use std::os::unix::net::UnixDatagram;
 
+mod common;
 use warden_plugin::{Client, Error};
 
 #[test]
 fn a_second_connect_does_not_take_a_descriptor_it_does_not_own() {
-    let mut fds = [0; 2];
-    // SAFETY: socketpair fills two new descriptors that we then own.
-    let r = unsafe {
-        libc::socketpair(
-            libc::AF_UNIX,
-            libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC,
-            0,
-            fds.as_mut_ptr(),
-        )
-    };
-    assert_eq!(r, 0);
+    let fds = common::raw_seqpacket_pair();
     // SAFETY: a fresh descriptor from socketpair, owned once (the plugin's end
     // is handed to the SDK through the environment, as warden does).
     let warden = unsafe { UnixDatagram::from_raw_fd(fds[0]) };

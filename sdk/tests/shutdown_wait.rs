@@ -2,34 +2,15 @@
 //! `Duration::MAX`, a common "for ever") waits for the shutdown instead of
 //! panicking.
 
-use std::os::fd::FromRawFd;
-use std::os::unix::net::UnixDatagram;
 use std::time::Duration;
 
+mod common;
+use common::WELCOME;
 use warden_plugin::Client;
-
-const WELCOME: &[u8] = br#"{"type":"welcome","version":1,"plugin":"p","capabilities":[],"limits":{"max_message":65536,"max_in_flight":32,"call_timeout_ms":5000,"rate":{"per_second":500,"burst":1000}}}"#;
 
 #[test]
 fn a_timeout_past_the_clocks_end_waits_for_the_shutdown() {
-    let mut fds = [0; 2];
-    // SAFETY: socketpair fills two new descriptors that we then own.
-    let r = unsafe {
-        libc::socketpair(
-            libc::AF_UNIX,
-            libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC,
-            0,
-            fds.as_mut_ptr(),
-        )
-    };
-    assert_eq!(r, 0);
-    // SAFETY: fresh descriptors from socketpair, each owned once.
-    let (warden, plugin) = unsafe {
-        (
-            UnixDatagram::from_raw_fd(fds[0]),
-            UnixDatagram::from_raw_fd(fds[1]),
-        )
-    };
+    let (warden, plugin) = common::seqpacket_pair();
     let peer = std::thread::spawn(move || {
         let mut buf = [0u8; 4096];
         warden.recv(&mut buf).unwrap(); // hello

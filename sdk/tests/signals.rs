@@ -1,13 +1,11 @@
 //! A plugin's own signal handlers, installed without SA_RESTART, interrupt the
 //! SDK's blocking calls with EINTR: that is not the channel failing.
 
-use std::os::fd::FromRawFd;
-use std::os::unix::net::UnixDatagram;
 use std::time::Duration;
 
+mod common;
+use common::WELCOME;
 use warden_plugin::Client;
-
-const WELCOME: &[u8] = br#"{"type":"welcome","version":1,"plugin":"p","capabilities":[],"limits":{"max_message":65536,"max_in_flight":32,"call_timeout_ms":5000,"rate":{"per_second":500,"burst":1000}}}"#;
 
 extern "C" fn nothing(_: libc::c_int) {}
 
@@ -21,24 +19,7 @@ fn a_signal_during_the_handshake_is_not_a_channel_error() {
         libc::sigemptyset(&mut sa.sa_mask);
         assert_eq!(libc::sigaction(libc::SIGUSR1, &sa, std::ptr::null_mut()), 0);
     }
-    let mut fds = [0; 2];
-    // SAFETY: socketpair fills two new descriptors that we then own.
-    let r = unsafe {
-        libc::socketpair(
-            libc::AF_UNIX,
-            libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC,
-            0,
-            fds.as_mut_ptr(),
-        )
-    };
-    assert_eq!(r, 0);
-    // SAFETY: fresh descriptors from socketpair, each owned once.
-    let (warden, plugin) = unsafe {
-        (
-            UnixDatagram::from_raw_fd(fds[0]),
-            UnixDatagram::from_raw_fd(fds[1]),
-        )
-    };
+    let (warden, plugin) = common::seqpacket_pair();
     // SAFETY: pthread_self takes no arguments and cannot fail.
     let me = unsafe { libc::pthread_self() };
     let peer = std::thread::spawn(move || {

@@ -3,40 +3,17 @@
 //! be routed to the call it answers: the channel is closed, and every waiting
 //! call fails, instead of one of them waiting for ever.
 
-use std::os::fd::FromRawFd;
-use std::os::unix::net::UnixDatagram;
 use std::sync::mpsc;
 use std::time::Duration;
 
+mod common;
+use common::WELCOME;
 use warden_plugin::{Client, Error, MAX_MESSAGE};
-
-const WELCOME: &[u8] = br#"{"type":"welcome","version":1,"plugin":"p","capabilities":["kv:read"],"limits":{"max_message":65536,"max_in_flight":32,"call_timeout_ms":5000,"rate":{"per_second":500,"burst":1000}}}"#;
-
-fn seqpacket_pair() -> (UnixDatagram, UnixDatagram) {
-    let mut fds = [0; 2];
-    // SAFETY: socketpair fills two new descriptors that we then own.
-    let r = unsafe {
-        libc::socketpair(
-            libc::AF_UNIX,
-            libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC,
-            0,
-            fds.as_mut_ptr(),
-        )
-    };
-    assert_eq!(r, 0);
-    // SAFETY: fresh descriptors from socketpair, each owned once.
-    unsafe {
-        (
-            UnixDatagram::from_raw_fd(fds[0]),
-            UnixDatagram::from_raw_fd(fds[1]),
-        )
-    }
-}
 
 /// Makes one `kv.get` that a fake warden answers with `reply(id)`; the call's
 /// result, or `None` if it had none within 5 s.
 fn answered_with(reply: impl Fn(u64) -> Vec<u8> + Send + 'static) -> Option<Result<(), Error>> {
-    let (warden, plugin) = seqpacket_pair();
+    let (warden, plugin) = common::seqpacket_pair();
     let peer = std::thread::spawn(move || {
         let mut buf = vec![0u8; MAX_MESSAGE];
         warden.recv(&mut buf).unwrap(); // hello
