@@ -25,6 +25,22 @@ struct Fixture {
 }
 
 impl Fixture {
+    /// Runs stock minisign in the fixture's directory; it must succeed.
+    fn minisign<S: AsRef<std::ffi::OsStr> + std::fmt::Debug>(&self, args: &[S]) {
+        let out = Command::new("minisign")
+            .args(args)
+            .current_dir(self.tmp.path())
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "minisign {args:?}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
     /// A key pinned for `acme`, and a bundle packed with it from `/bin/true`.
     fn new() -> Fixture {
         let f = Fixture {
@@ -591,23 +607,10 @@ fn warden_accepts_what_stock_minisign_signs() {
         return;
     }
     // A key made by minisign itself (unencrypted), pinned for acme.
-    let run = |args: &[&str]| {
-        let out = Command::new("minisign")
-            .args(args)
-            .current_dir(f.tmp.path())
-            .stdin(std::process::Stdio::null())
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "minisign {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
-    run(&["-G", "-W", "-p", "mini.pub", "-s", "mini.key"]);
+    f.minisign(&["-G", "-W", "-p", "mini.pub", "-s", "mini.key"]);
     fs::copy(f.p("mini.pub"), f.p("trust/acme/mini.pub")).unwrap();
     // Default (prehashed ED) signature.
-    run(&[
+    f.minisign(&[
         "-S",
         "-s",
         "mini.key",
@@ -618,13 +621,13 @@ fn warden_accepts_what_stock_minisign_signs() {
     ]);
     ok(&f.verify());
     // Legacy (plain Ed) signature.
-    run(&["-S", "-l", "-s", "mini.key", "-m", "bundle/manifest.json"]);
+    f.minisign(&["-S", "-l", "-s", "mini.key", "-m", "bundle/manifest.json"]);
     ok(&f.verify());
     // warden can sign with a minisign-made key too.
     ok(&f.warden(&["sign", "bundle", "--key", "mini.key"]));
     ok(&f.verify());
     // and a tampered trusted comment from minisign's signature is still caught.
-    run(&[
+    f.minisign(&[
         "-S",
         "-s",
         "mini.key",
@@ -712,25 +715,11 @@ fn minisign_signature_with_a_long_trusted_comment_verifies() {
     if !minisign_available() {
         return;
     }
-    let run = |args: &[&str]| {
-        let out = Command::new("minisign")
-            .args(args)
-            .current_dir(f.tmp.path())
-            .stdin(std::process::Stdio::null())
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "minisign {args:?}: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
-    run(&["-G", "-W", "-p", "mini.pub", "-s", "mini.key"]);
+    f.minisign(&["-G", "-W", "-p", "mini.pub", "-s", "mini.key"]);
     fs::copy(f.p("mini.pub"), f.p("trust/acme/mini.pub")).unwrap();
     let trusted = format!("plugin:echo@1.0.0 {}", "x".repeat(4000));
     let untrusted = "u".repeat(1000);
-    run(&[
+    f.minisign(&[
         "-S",
         "-s",
         "mini.key",
@@ -747,7 +736,7 @@ fn minisign_signature_with_a_long_trusted_comment_verifies() {
             .len()
             > 4096
     );
-    run(&["-V", "-p", "mini.pub", "-m", "bundle/manifest.json"]);
+    f.minisign(&["-V", "-p", "mini.pub", "-m", "bundle/manifest.json"]);
     ok(&f.verify());
 }
 
@@ -761,22 +750,8 @@ fn minisign_trusted_comment_that_is_not_utf8_verifies() {
     if !minisign_available() {
         return;
     }
-    let run = |args: &[&std::ffi::OsStr]| {
-        let out = Command::new("minisign")
-            .args(args)
-            .current_dir(f.tmp.path())
-            .stdin(std::process::Stdio::null())
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "minisign {args:?}: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
     let os = |s: &str| std::ffi::OsStr::new(s).to_owned();
-    run(&[
+    f.minisign(&[
         &os("-G"),
         &os("-W"),
         &os("-p"),
@@ -797,8 +772,8 @@ fn minisign_trusted_comment_that_is_not_utf8_verifies() {
         &os("-c"),
         latin1,
     ];
-    run(&sign);
-    run(&[
+    f.minisign(&sign);
+    f.minisign(&[
         &os("-V"),
         &os("-p"),
         &os("mini.pub"),
