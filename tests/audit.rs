@@ -202,6 +202,30 @@ fn cut_end_is_caught_only_with_an_anchor() {
 }
 
 #[test]
+fn review_expect_last_says_when_events_were_appended_after_the_anchor() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (path, last) = write_log(tmp.path(), 50);
+    // warden goes on writing after the operator recorded the end: that is not a cut.
+    let mut log = AuditLog::open(AuditConfig::new(&path)).unwrap();
+    for i in 51..=53 {
+        assert_eq!(log.append(&event(i)).unwrap(), i);
+    }
+    log.close().unwrap();
+    let o = warden(
+        tmp.path(),
+        &["audit", "verify", "--expect-last", &last, "audit.log"],
+    );
+    assert_eq!(o.status.code(), Some(1));
+    let err = stderr(&o);
+    assert!(
+        err.trim_end().ends_with(&format!(
+            "not the expected {last}: the expected line is still in the chain (seq 50) and 3 events were appended after it; anchor the new end instead"
+        )),
+        "{err}"
+    );
+}
+
+#[test]
 fn cut_inside_the_last_line_is_named() {
     let tmp = tempfile::tempdir().unwrap();
     let (path, _) = write_log(tmp.path(), 5);

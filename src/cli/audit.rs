@@ -105,13 +105,21 @@ fn verify(a: VerifyArgs) -> Result<(), Failure> {
             if let Some(want) = &a.expect_last {
                 if want != last {
                     let file = a.files.last().map(|f| f.display().to_string());
-                    return Err(Failure {
-                        line: format!(
-                            "broken: {}: the last line's sha256 is {last}, not the expected {want} (lines removed from the end, or a different log)",
-                            file.unwrap_or_default()
+                    let file = file.unwrap_or_default();
+                    // The chain is intact, so a line whose `prev` is the anchor
+                    // follows the anchored line: events were appended since, which
+                    // is normal operation, not a cut.
+                    let end = first_seq.map_or(0, |f| f + events - 1);
+                    let line = match anchored_seq(&a.files, want) {
+                        Some(seq) => format!(
+                            "broken: {file}: the last line's sha256 is {last}, not the expected {want}: the expected line is still in the chain (seq {seq}) and {} events were appended after it; anchor the new end instead",
+                            end.saturating_sub(seq)
                         ),
-                        code: 1,
-                    });
+                        None => format!(
+                            "broken: {file}: the last line's sha256 is {last}, not the expected {want} (lines removed from the end, or a different log)"
+                        ),
+                    };
+                    return Err(Failure { line, code: 1 });
                 }
             }
             match first_seq {
@@ -129,6 +137,22 @@ fn verify(a: VerifyArgs) -> Result<(), Failure> {
             Ok(())
         }
     }
+}
+
+/// The seq of the line whose sha256 is `hash`, found as the `prev` of the line
+/// after it, in files whose chain was verified intact.
+fn anchored_seq(files: &[PathBuf], hash: &str) -> Option<u64> {
+    let needle = format!("\"prev\":\"{hash}\"}}");
+    for f in files {
+        let text = std::fs::read(f).ok()?;
+        for l in text.split(|&b| b == b'\n') {
+            if l.ends_with(needle.as_bytes()) {
+                let v: serde_json::Value = serde_json::from_slice(l).ok()?;
+                return v["seq"].as_u64()?.checked_sub(1).filter(|&s| s > 0);
+            }
+        }
+    }
+    None
 }
 
 fn query(a: QueryArgs) -> Result<(), Failure> {
