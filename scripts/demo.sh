@@ -17,7 +17,9 @@ cd "$(dirname "$0")/.."
 demo=.demo
 config=examples/warden.json
 cargo build --release --workspace --quiet
-warden=target/release/warden
+# cargo puts the binaries under $CARGO_TARGET_DIR when that is set.
+release=${CARGO_TARGET_DIR:-target}/release
+warden=$release/warden
 mkdir -p "$demo/trust/demo" "$demo/plugins"
 if [ ! -f "$demo/demo.key" ]; then
   "$warden" keygen --out "$demo/demo"
@@ -26,8 +28,8 @@ cp "$demo/demo.pub" "$demo/trust/demo/demo.pub"
 ids=()
 for manifest in examples/manifests/*.json; do
   name=$(basename "$manifest" .json)
-  [ -x "target/release/$name" ] || continue
-  "$warden" pack --manifest "$manifest" --artifact "target/release/$name" \
+  [ -x "$release/$name" ] || continue
+  "$warden" pack --manifest "$manifest" --artifact "$release/$name" \
     --key "$demo/demo.key" --out "$demo/plugins/$name" >/dev/null
   ids+=("$name")
 done

@@ -8,7 +8,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 demo=.demo
 cargo build --release --workspace --quiet
-warden=target/release/warden
+# cargo puts the binaries under $CARGO_TARGET_DIR when that is set.
+release=${CARGO_TARGET_DIR:-target}/release
+warden=$release/warden
 mkdir -p "$demo/trust/demo" "$demo/bundles"
 if [ ! -f "$demo/demo.key" ]; then
   "$warden" keygen --out "$demo/demo"
@@ -16,7 +18,7 @@ fi
 cp "$demo/demo.pub" "$demo/trust/demo/demo.pub"
 for manifest in examples/manifests/*.json; do
   name=$(basename "$manifest" .json)
-  "$warden" pack --manifest "$manifest" --artifact "target/release/$name" \
+  "$warden" pack --manifest "$manifest" --artifact "$release/$name" \
     --key "$demo/demo.key" --out "$demo/bundles/$name" >/dev/null
   "$warden" verify "$demo/bundles/$name" --trust "$demo/trust"
 done

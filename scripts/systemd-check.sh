@@ -20,7 +20,9 @@ if ! command -v systemd-nspawn >/dev/null || ! command -v debootstrap >/dev/null
 fi
 [ -d /var/tmp/warden-nspawn-root ] || "$tools/make-root.sh"
 cargo build --release --workspace --quiet
-warden=target/release/warden
+# cargo puts the binaries under $CARGO_TARGET_DIR when that is set.
+release=${CARGO_TARGET_DIR:-target}/release
+warden=$release/warden
 key=$(mktemp -d /var/tmp/warden-sdcheck-key.XXXXXX)
 extra=$(mktemp -d /var/tmp/warden-sdcheck-extra.XXXXXX)
 trap 'rm -rf "$key" "$extra"' EXIT
@@ -31,7 +33,7 @@ install -D -m 0644 "$key/demo.pub" "$extra/etc/warden/trust/demo/demo.pub"
 install -D -m 0644 systemd/warden.sysusers "$extra/usr/lib/sysusers.d/warden.conf"
 install -D -m 0644 systemd/warden.tmpfiles "$extra/usr/lib/tmpfiles.d/warden.conf"
 mkdir -p "$extra/var/lib/warden/plugins"
-"$warden" pack --manifest examples/manifests/ticker.json --artifact target/release/ticker \
+"$warden" pack --manifest examples/manifests/ticker.json --artifact "$release/ticker" \
   --key "$key/demo.key" --out "$extra/var/lib/warden/plugins/ticker" >/dev/null
 chmod -R a+rX "$extra/var/lib/warden/plugins" "$extra/etc/warden"
 
