@@ -69,6 +69,11 @@ pub enum CtlCommand {
         version: String,
     },
     /// Host-call counters (of one plugin, or every plugin and warden itself).
+    ///
+    /// The call and byte counters are those of the plugin's running instance: they
+    /// start from 0 when it starts or restarts, and read 0 while none runs (runtime
+    /// backoff, stopped, failed). RESTARTS counts every restart since warden started.
+    /// For the whole history, query the audit log (`warden audit query LOG --plugin ID`).
     Stats {
         /// The plugin's id; every plugin when absent.
         id: Option<String>,
