@@ -290,7 +290,7 @@ fn lifecycle_refusals_rollback_and_persistence() {
     assert_eq!(st["grants"], serde_json::json!([]));
     s.refused(
         &["activate", "svc"],
-        "warden: cannot activate plugin svc: it is verified, and activate is allowed only from installed or disabled",
+        "warden: cannot activate plugin svc: it is verified, and activate is allowed only from installed or disabled; install it first: warden ctl install svc",
     );
     s.refused(
         &["disable", "svc"],

@@ -85,8 +85,14 @@ pub fn transition(
     let to = action.target();
     if !action.sources().contains(&from) {
         let allowed: Vec<&str> = action.sources().iter().map(|s| s.as_str()).collect();
+        // A new bundle is `verified`: the step an operator most often misses.
+        let hint = if action == Action::Activate && from == Status::Verified {
+            format!("; install it first: warden ctl install {id}")
+        } else {
+            String::new()
+        };
         return Err(format!(
-            "cannot {} plugin {id}: it is {}, and {} is allowed only from {}",
+            "cannot {} plugin {id}: it is {}, and {} is allowed only from {}{hint}",
             action.as_str(),
             from.as_str(),
             action.as_str(),
@@ -165,6 +171,18 @@ mod tests {
     use super::*;
 
     #[test]
+    fn review_activate_of_a_new_plugin_says_to_install_it_first() {
+        let e = transition("notes", Status::Verified, Action::Activate, None).unwrap_err();
+        assert!(
+            e.ends_with("; install it first: warden ctl install notes"),
+            "{e}"
+        );
+        // Other refusals name no step that would not help.
+        let e = transition("notes", Status::Active, Action::Activate, None).unwrap_err();
+        assert!(!e.contains("install it first"), "{e}");
+    }
+
+    #[test]
     fn transitions() {
         use Action::*;
         use Status::*;
@@ -175,7 +193,7 @@ mod tests {
         assert_eq!(transition("p", Installed, Disable, None), Ok(Disabled));
         assert_eq!(
             transition("p", Verified, Activate, None).unwrap_err(),
-            "cannot activate plugin p: it is verified, and activate is allowed only from installed or disabled"
+            "cannot activate plugin p: it is verified, and activate is allowed only from installed or disabled; install it first: warden ctl install p"
         );
         assert!(transition("p", Active, Install, None).is_err());
         assert!(transition("p", Disabled, Disable, None).is_err());
