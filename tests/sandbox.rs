@@ -687,6 +687,29 @@ fn pending_review_under_run_is_said_to_gate_nothing() {
     );
 }
 
+/// Without `--policy` the plugin gets what its manifest declares (docs/policy.md);
+/// the dry run said `policy status pending_review`, naming a policy nobody gave.
+#[test]
+fn review_dry_run_without_policy_says_the_manifest_decides() {
+    if !require_sandbox() {
+        return;
+    }
+    let f = Fixture::new();
+    let b = f.bundle_with(
+        "probe",
+        "1.0.0",
+        &["kv:write", "log:write"],
+        &plugin("probe"),
+        "",
+    );
+    let out = f.run(&b, &["--dry-run"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(
+        line(&stdout(&out), "granted capabilities:"),
+        "granted capabilities: [kv:write, log:write] (no --policy: everything the manifest declares)"
+    );
+}
+
 /// Once the plugin has ended, `warden run` waits for the copy as long as the
 /// reader takes something within 2 s (docs/sandbox.md): a reader of warden's
 /// stdout taking 2 KiB every 100 ms gets everything. It lost the end: progress

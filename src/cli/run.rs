@@ -152,11 +152,20 @@ pub fn run(a: RunArgs) -> Result<u8, Failure> {
             Status::PendingReview => "; warden run gates only on blocked: grant decides",
             _ => "",
         };
-        println!(
-            "granted capabilities: [{}] (policy status {}{gate})",
-            caps.join(", "),
-            policy.status.as_str()
-        );
+        // Without --policy there is no status to speak of: the default policy's
+        // `pending_review` would read as a review nobody asked for.
+        if a.policy.is_none() {
+            println!(
+                "granted capabilities: [{}] (no --policy: everything the manifest declares)",
+                caps.join(", ")
+            );
+        } else {
+            println!(
+                "granted capabilities: [{}] (policy status {}{gate})",
+                caps.join(", "),
+                policy.status.as_str()
+            );
+        }
         print_broker_limits(&policy, eff.resources.call_timeout_ms.get());
         return Ok(0);
     }
