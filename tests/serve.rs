@@ -1333,7 +1333,7 @@ fn check_resolves_paths_of_a_bare_config_name() {
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
-    let want = format!("plugin_dir: {:?}", dir.path().join("p"));
+    let want = format!("\"plugin_dir\": {:?}", dir.path().join("p"));
     assert!(
         stdout(&out).contains(&want),
         "want {want} in:\n{}",

@@ -21,7 +21,9 @@ pub struct ServeArgs {
     pub config: PathBuf,
     /// Validate the configuration and what serving needs before it starts (the
     /// trust directory loads, the plugin directory can be read), print the
-    /// configuration and exit; 1 with one line when serve would refuse.
+    /// effective configuration (as JSON under the file's keys, defaults filled in,
+    /// paths absolute; `null`: not set) and exit; 1 with one line when serve would
+    /// refuse.
     #[arg(long)]
     pub check: bool,
 }
@@ -30,7 +32,8 @@ pub fn run(a: ServeArgs) -> Result<(), Failure> {
     let cfg = Config::load(&a.config).map_err(Failure::general)?;
     if a.check {
         let trust = Supervisor::preflight(&cfg).map_err(Failure::general)?;
-        println!("{cfg:#?}");
+        let text = serde_json::to_string_pretty(&cfg.to_json()).unwrap_or_default();
+        println!("{text}");
         println!(
             "config {}: ok ({} pinned keys)",
             cfg.source.display(),

@@ -155,6 +155,54 @@ pub struct Config {
 }
 
 impl Config {
+    /// The effective configuration under the keys of the file (docs/config.md),
+    /// defaults filled in and paths made absolute: what `warden serve --check`
+    /// prints, so that each value can be found by the name the operator writes.
+    pub fn to_json(&self) -> serde_json::Value {
+        let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        let fsync = match self.audit_fsync {
+            FsyncPolicy::Never => "never",
+            FsyncPolicy::OnFlush => "on_flush",
+            FsyncPolicy::EveryEvent => "every_event",
+        };
+        let l = &self.limits;
+        serde_json::json!({
+            "plugin_dir": self.plugin_dir,
+            "trust_dir": self.trust_dir,
+            "state_dir": self.state_dir,
+            "audit_log": self.audit_log,
+            "audit_rotate_mb": self.audit_rotate_bytes.map(|b| b / (1024 * 1024)),
+            "audit_fsync": fsync,
+            "control_socket": self.control_socket,
+            "admin_group": self.admin_gid.map(|g| g.to_string()),
+            "uid_range": format!("{}-{}", self.uid_range.0, self.uid_range.1),
+            "landlock_min_abi": self.landlock_min_abi,
+            "cgroup": self.cgroup,
+            "limits": {
+                "memory_mb": l.memory_mb,
+                "pids": l.pids,
+                "nofile": l.nofile,
+                "tmp_mb": l.tmp_mb,
+                "call_timeout_ms": l.call_timeout_ms,
+                "data_mb": l.data_mb,
+            },
+            "rate": self.rate,
+            "restart": {
+                "initial_backoff_ms": ms(self.restart.initial_backoff),
+                "max_backoff_ms": ms(self.restart.max_backoff),
+                "max_restarts": self.restart.max_restarts,
+                "window_s": self.restart.window.as_secs(),
+            },
+            "start_timeout_ms": ms(self.start_timeout),
+            "shutdown_deadline_ms": ms(self.shutdown_deadline),
+            "output": {
+                "lines_per_second": self.output.lines_per_second,
+                "burst": self.output.burst,
+                "max_line_bytes": self.output.max_line_bytes,
+            },
+        })
+    }
+
     /// Reads and validates a config file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let read = |source| ConfigError::Read {
@@ -421,6 +469,35 @@ mod tests {
     use super::*;
 
     const MIN: &str = r#""plugin_dir":"p","trust_dir":"t","state_dir":"/s","audit_log":"a.jsonl","control_socket":"c.sock""#;
+
+    /// `serve --check` printed the config's Rust Debug form, whose names
+    /// (`audit_rotate_bytes`, `admin_gid`, `start_timeout: 10s`) are not the
+    /// file's keys. Its JSON, nulls left out, reads back as the same config.
+    #[test]
+    fn review_check_prints_the_config_under_its_own_keys() {
+        fn strip(v: &mut serde_json::Value) {
+            if let serde_json::Value::Object(m) = v {
+                m.retain(|_, v| !v.is_null());
+                m.values_mut().for_each(strip);
+            }
+        }
+        let c = p(r#""audit_rotate_mb":64,"admin_group":"wheel","limits":{"pids":9},"restart":{"window_s":30}"#)
+            .unwrap();
+        let json = c.to_json();
+        assert_eq!(json["audit_rotate_mb"], 64);
+        assert_eq!(json["start_timeout_ms"], 10000);
+        assert_eq!(json["restart"]["window_s"], 30);
+        let mut stripped = json.clone();
+        strip(&mut stripped);
+        let again = Config::parse(
+            stripped.to_string().as_bytes(),
+            Path::new("w.json"),
+            Path::new("/base"),
+            |_| None,
+        )
+        .unwrap();
+        assert_eq!(again.to_json(), json);
+    }
 
     fn p(extra: &str) -> Result<Config, ConfigError> {
         let sep = if extra.is_empty() { "" } else { "," };
