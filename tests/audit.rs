@@ -202,7 +202,7 @@ fn cut_end_is_caught_only_with_an_anchor() {
 }
 
 #[test]
-fn review_expect_last_says_when_events_were_appended_after_the_anchor() {
+fn expect_last_says_when_events_were_appended_after_the_anchor() {
     let tmp = tempfile::tempdir().unwrap();
     let (path, last) = write_log(tmp.path(), 50);
     // warden goes on writing after the operator recorded the end: that is not a cut.

@@ -690,7 +690,7 @@ fn pending_review_under_run_is_said_to_gate_nothing() {
 /// Without `--policy` the plugin gets what its manifest declares (docs/policy.md);
 /// the dry run said `policy status pending_review`, naming a policy nobody gave.
 #[test]
-fn review_dry_run_without_policy_says_the_manifest_decides() {
+fn dry_run_without_policy_says_the_manifest_decides() {
     if !require_sandbox() {
         return;
     }

@@ -171,7 +171,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn review_activate_of_a_new_plugin_says_to_install_it_first() {
+    fn activate_of_a_new_plugin_says_to_install_it_first() {
         let e = transition("notes", Status::Verified, Action::Activate, None).unwrap_err();
         assert!(
             e.ends_with("; install it first: warden ctl install notes"),
