@@ -13,7 +13,6 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 
 use super::line::{self, ZERO_HASH};
-use super::query::{self, Filter, Hit};
 use super::{time, AuditConfig, AuditError, Event, Fields, FsyncPolicy};
 
 /// Buffered bytes that force a flush even before the interval is up.
@@ -283,19 +282,6 @@ impl AuditLog {
     /// The live file.
     pub fn path(&self) -> &Path {
         &self.cfg.path
-    }
-
-    /// Flushes, then returns the most recent matching events from the live file and
-    /// the newest rotated file (for the `audit.query` host op; set `filter.limit`).
-    pub fn query_recent(&mut self, filter: &Filter) -> Result<Vec<Hit>, AuditError> {
-        self.flush()?;
-        let mut files: Vec<PathBuf> = rotated_numbered(&self.cfg.path)?
-            .pop()
-            .map(|(_, p)| p)
-            .into_iter()
-            .collect();
-        files.push(self.cfg.path.clone());
-        query::query(&files, filter)
     }
 
     /// Flushes and fsyncs the live file, renames it to the next `PATH.NNNNNN`, and
@@ -867,28 +853,6 @@ mod tests {
             log.append(&Event::default()),
             Err(AuditError::EmptyKind)
         ));
-    }
-
-    #[test]
-    fn query_recent_keeps_the_last_n_of_a_plugin() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("audit.log");
-        let mut log = AuditLog::open(AuditConfig::new(&path)).unwrap();
-        for i in 0..10 {
-            let mut e = event(i);
-            if i % 2 == 1 {
-                e.plugin = Some("other".into());
-            }
-            log.append(&e).unwrap();
-        }
-        let f = Filter {
-            plugin: Some("echo".into()),
-            limit: Some(2),
-            ..Filter::default()
-        };
-        let hits = log.query_recent(&f).unwrap();
-        let seqs: Vec<u64> = hits.iter().map(|h| h.record.seq).collect();
-        assert_eq!(seqs, [7, 9]);
     }
 
     #[test]
