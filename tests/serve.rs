@@ -1520,6 +1520,12 @@ fn an_egress_only_approve_keeps_the_narrowed_grants() {
     // `--grant ''` approves with no grants at all (it was refused).
     let p = s.ok(&["policy", "approve", "svc", "--grant", ""]);
     assert_eq!(p["grants"], serde_json::json!([]));
+    // An egress list for a plugin that does not declare http:egress could never
+    // be used: refused, as a grant it does not declare is (it was accepted).
+    s.refused(
+        &["policy", "approve", "svc", "--egress", "example.com:443"],
+        "warden: cannot approve plugin svc: --egress: its manifest does not declare http:egress (the capability of net.dial), so the list would never be used",
+    );
 }
 
 /// A config value of the wrong type is refused naming its key (docs/config.md:

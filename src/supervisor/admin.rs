@@ -367,6 +367,16 @@ impl Supervisor {
             .as_ref()
             .map(|b| b.manifest().capabilities.clone())
             .unwrap_or_default();
+        // A list net.dial could never use is refused, as a grant of a capability
+        // the manifest does not declare is (clearing one, `--egress ''`, is not).
+        if let (Some((e, _)), Some(_)) = (&egress, &p.bundle) {
+            if !e.is_empty() && !declared.contains(&Capability::HttpEgress) {
+                return Err(format!(
+                    "cannot approve plugin {id}: --egress: its manifest does not declare {} (the capability of net.dial), so the list would never be used",
+                    Capability::HttpEgress
+                ));
+            }
+        }
         let grants = match grant {
             // Only the egress lists change: an approved plugin keeps its grants
             // (approving again would otherwise widen a narrowed grant).
