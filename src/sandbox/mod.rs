@@ -15,7 +15,7 @@ pub mod seccomp;
 
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 pub use plan::{CgroupPlan, Config, IdMap, Plan, BUNDLE_PATH};
 pub use seccomp::SeccompError;
@@ -670,6 +670,17 @@ fn cgroup_owner(name: &str) -> Option<u32> {
     pid.parse().ok()
 }
 
+/// Whether process `pid` runs the same program as this one (its `comm`): a
+/// warden. A dead warden's pid taken by another process does not keep that
+/// warden's leftover cgroups (it did while the pid existed).
+fn is_warden(pid: u32) -> bool {
+    let comm = |p: &str| std::fs::read(format!("/proc/{p}/comm")).ok();
+    match (comm(&pid.to_string()), comm("self")) {
+        (Some(theirs), Some(ours)) => theirs == ours,
+        _ => false,
+    }
+}
+
 /// Removes leftover per-plugin cgroups: this process's that could not be removed
 /// at exit, and those of warden processes that are gone (killed before they could
 /// clean up). A live warden's are left alone: it makes each cgroup, empty, before
@@ -690,8 +701,7 @@ pub fn sweep_stale_cgroups() {
                 continue;
             }
             let owner = e.file_name().to_str().and_then(cgroup_owner);
-            let alive = |pid: u32| pid == me || Path::new(&format!("/proc/{pid}")).exists();
-            if owner.is_some_and(alive) {
+            if owner.is_some_and(|pid| pid == me || is_warden(pid)) {
                 continue;
             }
             let _ = std::fs::remove_dir(e.path());
@@ -701,7 +711,20 @@ pub fn sweep_stale_cgroups() {
 
 #[cfg(test)]
 mod tests {
-    use super::cgroup_owner;
+    use super::{cgroup_owner, is_warden};
+
+    #[test]
+    fn only_a_live_process_of_this_program_owns_cgroups() {
+        assert!(is_warden(std::process::id()));
+        let mut other = std::process::Command::new("sleep")
+            .arg("5")
+            .spawn()
+            .unwrap();
+        assert!(!is_warden(other.id()), "another program at the pid");
+        other.kill().unwrap();
+        other.wait().unwrap();
+        assert!(!is_warden(other.id()), "a pid nobody has");
+    }
 
     #[test]
     fn cgroup_names_say_which_warden_made_them() {
