@@ -28,6 +28,8 @@ pub enum StoreError {
         path: PathBuf,
         source: rusqlite::Error,
     },
+    #[error("database {path}: opened read-only (the file, or the filesystem it is on, cannot be written), and warden writes it")]
+    ReadOnly { path: PathBuf },
     #[error("database {path}: schema version {found} is newer than this warden ({supported})")]
     TooNew {
         path: PathBuf,
@@ -155,13 +157,20 @@ impl Store {
         })
     }
 
-    /// A new connection in WAL mode with full fsync on commit.
+    /// A new connection in WAL mode with full fsync on commit. A file SQLite can
+    /// open only for reading is refused here: SQLite would quietly open it
+    /// read-only, and every write fail later without naming the file.
     pub fn connect(&self) -> Result<Connection, StoreError> {
         let err = |source| StoreError::Open {
             path: self.path.clone(),
             source,
         };
         let conn = Connection::open(&self.path).map_err(err)?;
+        if conn.is_readonly(rusqlite::MAIN_DB).map_err(err)? {
+            return Err(StoreError::ReadOnly {
+                path: self.path.clone(),
+            });
+        }
         conn.busy_timeout(std::time::Duration::from_secs(10))
             .map_err(err)?;
         // Switching a new database to WAL needs it to itself, and SQLite answers
@@ -209,5 +218,44 @@ mod tests {
                 o.join().unwrap().unwrap();
             }
         }
+    }
+
+    /// A database warden cannot write (a 0444 file, or as root an immutable
+    /// one) is refused at open, naming the path and why: it was opened
+    /// read-only without a word, and every `kv.put` then failed `internal`
+    /// with "attempt to write a readonly database", naming no file.
+    #[test]
+    fn review_a_read_only_database_is_refused_at_open_naming_its_path() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        Store::open(dir.path()).unwrap();
+        let db = dir.path().join(DB_FILE);
+        std::fs::set_permissions(&db, std::fs::Permissions::from_mode(0o444)).unwrap();
+        // Root writes a 0444 file anyway: make it immutable instead.
+        struct Immutable<'a>(&'a Path);
+        impl Drop for Immutable<'_> {
+            fn drop(&mut self) {
+                let _ = std::process::Command::new("chattr")
+                    .arg("-i")
+                    .arg(self.0)
+                    .status();
+            }
+        }
+        let mut _guard = None;
+        if std::fs::OpenOptions::new().write(true).open(&db).is_ok() {
+            let made = std::process::Command::new("chattr")
+                .arg("+i")
+                .arg(&db)
+                .status()
+                .is_ok_and(|s| s.success());
+            if !made {
+                eprintln!("skipped: running as root and chattr +i failed");
+                return;
+            }
+            _guard = Some(Immutable(&db));
+        }
+        let e = Store::open(dir.path()).unwrap_err().to_string();
+        assert!(e.contains(&db.display().to_string()), "{e}");
+        assert!(e.contains("read-only"), "{e}");
     }
 }
