@@ -1311,3 +1311,49 @@ fn an_fs_open_denial_names_both_capabilities() {
         "{text}"
     );
 }
+
+/// Every KV error names what it is about: a put refused for quota names its
+/// key, and a database failure names the database file and the key, in the
+/// reply and in the audit record. The quota refusal said only "kv quota
+/// exceeded: 2 keys ...", and a failed write only "state database: no such
+/// table: kv": with many calls in flight, or reading the audit log, nothing
+/// said which key, or which file.
+#[test]
+fn review_kv_errors_name_the_key_and_the_database() {
+    let mut c = ctx("p", &[KvRead, KvWrite], &[KvRead, KvWrite]);
+    c.kv_quota = Quota {
+        max_keys: 1,
+        max_bytes: 1000,
+    };
+    let (h, ends) = Harness::start(vec![c]);
+    let s = &ends[0];
+    hello(s, "p");
+    send(s, &call(1, "kv.put", r#"{"key":"first","value":"v"}"#));
+    assert!(recv(s).unwrap()["ok"].is_object());
+    send(s, &call(2, "kv.put", r#"{"key":"second","value":"v"}"#));
+    let m = recv(s).unwrap();
+    assert_eq!(m["error"]["code"], "denied", "{m}");
+    let msg = m["error"]["message"].as_str().unwrap();
+    assert!(
+        msg.contains("quota") && msg.contains(r#""second""#),
+        "{msg}"
+    );
+
+    // A write the database fails: its table is gone.
+    h.store
+        .connect()
+        .unwrap()
+        .execute_batch("DROP TABLE kv")
+        .unwrap();
+    send(s, &call(3, "kv.delete", r#"{"key":"first"}"#));
+    let m = recv(s).unwrap();
+    assert_eq!(m["error"]["code"], "internal", "{m}");
+    let msg = m["error"]["message"].as_str().unwrap();
+    let db = h.store.path().display().to_string();
+    assert!(msg.contains(&db) && msg.contains(r#""first""#), "{msg}");
+    send(s, &call(4, "kv.get", r#"{"key":"third"}"#));
+    let msg = recv(s).unwrap()["error"]["message"].to_string();
+    assert!(msg.contains(&db) && msg.contains(r#"third"#), "{msg}");
+    let reasons = h.log.reasons("p", "kv.put");
+    assert!(reasons[1].contains(r#""second""#), "{reasons:?}");
+}

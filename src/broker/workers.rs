@@ -320,6 +320,20 @@ fn internal(e: impl std::fmt::Display) -> CallError {
     CallError::new(ErrorCode::Internal, format!("state database: {e}"))
 }
 
+/// A database failure of one KV call: names the database file and what the
+/// call was about.
+fn db_failed(path: &std::path::Path, work: &Work, e: impl std::fmt::Display) -> CallError {
+    let about = match work {
+        Work::Get { key } | Work::Put { key, .. } | Work::Delete { key } => format!("key {key:?}"),
+        Work::List { prefix, .. } => format!("prefix {prefix:?}"),
+        Work::Dial(_) | Work::Open { .. } => String::new(),
+    };
+    CallError::new(
+        ErrorCode::Internal,
+        format!("state database {}: {about}: {e}", path.display()),
+    )
+}
+
 /// A connection opened on first use, on the thread that uses it.
 struct Lazy {
     store: Store,
@@ -352,10 +366,11 @@ fn reader(mut conn: Lazy, rx: Arc<Mutex<Receiver<Job>>>, out: Arc<Completions>) 
                 .chain(rx.try_iter().take(MAX_GROUP - 1))
                 .collect()
         };
+        let path = conn.store.path().to_owned();
         let conn = conn.get();
         out.push(batch.into_iter().map(|job| {
             let result = match &conn {
-                Ok(c) => read(c, &job),
+                Ok(c) => read(c, &path, &job),
                 Err(e) => Err(e.clone()),
             };
             Done::plain(job.seq, result)
@@ -620,7 +635,7 @@ fn run_io(q: &IoQueue, job: Job, cancelled: bool, waiter: &mut Option<Waiter>) -
     }
 }
 
-fn read(conn: &Connection, job: &Job) -> Result<Value, CallError> {
+fn read(conn: &Connection, path: &std::path::Path, job: &Job) -> Result<Value, CallError> {
     match &job.work {
         Work::Get { key } => match kv::get(conn, &job.ns, key) {
             Ok(Some(value)) => Ok(json!({ "value": value })),
@@ -628,7 +643,7 @@ fn read(conn: &Connection, job: &Job) -> Result<Value, CallError> {
                 ErrorCode::NotFound,
                 format!("no key {key:?}"),
             )),
-            Err(e) => Err(internal(e)),
+            Err(e) => Err(db_failed(path, &job.work, e)),
         },
         Work::List {
             prefix,
@@ -639,7 +654,7 @@ fn read(conn: &Connection, job: &Job) -> Result<Value, CallError> {
                 let (keys, next) = fit_keys(keys, next);
                 Ok(json!({ "keys": keys, "cursor": next }))
             }
-            Err(e) => Err(internal(e)),
+            Err(e) => Err(db_failed(path, &job.work, e)),
         },
         Work::Put { .. } | Work::Delete { .. } | Work::Dial(_) | Work::Open { .. } => Err(
             CallError::new(ErrorCode::Internal, "a write was queued to a reader"),
@@ -668,8 +683,9 @@ fn writer(mut conn: Lazy, rx: Receiver<Job>, out: Arc<Completions>) {
                 Err(_) => break,
             }
         }
+        let path = conn.store.path().to_owned();
         let results = match conn.get() {
-            Ok(c) => commit_group(c, &batch),
+            Ok(c) => commit_group(c, &path, &batch),
             Err(e) => batch.iter().map(|_| Err(e.clone())).collect(),
         };
         out.push(batch.into_iter().zip(results).map(|(job, result)| {
@@ -688,10 +704,20 @@ fn writer(mut conn: Lazy, rx: Receiver<Job>, out: Arc<Completions>) {
 /// Applies a group of writes in one transaction. A write refused for its own reason
 /// (quota) changes nothing and does not affect the others; a database failure
 /// fails the whole group, and nothing is acknowledged.
-fn commit_group(conn: &mut Connection, batch: &[Job]) -> Vec<Result<Value, CallError>> {
+fn commit_group(
+    conn: &mut Connection,
+    path: &std::path::Path,
+    batch: &[Job],
+) -> Vec<Result<Value, CallError>> {
+    let failed = |e: &rusqlite::Error| -> Vec<Result<Value, CallError>> {
+        batch
+            .iter()
+            .map(|job| Err(db_failed(path, &job.work, e)))
+            .collect()
+    };
     let tx = match conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate) {
         Ok(tx) => tx,
-        Err(e) => return batch.iter().map(|_| Err(internal(&e))).collect(),
+        Err(e) => return failed(&e),
     };
     let mut results = Vec::with_capacity(batch.len());
     for job in batch {
@@ -701,11 +727,11 @@ fn commit_group(conn: &mut Connection, batch: &[Job]) -> Vec<Result<Value, CallE
                 Err(e @ KvError::Quota { .. }) => {
                     Err(CallError::new(ErrorCode::Denied, format!("kv {e}")))
                 }
-                Err(KvError::Db(e)) => return batch.iter().map(|_| Err(internal(&e))).collect(),
+                Err(KvError::Db(e)) => return failed(&e),
             },
             Work::Delete { key } => match kv::delete(&tx, &job.ns, key) {
                 Ok(deleted) => Ok(json!({ "deleted": deleted })),
-                Err(e) => return batch.iter().map(|_| Err(internal(&e))).collect(),
+                Err(e) => return failed(&e),
             },
             Work::Get { .. } | Work::List { .. } | Work::Dial(_) | Work::Open { .. } => Err(
                 CallError::new(ErrorCode::Internal, "a read was queued to the writer"),
@@ -715,7 +741,7 @@ fn commit_group(conn: &mut Connection, batch: &[Job]) -> Vec<Result<Value, CallE
     }
     match tx.commit() {
         Ok(()) => results,
-        Err(e) => batch.iter().map(|_| Err(internal(&e))).collect(),
+        Err(e) => failed(&e),
     }
 }
 

@@ -23,8 +23,9 @@ impl Default for Quota {
 /// Why a KV write failed.
 #[derive(Debug, thiserror::Error)]
 pub enum KvError {
-    #[error("quota exceeded: {keys} keys and {bytes} bytes would exceed {quota_keys} keys or {quota_bytes} bytes")]
+    #[error("quota exceeded putting {key:?}: {keys} keys and {bytes} bytes would exceed {quota_keys} keys or {quota_bytes} bytes")]
     Quota {
+        key: String,
         keys: u64,
         bytes: u64,
         quota_keys: u64,
@@ -81,6 +82,7 @@ pub fn put(
     };
     if keys > quota.max_keys || bytes > quota.max_bytes {
         return Err(KvError::Quota {
+            key: key.to_owned(),
             keys,
             bytes,
             quota_keys: quota.max_keys,
