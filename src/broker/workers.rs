@@ -320,18 +320,16 @@ fn internal(e: impl std::fmt::Display) -> CallError {
     CallError::new(ErrorCode::Internal, format!("state database: {e}"))
 }
 
-/// A database failure of one KV call: names the database file and what the
-/// call was about.
-fn db_failed(path: &std::path::Path, work: &Work, e: impl std::fmt::Display) -> CallError {
+/// A database failure of one KV call: names what the call was about. Not the
+/// database's host path: the message goes to the plugin too, which is not told
+/// the host's layout (the operator's config names the file).
+fn db_failed(work: &Work, e: impl std::fmt::Display) -> CallError {
     let about = match work {
         Work::Get { key } | Work::Put { key, .. } | Work::Delete { key } => format!("key {key:?}"),
         Work::List { prefix, .. } => format!("prefix {prefix:?}"),
         Work::Dial(_) | Work::Open { .. } => String::new(),
     };
-    CallError::new(
-        ErrorCode::Internal,
-        format!("state database {}: {about}: {e}", path.display()),
-    )
+    CallError::new(ErrorCode::Internal, format!("state database: {about}: {e}"))
 }
 
 /// A connection opened on first use, on the thread that uses it.
@@ -366,11 +364,10 @@ fn reader(mut conn: Lazy, rx: Arc<Mutex<Receiver<Job>>>, out: Arc<Completions>) 
                 .chain(rx.try_iter().take(MAX_GROUP - 1))
                 .collect()
         };
-        let path = conn.store.path().to_owned();
         let conn = conn.get();
         out.push(batch.into_iter().map(|job| {
             let result = match &conn {
-                Ok(c) => read(c, &path, &job),
+                Ok(c) => read(c, &job),
                 Err(e) => Err(e.clone()),
             };
             Done::plain(job.seq, result)
@@ -635,7 +632,7 @@ fn run_io(q: &IoQueue, job: Job, cancelled: bool, waiter: &mut Option<Waiter>) -
     }
 }
 
-fn read(conn: &Connection, path: &std::path::Path, job: &Job) -> Result<Value, CallError> {
+fn read(conn: &Connection, job: &Job) -> Result<Value, CallError> {
     match &job.work {
         Work::Get { key } => match kv::get(conn, &job.ns, key) {
             Ok(Some(value)) => Ok(json!({ "value": value })),
@@ -643,7 +640,7 @@ fn read(conn: &Connection, path: &std::path::Path, job: &Job) -> Result<Value, C
                 ErrorCode::NotFound,
                 format!("no key {key:?}"),
             )),
-            Err(e) => Err(db_failed(path, &job.work, e)),
+            Err(e) => Err(db_failed(&job.work, e)),
         },
         Work::List {
             prefix,
@@ -654,7 +651,7 @@ fn read(conn: &Connection, path: &std::path::Path, job: &Job) -> Result<Value, C
                 let (keys, next) = fit_keys(keys, next);
                 Ok(json!({ "keys": keys, "cursor": next }))
             }
-            Err(e) => Err(db_failed(path, &job.work, e)),
+            Err(e) => Err(db_failed(&job.work, e)),
         },
         Work::Put { .. } | Work::Delete { .. } | Work::Dial(_) | Work::Open { .. } => Err(
             CallError::new(ErrorCode::Internal, "a write was queued to a reader"),
@@ -683,9 +680,8 @@ fn writer(mut conn: Lazy, rx: Receiver<Job>, out: Arc<Completions>) {
                 Err(_) => break,
             }
         }
-        let path = conn.store.path().to_owned();
         let results = match conn.get() {
-            Ok(c) => commit_group(c, &path, &batch),
+            Ok(c) => commit_group(c, &batch),
             Err(e) => batch.iter().map(|_| Err(e.clone())).collect(),
         };
         out.push(batch.into_iter().zip(results).map(|(job, result)| {
@@ -704,15 +700,11 @@ fn writer(mut conn: Lazy, rx: Receiver<Job>, out: Arc<Completions>) {
 /// Applies a group of writes in one transaction. A write refused for its own reason
 /// (quota) changes nothing and does not affect the others; a database failure
 /// fails the whole group, and nothing is acknowledged.
-fn commit_group(
-    conn: &mut Connection,
-    path: &std::path::Path,
-    batch: &[Job],
-) -> Vec<Result<Value, CallError>> {
+fn commit_group(conn: &mut Connection, batch: &[Job]) -> Vec<Result<Value, CallError>> {
     let failed = |e: &rusqlite::Error| -> Vec<Result<Value, CallError>> {
         batch
             .iter()
-            .map(|job| Err(db_failed(path, &job.work, e)))
+            .map(|job| Err(db_failed(&job.work, e)))
             .collect()
     };
     let tx = match conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate) {

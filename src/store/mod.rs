@@ -225,7 +225,7 @@ mod tests {
     /// read-only without a word, and every `kv.put` then failed `internal`
     /// with "attempt to write a readonly database", naming no file.
     #[test]
-    fn review_a_read_only_database_is_refused_at_open_naming_its_path() {
+    fn a_read_only_database_is_refused_at_open_naming_its_path() {
         use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::tempdir().unwrap();
         Store::open(dir.path()).unwrap();
