@@ -316,10 +316,6 @@ fn spawn(name: String, f: impl FnOnce() + Send + 'static) -> JoinHandle<()> {
         .expect("spawning a worker thread")
 }
 
-fn internal(e: impl std::fmt::Display) -> CallError {
-    CallError::new(ErrorCode::Internal, format!("state database: {e}"))
-}
-
 /// A database failure of one KV call: names what the call was about. Not the
 /// database's host path: the message goes to the plugin too, which is not told
 /// the host's layout (the operator's config names the file).
@@ -348,7 +344,16 @@ impl Lazy {
 
     fn get(&mut self) -> Result<&mut Connection, CallError> {
         if self.conn.is_none() {
-            self.conn = Some(self.store.connect().map_err(internal)?);
+            // The reason names the database's host path: it goes to warden's log,
+            // not to the plugin.
+            let conn = self.store.connect().map_err(|e| {
+                crate::logsink::line(format!("warden: {e}"));
+                CallError::new(
+                    ErrorCode::Internal,
+                    "state database: it could not be opened (warden's log says why)",
+                )
+            })?;
+            self.conn = Some(conn);
         }
         Ok(self.conn.as_mut().expect("just opened"))
     }
