@@ -404,6 +404,25 @@ fn lifecycle_refusals_rollback_and_persistence() {
     assert!(s.log().contains("all plugins stopped; audit log flushed"));
 }
 
+/// The sandbox init, a copy of warden, is named `warden-init`: it was `warden`
+/// in ps and top, and `killall warden` / `pkill -x warden` signalled every
+/// sandbox init along with warden itself.
+#[test]
+fn the_sandbox_init_has_a_name_of_its_own() {
+    if !require_sandbox() {
+        return;
+    }
+    let mut s = Serve::new("");
+    s.deploy("svc", "1.0.0", "serve", "");
+    s.start();
+    let st = s.bring_up("svc");
+    let init = st["pid"].as_i64().unwrap();
+    let comm = |pid: i64| std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap();
+    assert_eq!(comm(init), "warden-init\n");
+    assert_eq!(comm(s.pid() as i64), "warden\n");
+    assert!(s.stop().success());
+}
+
 #[test]
 fn crash_loop_reaches_failed_after_its_budget() {
     if !require_sandbox() {

@@ -107,6 +107,10 @@ pub(crate) fn init(a: &ChildArgs<'_>) -> ! {
         Ok(1) => {}
         _ => proc::exit_now(125),
     }
+    // A name of its own: a copy of warden, it was `warden` in ps and top, and
+    // `killall warden` or `pkill -x warden` signalled every sandbox init too.
+    // Cosmetic, so a failure is no reason to stop.
+    let _ = proc::set_name(c"warden-init");
 
     // Open the bundle by path while we still have the creator's host identity (it
     // may sit in a directory only that identity can traverse) and insist it is the

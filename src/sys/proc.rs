@@ -90,6 +90,15 @@ pub fn set_pdeathsig(sig: libc::c_int) -> io::Result<()> {
     cvt(unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, sig as libc::c_ulong, 0, 0, 0) }).map(drop)
 }
 
+/// `prctl(PR_SET_NAME, name)`: the calling thread's name (`comm`, at most 15
+/// bytes are kept).
+pub fn set_name(name: &std::ffi::CStr) -> io::Result<()> {
+    // SAFETY: `name` is a NUL-terminated string that lives for the call; the
+    // kernel copies at most 16 bytes of it.
+    cvt(unsafe { libc::prctl(libc::PR_SET_NAME, name.as_ptr() as libc::c_ulong, 0, 0, 0) })
+        .map(drop)
+}
+
 /// Sets the disposition of `sig` back to the default action.
 pub fn signal_default(sig: libc::c_int) -> io::Result<()> {
     // SAFETY: installing SIG_DFL involves no handler code; libc's signal() only
