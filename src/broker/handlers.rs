@@ -406,7 +406,9 @@ fn quoted(v: &str) -> String {
     out
 }
 
-/// Escapes control characters so a plugin cannot forge log lines.
+/// The `host` object of `monitor.stats`: load averages, total and available
+/// memory (KiB) and uptime (s), read from /proc; a figure that cannot be read is
+/// `null` (the load: an empty list).
 fn host_stats() -> Value {
     let read = |p: &str| std::fs::read_to_string(p).unwrap_or_default();
     let loadavg = read("/proc/loadavg");

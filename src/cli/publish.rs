@@ -20,7 +20,8 @@ use crate::bundle::{ARTIFACT_FILE, MANIFEST_FILE, SIGNATURE_FILE};
 ///
 /// Writes PREFIX.key (the secret key, mode 0600, unencrypted minisign format) and
 /// PREFIX.pub (the public key in minisign format, to pin in an operator's trust
-/// directory as <publisher>/<name>.pub). Refuses to overwrite existing files.
+/// directory as <publisher>/<name>.pub), creating their directory (mode 0700) if
+/// missing. Refuses to overwrite existing files unless --force is given.
 #[derive(Args)]
 pub struct KeygenArgs {
     /// Path prefix for the two files, e.g. `keys/acme` writes keys/acme.key and keys/acme.pub.
