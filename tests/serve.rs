@@ -423,6 +423,24 @@ fn the_sandbox_init_has_a_name_of_its_own() {
     assert!(s.stop().success());
 }
 
+/// `policy show` gives the limits the plugin runs under: its manifest's,
+/// lowered to the config's caps, and its data quota. It showed the config's
+/// caps alone, `null` where the config sets none.
+#[test]
+fn policy_show_gives_the_limits_in_effect() {
+    let mut s = Serve::new(r#""limits":{"memory_mb":32,"data_mb":5}"#);
+    s.deploy("svc", "1.0.0", "serve", "");
+    s.start();
+    let p = s.ok(&["policy", "show", "svc"]);
+    assert_eq!(
+        p["limits"],
+        serde_json::json!({"memory_mb": 32, "pids": 8, "nofile": 64, "tmp_mb": 1,
+                           "call_timeout_ms": 5000, "data_mb": 5}),
+        "{p}"
+    );
+    assert!(s.stop().success());
+}
+
 #[test]
 fn crash_loop_reaches_failed_after_its_budget() {
     if !require_sandbox() {

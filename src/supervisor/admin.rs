@@ -579,14 +579,37 @@ impl Supervisor {
             "allow_addresses": p.rec.allow_addresses,
             "declared": declared,
             "effective": effective,
-            "limits": {
-                "memory_mb": self.cfg.limits.memory_mb,
-                "pids": self.cfg.limits.pids,
-                "nofile": self.cfg.limits.nofile,
-                "tmp_mb": self.cfg.limits.tmp_mb,
-                "call_timeout_ms": self.cfg.limits.call_timeout_ms,
-            },
+            "limits": self.limits_of(p),
         })
+    }
+
+    /// The limits the plugin runs under: its manifest's, lowered to the config's
+    /// caps, and its data quota. Without a verified bundle, only the caps (`null`:
+    /// none, the manifest's value applies).
+    fn limits_of(&self, p: &Plugin) -> Value {
+        let l = &self.cfg.limits;
+        let data_mb = l.data_mb.unwrap_or(crate::broker::files::DEFAULT_QUOTA_MB);
+        match &p.bundle {
+            Some(b) => {
+                let r = self.context(p, b).1.resources;
+                json!({
+                    "memory_mb": r.memory_mb.get(),
+                    "pids": r.pids.get(),
+                    "nofile": r.nofile.get(),
+                    "tmp_mb": r.tmp_mb.get(),
+                    "call_timeout_ms": r.call_timeout_ms.get(),
+                    "data_mb": data_mb,
+                })
+            }
+            None => json!({
+                "memory_mb": l.memory_mb,
+                "pids": l.pids,
+                "nofile": l.nofile,
+                "tmp_mb": l.tmp_mb,
+                "call_timeout_ms": l.call_timeout_ms,
+                "data_mb": data_mb,
+            }),
+        }
     }
 
     fn stats(&self, id: Option<&str>) -> Value {
