@@ -681,6 +681,31 @@ fn chatty_output_is_forwarded_tagged_and_rate_limited() {
     );
 }
 
+/// A plugin that floods its output and then goes quiet gets the count of its
+/// suppressed lines reported anyway, a second after the last one: it was
+/// reported only with the next line that got through, never if none did.
+#[test]
+fn suppressed_output_is_reported_when_the_plugin_goes_quiet() {
+    if !require_sandbox() {
+        return;
+    }
+    let mut s = Serve::new(r#""output":{"lines_per_second":1,"burst":10}"#);
+    s.deploy("chatty", "1.0.0", "chatty", "");
+    s.start();
+    s.bring_up("chatty");
+    s.wait(
+        "the suppressed lines' count",
+        Duration::from_secs(10),
+        || s.log().contains("output lines suppressed (rate limit)"),
+    );
+    let stats = s.ok(&["stats", "chatty"]);
+    assert!(
+        stats["output_suppressed"].as_u64().unwrap() > 900,
+        "{stats}"
+    );
+    assert!(s.stop().success());
+}
+
 /// A plugin disabled while it is in its channel-closed grace has stopped: its
 /// end is not a crash (no restart counted, no backoff for a disabled plugin).
 #[test]

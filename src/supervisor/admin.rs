@@ -623,7 +623,7 @@ impl Supervisor {
             json!({"id": id, "runtime": p.runtime(), "restarts": p.restarts, "calls": c.calls,
                    "allowed": c.allowed, "denied": c.denied, "rate_limited": c.rate_limited,
                    "errors": c.errors, "bytes_in": c.bytes_in, "bytes_out": c.bytes_out,
-                   "output_suppressed": p.limiter.suppressed()})
+                   "output_suppressed": p.limiter.suppressed_total()})
         };
         match id {
             Some(id) => one(id),

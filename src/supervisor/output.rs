@@ -1,20 +1,29 @@
 //! Forwarding a plugin's stdout and stderr to warden's log, line by line, tagged
 //! with the plugin id and rate-limited per plugin (a token bucket of lines), so a
 //! chatty plugin cannot flood the journal. Suppressed lines are counted and the
-//! count is reported once lines flow again. Reading the pipes is the loop's job;
-//! this only splits, limits and formats.
+//! count is reported once lines flow again, or [`REPORT_AFTER`] after the last
+//! one when none do. Reading the pipes is the loop's job; this only splits,
+//! limits and formats.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::broker::protocol::Rate;
 use crate::broker::ratelimit::TokenBucket;
 use crate::config::Output;
+
+/// How long after the last suppressed line the count is reported when no line
+/// gets through meanwhile (a plugin that floods, then goes quiet).
+pub const REPORT_AFTER: Duration = Duration::from_secs(1);
 
 /// Per-plugin line limiter shared by both streams.
 #[derive(Debug)]
 pub struct Limiter {
     bucket: TokenBucket,
     suppressed: u64,
+    /// Every line suppressed since warden started it, for `ctl stats`.
+    total: u64,
+    /// When the last line was suppressed (while some are unreported).
+    last_suppressed: Option<Instant>,
 }
 
 impl Limiter {
@@ -28,12 +37,31 @@ impl Limiter {
                 now,
             ),
             suppressed: 0,
+            total: 0,
+            last_suppressed: None,
         }
     }
 
-    /// Lines suppressed so far and not yet reported.
-    pub fn suppressed(&self) -> u64 {
-        self.suppressed
+    /// When the unreported count is due for the log, if there is one.
+    pub fn report_due(&self) -> Option<Instant> {
+        self.last_suppressed.map(|t| t + REPORT_AFTER)
+    }
+
+    /// Writes the unreported count to warden's log, if any.
+    pub fn report(&mut self, id: &str) {
+        if self.suppressed > 0 {
+            crate::logsink::line(format!(
+                "warden: plugin={id} {} output lines suppressed (rate limit)",
+                self.suppressed
+            ));
+        }
+        self.suppressed = 0;
+        self.last_suppressed = None;
+    }
+
+    /// Lines suppressed so far (reported or not).
+    pub fn suppressed_total(&self) -> u64 {
+        self.total
     }
 }
 
@@ -88,15 +116,11 @@ pub fn forward(
 ) {
     if !limiter.bucket.take(now) {
         limiter.suppressed += 1;
+        limiter.total += 1;
+        limiter.last_suppressed = Some(now);
         return;
     }
-    if limiter.suppressed > 0 {
-        crate::logsink::line(format!(
-            "warden: plugin={id} {} output lines suppressed (rate limit)",
-            limiter.suppressed
-        ));
-        limiter.suppressed = 0;
-    }
+    limiter.report(id);
     let text = String::from_utf8_lossy(line);
     let text: String = text
         .chars()
@@ -141,6 +165,9 @@ mod tests {
         for _ in 0..5 {
             forward(&mut l, "p", "stdout", b"x", false, now);
         }
-        assert_eq!(l.suppressed(), 3);
+        assert_eq!(l.suppressed_total(), 3);
+        assert_eq!(l.report_due(), Some(now + REPORT_AFTER));
+        l.report("p");
+        assert_eq!((l.suppressed_total(), l.report_due()), (3, None));
     }
 }

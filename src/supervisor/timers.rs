@@ -23,6 +23,12 @@ impl Supervisor {
         for id in ids {
             self.tick_plugin(&id, now);
         }
+        // Suppressed output lines of a plugin that went quiet after its flood.
+        for (id, p) in &mut self.plugins {
+            if p.limiter.report_due().is_some_and(|d| now >= d) {
+                p.limiter.report(id);
+            }
+        }
         self.expire_clients(now);
     }
 
@@ -188,6 +194,7 @@ impl Supervisor {
         }
         for p in self.plugins.values() {
             at(p.backoff_until);
+            at(p.limiter.report_due());
             for (inst, role) in p.instances() {
                 if let Some((_, d)) = inst.stop {
                     at(Some(d));
