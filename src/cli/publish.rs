@@ -107,7 +107,12 @@ pub fn keygen(a: KeygenArgs) -> Result<(), Failure> {
     let mut files = Staged::default();
     files.stage(&key_path, sk.to_file().as_bytes(), 0o600)?;
     files.stage(&pub_path, sk.public().to_file().as_bytes(), 0o644)?;
-    files.commit()?;
+    if a.force {
+        files.commit()?;
+    } else {
+        // A key file made since the check above is not replaced either.
+        files.commit_new()?;
+    }
     println!(
         "key {} written: {} (secret, keep private) and {} (pin this one)",
         sk.key_id,
@@ -317,6 +322,36 @@ impl Staged {
     }
 }
 
+impl Staged {
+    /// Links every staged file into place where nothing is yet, or none: a
+    /// path that exists by now (made after any earlier check) is not replaced,
+    /// and what this call linked before it is removed again.
+    fn commit_new(mut self) -> Result<(), Failure> {
+        let files = std::mem::take(&mut self.files);
+        for (i, (tmp, path)) in files.iter().enumerate() {
+            if let Err(e) = fs::hard_link(tmp, path) {
+                for (_, made) in &files[..i] {
+                    let _ = fs::remove_file(made);
+                }
+                for (t, _) in &files {
+                    let _ = fs::remove_file(t);
+                }
+                return Err(Failure::general(
+                    if e.kind() == std::io::ErrorKind::AlreadyExists {
+                        format!("{} exists; pass --force to replace it", path.display())
+                    } else {
+                        format!("{}: {e}", path.display())
+                    },
+                ));
+            }
+        }
+        for (t, _) in &files {
+            let _ = fs::remove_file(t);
+        }
+        Ok(())
+    }
+}
+
 impl Drop for Staged {
     fn drop(&mut self) {
         for (tmp, _) in &self.files {
@@ -383,5 +418,37 @@ impl<'de> serde::de::Visitor<'de> for NoDuplicateKeysVisitor {
             map.next_value::<NoDuplicateKeys>()?;
         }
         Ok(NoDuplicateKeys)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A file that appears between keygen's check and its commit (another
+    /// keygen, say) is not replaced: the commit fails naming it, and leaves
+    /// neither the other file nor a temporary one behind. (A rename replaced it.)
+    #[test]
+    fn commit_new_replaces_nothing_made_meanwhile() {
+        let dir = tempfile::tempdir().unwrap();
+        let (key, public) = (dir.path().join("k.key"), dir.path().join("k.pub"));
+        let mut files = Staged::default();
+        files.stage(&key, b"secret", 0o600).unwrap();
+        files.stage(&public, b"public", 0o644).unwrap();
+        fs::write(&public, "someone else's").unwrap();
+        let e = files.commit_new().unwrap_err();
+        assert!(e.line.contains("k.pub exists; pass --force"), "{}", e.line);
+        assert_eq!(fs::read_to_string(&public).unwrap(), "someone else's");
+        let left: Vec<_> = fs::read_dir(dir.path())
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name())
+            .collect();
+        assert_eq!(left, vec![std::ffi::OsString::from("k.pub")]);
+        let mut files = Staged::default();
+        files.stage(&key, b"secret", 0o600).unwrap();
+        files.commit_new().unwrap();
+        assert_eq!(fs::read_to_string(&key).unwrap(), "secret");
+        assert!(!with_suffix(&key, "tmp").exists());
     }
 }
