@@ -76,6 +76,8 @@ impl AuditLog {
             return Err(AuditError::Config("the log path has no file name"));
         }
         let path = cfg.path.clone();
+        // Before the lock file is made next to it: no `/dev/null.lock`.
+        regular_or_missing(&path)?;
         let lock = lock(&path)?;
         let kept_rotation = read_next_rotation(&lock);
         let (mut file, created) = open_live(&path)?;
@@ -444,25 +446,74 @@ fn write_next_rotation(lock: &File, n: u64) -> io::Result<()> {
     lock.sync_data()
 }
 
+/// Refuses a log path that names anything but a regular file (or nothing yet).
+/// A symlink is refused too: the lock is `NAME.lock` beside the name given, so a
+/// second name for the same file would let a second writer in, forking the chain.
+fn regular_or_missing(path: &Path) -> Result<(), AuditError> {
+    match fs::symlink_metadata(path) {
+        Ok(m) => not_a_file(path, &m),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(source) => Err(AuditError::Open {
+            path: path.to_path_buf(),
+            source,
+        }),
+    }
+}
+
+fn not_a_file(path: &Path, m: &fs::Metadata) -> Result<(), AuditError> {
+    use std::os::unix::fs::FileTypeExt;
+    let t = m.file_type();
+    let (what, hint) = if t.is_file() {
+        return Ok(());
+    } else if t.is_symlink() {
+        (
+            "is a symbolic link",
+            " (give the path it points to: under a second name a second writer would get past the lock)",
+        )
+    } else if t.is_dir() {
+        ("is a directory", "")
+    } else if t.is_fifo() {
+        ("is a FIFO", "")
+    } else if t.is_char_device() {
+        ("is a character device", "")
+    } else if t.is_block_device() {
+        ("is a block device", "")
+    } else if t.is_socket() {
+        ("is a socket", "")
+    } else {
+        ("is not a regular file", "")
+    };
+    Err(AuditError::NotAFile {
+        path: path.to_path_buf(),
+        what,
+        hint,
+    })
+}
+
 /// Opens the live file for appending, creating it when missing; says whether it
 /// was created (the caller holds the log's lock, so nobody else creates it meanwhile).
+/// A symlink is not followed, and what is opened must be a regular file.
 fn open_live(path: &Path) -> Result<(File, bool), AuditError> {
     let open = |create: bool| {
         OpenOptions::new()
             .read(true)
             .append(true)
             .create_new(create)
+            .custom_flags(libc::O_NOFOLLOW)
             .mode(0o640)
             .open(path)
     };
-    let r = match open(false) {
-        Err(e) if e.kind() == io::ErrorKind::NotFound => open(true).map(|f| (f, true)),
-        r => r.map(|f| (f, false)),
-    };
-    r.map_err(|source| AuditError::Open {
+    let open_err = |source| AuditError::Open {
         path: path.to_path_buf(),
         source,
-    })
+    };
+    let (file, created) = match open(false) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => open(true).map(|f| (f, true)),
+        r => r.map(|f| (f, false)),
+    }
+    .map_err(open_err)?;
+    not_a_file(path, &file.metadata().map_err(open_err)?)?;
+    Ok((file, created))
 }
 
 fn sync_dir(path: &Path) -> Result<(), AuditError> {
@@ -745,6 +796,61 @@ mod tests {
                 path.display()
             )
         );
+    }
+
+    /// A second name for a log (a symlink) got a lock of its own (`NAME.lock`
+    /// beside the link), so two wardens wrote the same file at once and forked
+    /// the chain; a dangling one failed "File exists". Both are refused, naming
+    /// the path and why.
+    #[test]
+    fn review_a_symlinked_log_path_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.log");
+        let alias = dir.path().join("alias.log");
+        std::os::unix::fs::symlink(&path, &alias).unwrap();
+        let _log = AuditLog::open(AuditConfig::new(&path)).unwrap();
+        let e = AuditLog::open(AuditConfig::new(&alias)).unwrap_err();
+        assert!(matches!(e, AuditError::NotAFile { .. }), "{e}");
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "{}: is a symbolic link; the audit log must be a regular file (give the path it points to: under a second name a second writer would get past the lock)",
+                alias.display()
+            )
+        );
+        let dangling = dir.path().join("dangling.log");
+        std::os::unix::fs::symlink(dir.path().join("nowhere"), &dangling).unwrap();
+        let e = AuditLog::open(AuditConfig::new(&dangling)).unwrap_err();
+        assert!(e.to_string().contains("is a symbolic link"), "{e}");
+        assert!(!dir.path().join("nowhere").exists());
+    }
+
+    /// A FIFO or a directory as the log was opened (a FIFO's events then went
+    /// nowhere durable, and the run failed only at exit, after the plugin ran,
+    /// on "cannot fsync"); a lock file was made beside it first. Refused up
+    /// front, naming the path and what it is, with no lock file left behind.
+    #[test]
+    fn review_a_log_path_that_is_not_a_regular_file_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("fifo.log");
+        let made = std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap();
+        assert!(made.success());
+        let e = AuditLog::open(AuditConfig::new(&fifo)).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "{}: is a FIFO; the audit log must be a regular file",
+                fifo.display()
+            )
+        );
+        assert!(!dir.path().join("fifo.log.lock").exists());
+        let sub = dir.path().join("sub");
+        fs::create_dir(&sub).unwrap();
+        let e = AuditLog::open(AuditConfig::new(&sub)).unwrap_err();
+        assert!(e.to_string().contains("is a directory"), "{e}");
     }
 
     #[test]

@@ -180,6 +180,12 @@ pub enum AuditError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("{path}: {what}; the audit log must be a regular file{hint}")]
+    NotAFile {
+        path: PathBuf,
+        what: &'static str,
+        hint: &'static str,
+    },
     #[error("{path}: another process is writing this audit log (lock held)")]
     Locked { path: PathBuf },
     #[error("{path}: cannot lock: {source}")]
