@@ -235,6 +235,18 @@ impl AuditLog {
         if self.buf.is_empty() {
             return Ok(());
         }
+        // Lines written into a file nobody can reach any more are lost without a
+        // word: a deleted live file is an error (the lines stay buffered).
+        use std::os::unix::fs::MetadataExt;
+        let meta = self.file.metadata().map_err(|source| AuditError::Write {
+            path: self.cfg.path.clone(),
+            source,
+        })?;
+        if meta.nlink() == 0 {
+            return Err(AuditError::Unlinked {
+                path: self.cfg.path.clone(),
+            });
+        }
         if let Err(source) = self.file.write_all(&self.buf) {
             let _ = self.file.set_len(self.file_bytes);
             return Err(AuditError::Write {
@@ -851,6 +863,36 @@ mod tests {
         fs::create_dir(&sub).unwrap();
         let e = AuditLog::open(AuditConfig::new(&sub)).unwrap_err();
         assert!(e.to_string().contains("is a directory"), "{e}");
+    }
+
+    /// A live file deleted while open (by hand, or a logrotate `create` setup
+    /// without a restart gone wrong) took every later event with it, and flushes
+    /// said nothing. The next flush now fails, naming the file.
+    #[test]
+    fn review_a_deleted_live_file_is_an_error_not_a_silent_loss() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.log");
+        let mut log = AuditLog::open(AuditConfig::new(&path)).unwrap();
+        log.append(&event(1)).unwrap();
+        log.flush().unwrap();
+        fs::remove_file(&path).unwrap();
+        log.append(&event(2)).unwrap();
+        let e = log.flush().unwrap_err();
+        assert!(matches!(e, AuditError::Unlinked { .. }), "{e}");
+        assert!(e.to_string().starts_with(&format!(
+            "{}: the live file was deleted while this warden was writing it",
+            path.display()
+        )));
+        drop(log);
+        // Renamed aside instead, the file keeps its events and the chain.
+        let mut log = AuditLog::open(AuditConfig::new(&path)).unwrap();
+        log.append(&event(1)).unwrap();
+        let aside = dir.path().join("aside.log");
+        fs::rename(&path, &aside).unwrap();
+        log.append(&event(2)).unwrap();
+        log.flush().unwrap();
+        drop(log);
+        assert_eq!(intact(&[aside]), 2);
     }
 
     #[test]

@@ -203,6 +203,8 @@ pub enum AuditError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("{path}: the live file was deleted while this warden was writing it; its events would be lost with it (to rotate it by hand, rename it: warden keeps writing the renamed file until restarted)")]
+    Unlinked { path: PathBuf },
     #[error("{path}: cannot fsync: {source}")]
     Sync {
         path: PathBuf,
