@@ -150,7 +150,12 @@ impl Store {
             .create(state_dir)
             .map_err(|source| StoreError::Dir {
                 path: state_dir.to_owned(),
-                source,
+                // A file in the way is "File exists" from mkdir: say what is wrong.
+                source: if source.kind() == std::io::ErrorKind::AlreadyExists {
+                    std::io::Error::from_raw_os_error(libc::ENOTDIR)
+                } else {
+                    source
+                },
             })?;
         Ok(Store {
             path: state_dir.join(DB_FILE),
@@ -218,6 +223,23 @@ mod tests {
                 o.join().unwrap().unwrap();
             }
         }
+    }
+
+    /// A state directory path that is a file was refused as "File exists",
+    /// which reads as if all were well; it is "Not a directory", naming it.
+    #[test]
+    fn review_a_state_dir_that_is_a_file_is_named_not_a_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("state");
+        std::fs::write(&file, "").unwrap();
+        let e = Store::open(&file).unwrap_err().to_string();
+        assert_eq!(
+            e,
+            format!(
+                "state directory {}: Not a directory (os error 20)",
+                file.display()
+            )
+        );
     }
 
     /// A database warden cannot write (a 0444 file, or as root an immutable
