@@ -815,7 +815,7 @@ mod tests {
     /// the chain; a dangling one failed "File exists". Both are refused, naming
     /// the path and why.
     #[test]
-    fn review_a_symlinked_log_path_is_refused() {
+    fn a_symlinked_log_path_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("audit.log");
         let alias = dir.path().join("alias.log");
@@ -842,7 +842,7 @@ mod tests {
     /// on "cannot fsync"); a lock file was made beside it first. Refused up
     /// front, naming the path and what it is, with no lock file left behind.
     #[test]
-    fn review_a_log_path_that_is_not_a_regular_file_is_refused() {
+    fn a_log_path_that_is_not_a_regular_file_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         let fifo = dir.path().join("fifo.log");
         let made = std::process::Command::new("mkfifo")
@@ -869,7 +869,7 @@ mod tests {
     /// without a restart gone wrong) took every later event with it, and flushes
     /// said nothing. The next flush now fails, naming the file.
     #[test]
-    fn review_a_deleted_live_file_is_an_error_not_a_silent_loss() {
+    fn a_deleted_live_file_is_an_error_not_a_silent_loss() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("audit.log");
         let mut log = AuditLog::open(AuditConfig::new(&path)).unwrap();

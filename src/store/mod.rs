@@ -228,7 +228,7 @@ mod tests {
     /// A state directory path that is a file was refused as "File exists",
     /// which reads as if all were well; it is "Not a directory", naming it.
     #[test]
-    fn review_a_state_dir_that_is_a_file_is_named_not_a_directory() {
+    fn a_state_dir_that_is_a_file_is_named_not_a_directory() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("state");
         std::fs::write(&file, "").unwrap();
