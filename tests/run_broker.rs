@@ -340,6 +340,28 @@ fn a_second_run_on_a_busy_state_dir_is_told_how_to_proceed() {
     args.extend(["kv.get", r#"{"key":"k"}"#]);
     let lines = answers(&r.f.run(&b, &args));
     assert_eq!(lines[0], r#"kv.get ok {"value":"first"}"#);
+    // Given the first run's audit log with --audit, from another state dir: the
+    // log is what is shared, and the message says so (it spoke of the state dir).
+    let other_state = r.f.path().join("other-state");
+    let busy = r.state.join("audit.log");
+    let args = [
+        "--state-dir",
+        other_state.to_str().unwrap(),
+        "--audit",
+        busy.to_str().unwrap(),
+        "--",
+        "kv.get",
+        r#"{"key":"k"}"#,
+    ];
+    let out = r.f.run(&b, &args);
+    assert_eq!(out.status.code(), Some(125));
+    assert!(
+        stderr(&out).contains(
+            "(lock held); another warden writes this audit log: give this run its own --audit FILE"
+        ),
+        "{}",
+        stderr(&out)
+    );
     first.kill().unwrap();
     first.wait().unwrap();
 }

@@ -188,6 +188,9 @@ pub fn run(a: RunArgs) -> Result<u8, Failure> {
         .unwrap_or_else(|| state_dir.join("audit.log"));
     let audit = AuditLog::open(AuditConfig::new(&audit_path)).map_err(|e| match e {
         // One writer per hash chain: say how to run alongside the other writer.
+        AuditError::Locked { .. } if a.audit.is_some() => refused(format_args!(
+            "warden: {e}; another warden writes this audit log: give this run its own --audit FILE"
+        )),
         AuditError::Locked { .. } => refused(format_args!(
             "warden: {e}; another warden uses this state directory: give this run its own --audit FILE (or --state-dir)"
         )),
