@@ -464,7 +464,17 @@ fn write_next_rotation(lock: &File, n: u64) -> io::Result<()> {
 fn regular_or_missing(path: &Path) -> Result<(), AuditError> {
     match fs::symlink_metadata(path) {
         Ok(m) => not_a_file(path, &m),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => match path.parent() {
+            // The lock file beside it would be the first thing to fail, named
+            // instead of the directory.
+            Some(dir) if !dir.as_os_str().is_empty() && !dir.exists() => {
+                Err(AuditError::NoDirectory {
+                    path: path.to_path_buf(),
+                    dir: dir.to_path_buf(),
+                })
+            }
+            _ => Ok(()),
+        },
         Err(source) => Err(AuditError::Open {
             path: path.to_path_buf(),
             source,
@@ -863,6 +873,23 @@ mod tests {
         fs::create_dir(&sub).unwrap();
         let e = AuditLog::open(AuditConfig::new(&sub)).unwrap_err();
         assert!(e.to_string().contains("is a directory"), "{e}");
+    }
+
+    /// A log whose directory does not exist is refused naming the directory
+    /// (the error named the lock file beside the log, `PATH.lock`).
+    #[test]
+    fn a_missing_directory_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("nowhere/audit.log");
+        let e = AuditLog::open(AuditConfig::new(&path)).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "{}: its directory {} does not exist (warden makes the log, not its directory)",
+                path.display(),
+                dir.path().join("nowhere").display()
+            )
+        );
     }
 
     /// A live file deleted while open (by hand, or a logrotate `create` setup

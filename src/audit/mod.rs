@@ -186,6 +186,10 @@ pub enum AuditError {
         what: &'static str,
         hint: &'static str,
     },
+    #[error(
+        "{path}: its directory {dir} does not exist (warden makes the log, not its directory)"
+    )]
+    NoDirectory { path: PathBuf, dir: PathBuf },
     #[error("{path}: another process is writing this audit log (lock held)")]
     Locked { path: PathBuf },
     #[error("{path}: cannot lock: {source}")]
