@@ -217,6 +217,43 @@ impl AuditShared {
         self.queue.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// The queue, when its lock is free; else `None` while the loop may go on
+    /// holding `held` at `now_us` (fewer than [`HOLD_MAX`], the oldest younger
+    /// than [`PROMOTE_AGE`]), and past that the queue after waiting for it.
+    fn queue_unless_held(
+        &self,
+        held: &[Queued],
+        now_us: i64,
+    ) -> Option<std::sync::MutexGuard<'_, Vec<Queued>>> {
+        use std::sync::TryLockError;
+        let young =
+            |q: &Queued| now_us.saturating_sub(q.time_us()) < PROMOTE_AGE.as_micros() as i64;
+        match self.queue.try_lock() {
+            Ok(q) => Some(q),
+            Err(TryLockError::Poisoned(p)) => Some(p.into_inner()),
+            Err(TryLockError::WouldBlock)
+                if held.len() < HOLD_MAX && held.first().is_none_or(young) =>
+            {
+                None
+            }
+            Err(TryLockError::WouldBlock) => Some(self.lock_queue()),
+        }
+    }
+
+    /// Waits (waking the audit thread) until `incoming` more events fit in the
+    /// queue, unless the audit thread has ended: back-pressure, never a drop.
+    fn room_for<'a>(
+        &'a self,
+        mut q: std::sync::MutexGuard<'a, Vec<Queued>>,
+        incoming: usize,
+    ) -> std::sync::MutexGuard<'a, Vec<Queued>> {
+        while q.len() + incoming > AUDIT_QUEUE_MAX && !self.ended.load(Ordering::Acquire) {
+            self.wake.notify_one();
+            q = self.room.wait(q).unwrap_or_else(|p| p.into_inner());
+        }
+        q
+    }
+
     /// Promotes an idle-priority audit thread that is behind at `now_us`.
     fn promote_if_behind(&self, q: &[Queued], now_us: i64) {
         if self.priority.is_idle() && self.behind(q, now_us) {
@@ -282,28 +319,15 @@ impl AuditRecorder {
     }
 
     fn push(&self, item: Queued) {
-        use std::sync::TryLockError;
         let s = &*self.shared;
         let now = item.time_us();
         let mut held = self.held.borrow_mut();
-        let mut q = match s.queue.try_lock() {
-            Ok(q) => q,
-            Err(TryLockError::Poisoned(p)) => p.into_inner(),
-            Err(TryLockError::WouldBlock) => {
-                let since = held.first().map_or(now, Queued::time_us);
-                let young = now.saturating_sub(since) < PROMOTE_AGE.as_micros() as i64;
-                if held.len() < HOLD_MAX && young {
-                    held.push(item);
-                    self.pushed.set(true);
-                    return;
-                }
-                s.lock_queue()
-            }
+        let Some(q) = s.queue_unless_held(&held, now) else {
+            held.push(item);
+            self.pushed.set(true);
+            return;
         };
-        while q.len() + held.len() >= AUDIT_QUEUE_MAX && !s.ended.load(Ordering::Acquire) {
-            s.wake.notify_one();
-            q = s.room.wait(q).unwrap_or_else(|p| p.into_inner());
-        }
+        let mut q = s.room_for(q, held.len() + 1);
         let before = q.len();
         q.append(&mut held);
         q.push(item);
@@ -318,26 +342,15 @@ impl AuditRecorder {
     /// waiting for it) when what is held is as many or as old as `push` holds.
     fn hand_over(&self) {
         let mut held = self.held.borrow_mut();
-        let Some(first) = held.first() else {
+        if held.is_empty() {
             return;
-        };
-        let s = &*self.shared;
-        let mut q = match s.queue.try_lock() {
-            Ok(q) => q,
-            Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
-            Err(std::sync::TryLockError::WouldBlock) => {
-                let age = time::micros(SystemTime::now()).saturating_sub(first.time_us());
-                if held.len() < HOLD_MAX && age < PROMOTE_AGE.as_micros() as i64 {
-                    return;
-                }
-                s.lock_queue()
-            }
-        };
-        while q.len() + held.len() > AUDIT_QUEUE_MAX && !s.ended.load(Ordering::Acquire) {
-            s.wake.notify_one();
-            q = s.room.wait(q).unwrap_or_else(|p| p.into_inner());
         }
-        q.append(&mut held);
+        let s = &*self.shared;
+        let now = time::micros(SystemTime::now());
+        if let Some(q) = s.queue_unless_held(&held, now) {
+            let incoming = held.len();
+            s.room_for(q, incoming).append(&mut held);
+        }
     }
 
     /// Writes everything queued, flushes and closes the log.
