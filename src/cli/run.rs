@@ -154,18 +154,11 @@ pub fn run(a: RunArgs) -> Result<u8, Failure> {
         };
         // Without --policy there is no status to speak of: the default policy's
         // `pending_review` would read as a review nobody asked for.
-        if a.policy.is_none() {
-            println!(
-                "granted capabilities: [{}] (no --policy: everything the manifest declares)",
-                caps.join(", ")
-            );
-        } else {
-            println!(
-                "granted capabilities: [{}] (policy status {}{gate})",
-                caps.join(", "),
-                policy.status.as_str()
-            );
-        }
+        let why = match a.policy {
+            None => "no --policy: everything the manifest declares".to_owned(),
+            Some(_) => format!("policy status {}{gate}", policy.status.as_str()),
+        };
+        println!("granted capabilities: [{}] ({why})", caps.join(", "));
         print_broker_limits(&policy, eff.resources.call_timeout_ms.get());
         return Ok(0);
     }
