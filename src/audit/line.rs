@@ -80,7 +80,7 @@ pub fn hash_into(out: &mut String, bytes: &[u8]) {
 }
 
 /// SHA-256 for the chain: ring's implementation picks the fastest code the CPU
-/// supports (the audit thread hashes every line, so this is its main cost).
+/// supports (the event loop hashes every line it audits: the audit log's main cost).
 fn sha256(bytes: &[u8]) -> ring::digest::Digest {
     ring::digest::digest(&ring::digest::SHA256, bytes)
 }

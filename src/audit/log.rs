@@ -25,14 +25,37 @@ const LOCK_RETRY: Duration = Duration::from_millis(20);
 /// How far back `open` reads at a time when looking for the last line.
 const TAIL_CHUNK: u64 = 64 * 1024;
 
-/// An open audit log. Single writer: a second `open` of the same path fails while
-/// this one is alive. Dropping it flushes (best effort); call [`AuditLog::close`] to
-/// see a flush error.
+/// An open audit log: its [`Chain`] (what the next line carries) and its
+/// [`LogFile`] (where lines go). Single writer: a second `open` of the same path
+/// fails while this one is alive. Dropping it flushes (best effort); call
+/// [`AuditLog::close`] to see a flush error. [`AuditLog::split`] gives the two
+/// halves to two threads: one encodes and hashes, the other writes and syncs.
 #[derive(Debug)]
 pub struct AuditLog {
+    chain: Chain,
+    file: LogFile,
+}
+
+/// The hash chain's state: the seq and the hash the next line carries. Encodes
+/// events into complete lines, each ending in a newline, ready for
+/// [`LogFile::append_lines`].
+#[derive(Debug)]
+pub struct Chain {
+    next_seq: u64,
+    last_hash: String,
+    /// The line being encoded, reused between events.
+    scratch: Vec<u8>,
+    /// The live file's path, for errors.
+    path: PathBuf,
+}
+
+/// Where an audit log's lines go: the live file, held under an exclusive lock,
+/// with the buffer, the flush interval, the fsync policy and rotation. It takes
+/// whole lines and never looks inside them.
+#[derive(Debug)]
+pub struct LogFile {
     cfg: AuditConfig,
     file: File,
-    /// Holds the `flock` on `PATH.lock` for as long as the log is open.
     /// `PATH.lock`: held (flock) for the log's life; it also keeps the next
     /// rotation number, so that numbers keep growing after rotated files are
     /// archived away.
@@ -43,10 +66,6 @@ pub struct AuditLog {
     /// When the oldest event not yet flushed was accepted: still buffered, or
     /// written (at 64 KiB) but not yet synced. The flush interval runs from it.
     pending_since: Option<Instant>,
-    next_seq: u64,
-    last_hash: String,
-    /// The line being encoded, reused between appends.
-    scratch: Vec<u8>,
     next_rotation: u64,
 }
 
@@ -104,16 +123,21 @@ impl AuditLog {
         };
         let file_bytes = tail.torn_from.unwrap_or(tail.len);
         let mut log = AuditLog {
-            cfg,
-            file,
-            lock,
-            file_bytes,
-            buf: Vec::new(),
-            pending_since: None,
-            next_seq,
-            last_hash,
-            scratch: Vec::new(),
-            next_rotation: rotated.last().map_or(1, |(n, _)| n + 1).max(kept_rotation),
+            chain: Chain {
+                next_seq,
+                last_hash,
+                scratch: Vec::new(),
+                path: path.clone(),
+            },
+            file: LogFile {
+                cfg,
+                file,
+                lock,
+                file_bytes,
+                buf: Vec::new(),
+                pending_since: None,
+                next_rotation: rotated.last().map_or(1, |(n, _)| n + 1).max(kept_rotation),
+            },
         };
         if let Some((saved_to, bytes)) = torn {
             let mut extra = serde_json::Map::new();
@@ -132,10 +156,7 @@ impl AuditLog {
             log.flush()?;
             // Synced at once whatever the policy (`flush` skips it under Never):
             // the bytes it accounts for were moved aside already.
-            log.file.sync_data().map_err(|source| AuditError::Sync {
-                path: log.cfg.path.clone(),
-                source,
-            })?;
+            log.file.sync()?;
         }
         Ok(log)
     }
@@ -160,50 +181,163 @@ impl AuditLog {
     /// per batch, not once per event. Under [`FsyncPolicy::EveryEvent`] each
     /// event is written and synced here.
     pub fn append_at(&mut self, e: &Fields<'_>, now: i64) -> Result<u64, AuditError> {
+        let len = self.chain.encode(e, now)?;
+        // Rotated before the line is part of the chain: a failed rotation leaves
+        // the chain where it was.
+        self.file.make_room(len)?;
+        let seq = self.chain.commit_into(&mut self.file.buf);
+        self.file.buffered(now)?;
+        Ok(seq)
+    }
+
+    /// Writes the buffered lines and, unless the policy is `Never`, fdatasyncs
+    /// them and any written earlier without a sync (at 64 KiB).
+    pub fn flush(&mut self) -> Result<(), AuditError> {
+        self.file.flush()
+    }
+
+    /// Time until a flush is due (zero when overdue), for an event loop's poll
+    /// timeout; `None` when every accepted event is flushed.
+    pub fn flush_due(&self) -> Option<Duration> {
+        self.file.flush_due()
+    }
+
+    /// The configured flush interval.
+    pub fn flush_interval(&self) -> Duration {
+        self.file.flush_interval()
+    }
+
+    /// The configured fsync policy.
+    pub fn fsync(&self) -> FsyncPolicy {
+        self.file.cfg.fsync
+    }
+
+    /// Flushes and syncs (whatever the policy) and closes the log.
+    pub fn close(self) -> Result<(), AuditError> {
+        self.file.close()
+    }
+
+    /// The seq the next event will get.
+    pub fn next_seq(&self) -> u64 {
+        self.chain.next_seq
+    }
+
+    /// The sha256 of the last accepted line (64 zeros for an empty log): the value
+    /// to anchor externally for `warden audit verify --expect-last`.
+    pub fn last_hash(&self) -> &str {
+        &self.chain.last_hash
+    }
+
+    /// The live file.
+    pub fn path(&self) -> &Path {
+        self.file.path()
+    }
+
+    /// The two halves, for a caller that encodes on one thread and writes on
+    /// another: every line the chain encodes must go to this file, in order.
+    pub fn split(self) -> (Chain, LogFile) {
+        (self.chain, self.file)
+    }
+}
+
+impl Chain {
+    /// Encodes `e` as the next line into the scratch buffer, without making it
+    /// part of the chain yet ([`Chain::commit_into`] does); returns its length
+    /// with the newline.
+    fn encode(&mut self, e: &Fields<'_>, now: i64) -> Result<usize, AuditError> {
         if e.kind.is_empty() {
             return Err(AuditError::EmptyKind);
         }
         // The last seq there is stays unwritten, so that `next_seq` never wraps.
         if self.next_seq == u64::MAX {
             return Err(AuditError::SeqExhausted {
-                path: self.cfg.path.clone(),
+                path: self.path.clone(),
             });
         }
-        let seq = self.next_seq;
-        let mut text = std::mem::take(&mut self.scratch);
-        text.clear();
-        let encoded = line::encode_into(&mut text, seq, now, e, &self.last_hash);
-        if let Err(source) = encoded {
-            self.scratch = text;
-            return Err(AuditError::Encode {
+        self.scratch.clear();
+        line::encode_into(&mut self.scratch, self.next_seq, now, e, &self.last_hash).map_err(
+            |source| AuditError::Encode {
                 kind: e.kind.to_owned(),
                 source,
-            });
+            },
+        )?;
+        Ok(self.scratch.len() + 1)
+    }
+
+    /// Makes the line [`Chain::encode`] left the chain's last: hashes it, appends
+    /// it and its newline to `out`, and returns its seq.
+    fn commit_into(&mut self, out: &mut Vec<u8>) -> u64 {
+        line::hash_into(&mut self.last_hash, &self.scratch);
+        out.extend_from_slice(&self.scratch);
+        out.push(b'\n');
+        self.next_seq += 1;
+        self.next_seq - 1
+    }
+
+    /// Encodes `e`, which happened at `now` (microseconds since the epoch), as
+    /// the next line, appended with its newline to `out`; returns its seq. On an
+    /// error nothing is appended and the chain stays where it was.
+    pub fn append_to(
+        &mut self,
+        out: &mut Vec<u8>,
+        e: &Fields<'_>,
+        now: i64,
+    ) -> Result<u64, AuditError> {
+        self.encode(e, now)?;
+        Ok(self.commit_into(out))
+    }
+}
+
+impl LogFile {
+    /// Takes whole lines (each ending in a newline, from this log's [`Chain`], in
+    /// order), the oldest of which happened at `oldest_us`. The flush interval
+    /// runs from then. They are buffered, and written when a flush is due, at
+    /// 64 KiB, or at once under [`FsyncPolicy::EveryEvent`] (written and synced
+    /// here). With rotation on, the live file is rotated between lines, before
+    /// the one that would take it past the limit.
+    pub fn append_lines(&mut self, lines: &[u8], oldest_us: i64) -> Result<(), AuditError> {
+        if lines.is_empty() {
+            return Ok(());
         }
+        if self.cfg.rotate_bytes.is_some() {
+            for l in lines.split_inclusive(|&b| b == b'\n') {
+                self.make_room(l.len())?;
+                self.buf.extend_from_slice(l);
+            }
+        } else {
+            self.buf.extend_from_slice(lines);
+        }
+        self.buffered(oldest_us)
+    }
+
+    /// Rotates first when a line of `len` bytes would take the live file past
+    /// the rotation size (a lone line longer than that still goes in).
+    fn make_room(&mut self, len: usize) -> Result<(), AuditError> {
         if let Some(max) = self.cfg.rotate_bytes {
             let pending = self.file_bytes + self.buf.len() as u64;
-            if pending > 0 && pending + text.len() as u64 + 1 > max {
-                if let Err(err) = self.rotate() {
-                    self.scratch = text;
-                    return Err(err);
-                }
+            if pending > 0 && pending + len as u64 > max {
+                self.rotate()?;
             }
         }
-        line::hash_into(&mut self.last_hash, &text);
+        Ok(())
+    }
+
+    /// After lines were added to the buffer, the oldest of them from `oldest_us`:
+    /// starts the flush interval if none runs, and writes per the policy and the
+    /// buffer's size.
+    fn buffered(&mut self, oldest_us: i64) -> Result<(), AuditError> {
         // The interval runs from when the event happened, not from when a
         // writer that queues events got to it: an event is in memory for at
         // most one interval in all.
-        // The first buffered event is the oldest (a queue is in time order), so
+        // The first buffered event is the oldest (lines come in time order), so
         // the clock is read once per flush, not per event.
         if self.pending_since.is_none() {
-            let age = time::micros(SystemTime::now()).saturating_sub(now).max(0) as u64;
+            let age = time::micros(SystemTime::now())
+                .saturating_sub(oldest_us)
+                .max(0) as u64;
             let age = Duration::from_micros(age).min(self.cfg.flush_interval);
             self.pending_since = Some(Instant::now().checked_sub(age).unwrap_or_else(Instant::now));
         }
-        self.buf.extend_from_slice(&text);
-        self.buf.push(b'\n');
-        self.scratch = text;
-        self.next_seq += 1;
         if self.cfg.fsync == FsyncPolicy::EveryEvent {
             self.flush()?;
         } else if self.buf.len() >= MAX_BUFFER {
@@ -211,7 +345,15 @@ impl AuditLog {
             // syncs a few times a second rather than once per 64 KiB.
             self.write_out()?;
         }
-        Ok(seq)
+        Ok(())
+    }
+
+    /// fdatasync of the live file.
+    fn sync(&self) -> Result<(), AuditError> {
+        self.file.sync_data().map_err(|source| AuditError::Sync {
+            path: self.cfg.path.clone(),
+            source,
+        })
     }
 
     /// Writes the buffered lines and, unless the policy is `Never`, fdatasyncs
@@ -220,10 +362,7 @@ impl AuditLog {
     pub fn flush(&mut self) -> Result<(), AuditError> {
         self.write_out()?;
         if self.pending_since.is_some() && self.cfg.fsync != FsyncPolicy::Never {
-            self.file.sync_data().map_err(|source| AuditError::Sync {
-                path: self.cfg.path.clone(),
-                source,
-            })?;
+            self.sync()?;
         }
         self.pending_since = None;
         Ok(())
@@ -276,21 +415,10 @@ impl AuditLog {
     /// that reading them back needs, and costs about half of an `fsync` here.
     pub fn close(mut self) -> Result<(), AuditError> {
         self.write_out()?;
-        self.file.sync_data().map_err(|source| AuditError::Sync {
-            path: self.cfg.path.clone(),
-            source,
-        })
-    }
-
-    /// The seq the next event will get.
-    pub fn next_seq(&self) -> u64 {
-        self.next_seq
-    }
-
-    /// The sha256 of the last accepted line (64 zeros for an empty log): the value
-    /// to anchor externally for `warden audit verify --expect-last`.
-    pub fn last_hash(&self) -> &str {
-        &self.last_hash
+        self.sync()?;
+        // Synced: nothing left for Drop to do.
+        self.pending_since = None;
+        Ok(())
     }
 
     /// The live file.
@@ -336,7 +464,7 @@ impl AuditLog {
     }
 }
 
-impl Drop for AuditLog {
+impl Drop for LogFile {
     fn drop(&mut self) {
         let _ = self.flush();
     }
@@ -965,6 +1093,51 @@ mod tests {
         let events = intact(&files);
         assert_eq!(events, log_lines(&files));
         assert!(rotated_files(&path).unwrap().len() >= files.len() - 1);
+    }
+
+    /// Lines encoded by the chain on one side and handed to the file in one
+    /// chunk on the other land exactly as one event at a time would: the same
+    /// files, rotated between the same lines.
+    #[test]
+    fn a_chunk_of_lines_rotates_between_lines_as_single_appends_do() {
+        let files_of = |dir: &Path| {
+            let path = dir.join("audit.log");
+            let mut files = rotated_files(&path).unwrap();
+            files.push(path);
+            files
+                .iter()
+                .map(|f| fs::read(f).unwrap())
+                .collect::<Vec<_>>()
+        };
+        let (one, chunked) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let config = |dir: &Path| {
+            let mut cfg = AuditConfig::new(dir.join("audit.log"));
+            cfg.rotate_bytes = Some(600);
+            cfg
+        };
+        let mut log = AuditLog::open(config(one.path())).unwrap();
+        for i in 0..12 {
+            log.append_at(&event(i).fields(), 1_700_000_000_000_000 + i as i64)
+                .unwrap();
+        }
+        log.close().unwrap();
+        let (mut chain, mut file) = AuditLog::open(config(chunked.path())).unwrap().split();
+        let mut lines = Vec::new();
+        for i in 0..12 {
+            let seq = chain
+                .append_to(
+                    &mut lines,
+                    &event(i).fields(),
+                    1_700_000_000_000_000 + i as i64,
+                )
+                .unwrap();
+            assert_eq!(seq, i + 1);
+        }
+        file.append_lines(&lines, 1_700_000_000_000_000).unwrap();
+        file.close().unwrap();
+        let (a, b) = (files_of(one.path()), files_of(chunked.path()));
+        assert!(a.len() >= 3, "{} files", a.len());
+        assert_eq!(a, b);
     }
 
     fn log_lines(files: &[PathBuf]) -> u64 {

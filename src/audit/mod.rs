@@ -21,7 +21,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 pub use line::{LineError, Record};
-pub use log::{rotated_files, AuditLog};
+pub use log::{rotated_files, AuditLog, Chain, LogFile, MAX_BUFFER};
 pub use query::{query, Filter, Hit};
 pub use verify::{verify_files, VerifyReport};
 

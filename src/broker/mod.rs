@@ -18,7 +18,6 @@ pub mod files;
 pub mod fuzz;
 pub mod handlers;
 pub mod ops;
-mod priority;
 pub mod protocol;
 pub mod ratelimit;
 mod record;
@@ -48,7 +47,7 @@ use protocol::{
     CallError, DecodeError, ErrorCode, Incoming, Limits, Outgoing, Rate, MAX_IN_FLIGHT, MAX_MESSAGE,
 };
 use ratelimit::TokenBucket;
-pub use record::{AuditRecorder, Record, Recorder, AUDIT_BATCH};
+pub use record::{AuditRecorder, Record, Recorder};
 use workers::{Done, Job, Pool, Work};
 
 /// Messages read from one plugin before the loop moves on to others; the rest is

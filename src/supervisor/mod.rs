@@ -427,16 +427,6 @@ impl Supervisor {
             self.cfg.plugin_dir.display(),
             self.cfg.control_socket.display()
         ));
-        let idle = self.broker.recorder().idle_priority();
-        self.log(format_args!(
-            "{}",
-            if idle {
-                "audit thread: idle CPU priority while host calls stream in, normal when behind"
-            } else {
-                "audit thread: normal CPU priority (idle priority needs CAP_SYS_NICE or \
-                 RLIMIT_NICE >= 20, e.g. systemd LimitNICE=+0)"
-            }
-        ));
         // Logged by scan; serving goes on (the directory may come back).
         let _ = self.scan();
         self.notifier.send("READY=1");
