@@ -1,6 +1,9 @@
 //! The audit writer: one live file per log, held under an exclusive lock, with
 //! buffered appends, a bounded flush interval, an fsync policy, size-based rotation,
-//! and recovery on open (resume the chain; move a torn final line aside).
+//! and recovery on open (resume the chain; move a torn final line aside). An open
+//! log splits into its [`Chain`] (seq and last hash: encodes and hashes lines) and
+//! its [`LogFile`] (buffers, writes, syncs and rotates whole lines), so that the two
+//! can run on different threads.
 //!
 //! The line format lives in `line`; checking a whole chain lives in `verify`. This
 //! module never rewrites a complete line: the only bytes it ever removes are an

@@ -4,8 +4,9 @@
 //! Owns the event types callers fill in ([`Event`], [`Decision`]), the writer
 //! ([`AuditLog`]: buffering, flush interval, fsync policy, rotation, recovery of a
 //! torn tail), chain verification ([`verify_files`]) and filtering ([`query`]).
-//! It does not decide what is audited or when to flush: the broker and supervisor
-//! call `append`, and the event loop calls `flush` when [`AuditLog::flush_due`] says.
+//! It does not decide what is audited or when to flush: the broker's recorder
+//! encodes lines with the log's [`Chain`] on the event loop and has a writer thread
+//! hand them to its [`LogFile`], flushing when [`LogFile::flush_due`] says.
 //! Nothing here prints or exits; the CLI lives in `cli::audit`.
 
 pub mod line;

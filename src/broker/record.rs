@@ -63,13 +63,17 @@ pub trait Recorder {
 /// lost on a clean stop.
 ///
 /// Why the loop hashes: on a small machine a third busy thread costs more than
-/// the hashing. With the audit thread doing the encoding (about 0.8 µs a line),
-/// it, the loop and the plugins contended for 2 CPUs, and a thread that waited
-/// for a CPU waited a scheduler slice (about 1-4 ms): `cargo bench --bench
-/// broker` at 128 plugins had p99 at 1.6-2.3x the ceiling's (mean 1.97x over 8
-/// runs; it ran that thread at idle CPU priority, promoted when it fell behind).
-/// With the loop encoding, 1.1-2.4x (mean 1.52x, lower in 7 of the 8 pairs),
-/// throughput about the same.
+/// the hashing. With an audit thread doing the encoding (about 0.8 µs a line, at
+/// idle CPU priority, promoted when it fell behind), it, the loop and the plugins
+/// contended for 2 CPUs, and a thread that waited for a CPU waited a scheduler
+/// slice (`perf sched`: the plugins' side queued 0.9 ms behind the loop while a
+/// promoted audit thread held the other CPU for 4.6 ms). `cargo bench --bench
+/// broker`, 128 plugins, interleaved with that build: p99 over the ceiling's
+/// 1.60-1.81x in 4 long runs (`WARDEN_BENCH_SECS=12 WARDEN_BENCH_ROUNDS=16`;
+/// before 1.90-2.28x) and 1.13-1.51x in 3 default runs (before 1.63-2.24x);
+/// throughput at 16 plugins unchanged (mean 0.74x the ceiling's over 5 pairs,
+/// both). The writer's CPU per call fell from about 0.8 to 0.4 µs, the loop's
+/// rose by about 0.5 µs.
 pub struct AuditRecorder {
     shared: Arc<Shared>,
     thread: Option<std::thread::JoinHandle<Result<(), String>>>,
