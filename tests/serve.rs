@@ -406,9 +406,10 @@ fn lifecycle_refusals_rollback_and_persistence() {
 
 /// The sandbox init, a copy of warden, is named `warden-init`: it was `warden`
 /// in ps and top, and `killall warden` / `pkill -x warden` signalled every
-/// sandbox init along with warden itself.
+/// sandbox init along with warden itself. Its command line is `warden-init ID`:
+/// it was warden's, so `pkill -f "warden serve"` matched every init.
 #[test]
-fn the_sandbox_init_has_a_name_of_its_own() {
+fn the_sandbox_init_has_a_name_and_command_line_of_its_own() {
     if !require_sandbox() {
         return;
     }
@@ -420,6 +421,19 @@ fn the_sandbox_init_has_a_name_of_its_own() {
     let comm = |pid: i64| std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap();
     assert_eq!(comm(init), "warden-init\n");
     assert_eq!(comm(s.pid() as i64), "warden\n");
+    // Its command line too (`pkill -f "warden serve"` matched every init):
+    // `warden-init ID`, the rest of warden's argument area NULs.
+    let cmdline = |pid: i64| std::fs::read(format!("/proc/{pid}/cmdline")).unwrap();
+    let line = cmdline(init);
+    let text = line.split(|&b| b == 0).next().unwrap();
+    assert_eq!(
+        text,
+        b"warden-init svc",
+        "{:?}",
+        String::from_utf8_lossy(&line)
+    );
+    assert!(line[text.len()..].iter().all(|&b| b == 0), "{line:?}");
+    assert!(String::from_utf8_lossy(&cmdline(s.pid() as i64)).contains("serve"));
     assert!(s.stop().success());
 }
 

@@ -39,6 +39,9 @@ pub(crate) struct ChildArgs<'a> {
     pub envp: *const *const libc::c_char,
     pub signals: libc::sigset_t,
     pub empty_mask: libc::sigset_t,
+    /// warden's argument area and the init's command line to write there
+    /// (`warden-init ID`); `None` when the area could not be read.
+    pub title: Option<(proc::ArgArea, &'a [u8])>,
 }
 
 fn report(fd: RawFd, kind: u32, a: u32, b: u32) {
@@ -109,8 +112,15 @@ pub(crate) fn init(a: &ChildArgs<'_>) -> ! {
     }
     // A name of its own: a copy of warden, it was `warden` in ps and top, and
     // `killall warden` or `pkill -x warden` signalled every sandbox init too.
-    // Cosmetic, so a failure is no reason to stop.
+    // Its command line was warden's as well (`pkill -f "warden serve"` stopped
+    // every plugin by signal): it says `warden-init ID` instead. Cosmetic, so a
+    // failure is no reason to stop.
     let _ = proc::set_name(c"warden-init");
+    if let Some((area, title)) = a.title {
+        // SAFETY: this child of clone has one thread; `area` was read in the
+        // parent, whose argument area the child has a copy of.
+        unsafe { proc::set_cmdline(area, title) };
+    }
 
     // Open the bundle by path while we still have the creator's host identity (it
     // may sit in a directory only that identity can traverse) and insist it is the

@@ -334,6 +334,9 @@ impl Sandbox {
         argv.push(std::ptr::null());
         let mut envp: Vec<*const libc::c_char> = plan.env.iter().map(|a| a.as_ptr()).collect();
         envp.push(std::ptr::null());
+        // Read here, in the parent: the child must not allocate.
+        let title = format!("warden-init {}", plan.id);
+        let area = sys::proc::arg_area().ok();
         let args = child::ChildArgs {
             plan,
             sync_read: sync_r.as_raw_fd(),
@@ -346,6 +349,7 @@ impl Sandbox {
             envp: envp.as_ptr(),
             signals: sys::proc::sigset(&[libc::SIGCHLD, libc::SIGTERM, libc::SIGINT, libc::SIGHUP]),
             empty_mask: sys::proc::sigset(&[]),
+            title: area.map(|a| (a, title.as_bytes())),
         };
 
         // SAFETY: the child runs only `child::init`, which makes raw syscalls over

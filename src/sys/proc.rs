@@ -99,6 +99,56 @@ pub fn set_name(name: &std::ffi::CStr) -> io::Result<()> {
         .map(drop)
 }
 
+/// Where this process's command line lives: the argument area the kernel set up
+/// at exec (`arg_start`..`arg_end`, fields 48 and 49 of `/proc/self/stat`), which
+/// `/proc/PID/cmdline` shows. Only [`arg_area`] makes one.
+#[derive(Clone, Copy, Debug)]
+pub struct ArgArea {
+    start: usize,
+    end: usize,
+}
+
+/// This process's argument area, read from `/proc/self/stat`.
+pub fn arg_area() -> io::Result<ArgArea> {
+    let stat = std::fs::read_to_string("/proc/self/stat")?;
+    let bad = || io::Error::new(io::ErrorKind::InvalidData, "unexpected /proc/self/stat");
+    // Fields after the command name (which may hold spaces and parentheses)
+    // start at field 3, the state.
+    let rest = &stat[stat.rfind(')').ok_or_else(bad)? + 1..];
+    let mut fields = rest.split_ascii_whitespace().skip(48 - 3);
+    let mut next =
+        || -> io::Result<usize> { fields.next().and_then(|f| f.parse().ok()).ok_or_else(bad) };
+    let (start, end) = (next()?, next()?);
+    if start == 0 || end <= start {
+        return Err(bad());
+    }
+    Ok(ArgArea { start, end })
+}
+
+/// Replaces this process's command line (as `/proc/PID/cmdline`, `ps` and
+/// `pgrep -f` see it) with `title`, cut to the argument area's size and padded
+/// with NULs. Allocation-free.
+///
+/// # Safety
+/// The process must have one thread (nothing else may read its arguments
+/// meanwhile), and `area` must come from [`arg_area`] in this process or in the
+/// process it was forked from (a fork has the same area, copied).
+pub unsafe fn set_cmdline(area: ArgArea, title: &[u8]) {
+    let len = area.end - area.start;
+    // The last byte stays NUL: the kernel reads past the area (into the
+    // environment) when it is not, taking that for a setproctitle()-style title.
+    let n = title.len().min(len - 1);
+    let at = area.start as *mut u8;
+    // SAFETY: per the contract, start..end is this process's argument area: the
+    // strings exec wrote on the initial stack, mapped writable for the life of the
+    // process; n < len, so both writes stay inside it; one thread, so nothing
+    // reads it meanwhile; `title` is a live slice of at least n bytes.
+    unsafe {
+        std::ptr::copy_nonoverlapping(title.as_ptr(), at, n);
+        std::ptr::write_bytes(at.add(n), 0, len - n);
+    }
+}
+
 /// Sets the disposition of `sig` back to the default action.
 pub fn signal_default(sig: libc::c_int) -> io::Result<()> {
     // SAFETY: installing SIG_DFL involves no handler code; libc's signal() only
