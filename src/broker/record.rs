@@ -5,7 +5,7 @@
 use std::cell::RefCell;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use super::{Decision, PluginContext};
 use serde_json::{Map, Value};
@@ -109,6 +109,10 @@ struct Lines {
     buf: Vec<u8>,
     /// When the first line in `buf` happened (µs since the epoch).
     oldest_us: i64,
+    /// When the first line in `buf` was encoded, on the monotonic clock: the
+    /// hand-over is timed from it, so that a wall clock stepped back cannot keep
+    /// lines in the loop until it catches up with their time.
+    held_since: Instant,
 }
 
 /// Lines handed to the writer, the oldest of which happened at `oldest_us`.
@@ -215,6 +219,7 @@ impl AuditRecorder {
                 chain,
                 buf: Vec::new(),
                 oldest_us: 0,
+                held_since: Instant::now(),
             }),
             every_turn,
             hand_over_after: HAND_OVER_AFTER.min(interval / 4),
@@ -233,6 +238,7 @@ impl AuditRecorder {
         let l = &mut *l;
         if l.buf.is_empty() {
             l.oldest_us = time_us;
+            l.held_since = Instant::now();
         }
         if let Err(e) = l.chain.append_to(&mut l.buf, f, time_us) {
             self.shared.fail(format!("audit log {}: {e}", self.path));
@@ -263,9 +269,7 @@ impl AuditRecorder {
         if self.every_turn {
             return Some(Duration::ZERO);
         }
-        let age = time::micros(SystemTime::now()).saturating_sub(l.oldest_us);
-        let age = Duration::from_micros(age.max(0) as u64);
-        Some(self.hand_over_after.saturating_sub(age))
+        Some(self.hand_over_after.saturating_sub(l.held_since.elapsed()))
     }
 
     /// Hands everything over, writes it, flushes and closes the log.
@@ -587,6 +591,34 @@ mod tests {
         assert!(why.contains(&path.display().to_string()), "{why}");
         record_many(&mut rec, 2 * QUEUE_MAX / 300, |i| i as i64);
         assert!(rec.close().is_err());
+    }
+
+    /// The wall clock stepped back (NTP, an operator's `date`, a resumed VM)
+    /// after a decision was stamped: its line is still handed over within
+    /// HAND_OVER_AFTER, not held until the clock catches up with its time.
+    #[test]
+    fn review_a_clock_stepped_back_does_not_hold_lines_in_the_loop() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.log");
+        let mut rec = AuditRecorder::start(AuditLog::open(AuditConfig::new(&path)).unwrap());
+        // Decided "an hour from now": as if the clock went back an hour since.
+        let hour = 3_600_000_000;
+        record_many(&mut rec, 1, |_| time::micros(SystemTime::now()) + hour);
+        let t = Instant::now();
+        while let Some(d) = rec.watch_within() {
+            if t.elapsed() > Duration::from_secs(2) {
+                break;
+            }
+            std::thread::sleep(d);
+            rec.watch();
+        }
+        assert!(
+            rec.lines.borrow().buf.is_empty(),
+            "the line was still held by the loop {:?} after it was recorded",
+            t.elapsed()
+        );
+        rec.close().unwrap();
+        assert_intact(&path, 1);
     }
 
     /// An event the chain cannot encode (an empty kind) fails the recorder at
