@@ -227,9 +227,15 @@ impl AuditRecorder {
         }
     }
 
-    /// Records an event (launch, exit, ...) that happens now.
+    /// Records an event (launch, exit, ...) that happens now, and hands the
+    /// loop's lines over if they are due: the loop owner may append between
+    /// turns while it does long work (a scan verifying and launching many
+    /// plugins), and its lines must not wait for the next turn meanwhile.
     pub fn append(&self, e: Event) {
         self.add(&e.fields(), time::micros(SystemTime::now()));
+        if self.hand_over_in() == Some(Duration::ZERO) {
+            self.hand_over();
+        }
     }
 
     /// Encodes one line into the loop's buffer; hands the buffer over when full.
@@ -619,6 +625,37 @@ mod tests {
         );
         rec.close().unwrap();
         assert_intact(&path, 1);
+    }
+
+    /// The loop owner's own events while the loop does long work between turns
+    /// (a scan verifying and launching many plugins): each is in the file within
+    /// about one flush interval of happening, as when the loop is idle, not only
+    /// once the loop turns again.
+    #[test]
+    fn review_events_appended_during_a_long_turn_are_written_within_the_interval() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.log");
+        let interval = Duration::from_millis(100);
+        let mut cfg = AuditConfig::new(&path);
+        cfg.flush_interval = interval;
+        let rec = AuditRecorder::start(AuditLog::open(cfg).unwrap());
+        let launch = || Event {
+            kind: "launch",
+            ..Event::default()
+        };
+        let first = Instant::now();
+        rec.append(launch());
+        // No turn (no watch) meanwhile: the loop is busy launching.
+        while std::fs::metadata(&path).unwrap().len() == 0 && first.elapsed() < interval * 4 {
+            std::thread::sleep(Duration::from_millis(10));
+            rec.append(launch());
+        }
+        let waited = first.elapsed();
+        drop(rec);
+        assert!(
+            waited < interval * 3 / 2,
+            "the first event reached the file only {waited:?} after it happened (flush interval {interval:?})"
+        );
     }
 
     /// An event the chain cannot encode (an empty kind) fails the recorder at
