@@ -205,7 +205,16 @@ impl AuditRecorder {
         let thread = std::thread::Builder::new()
             .name("warden-audit".into())
             .spawn(move || {
-                let r = write(&s, file).map_err(|e| s.fail(format!("audit log {p}: {e}")));
+                // A panic is a failure like any other: reported, and the loop
+                // never waits for room from a writer that is gone.
+                let written = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    write(&s, file).map_err(|e| e.to_string())
+                }));
+                let r = match written {
+                    Ok(r) => r,
+                    Err(_) => Err("the audit writer thread panicked".into()),
+                }
+                .map_err(|e| s.fail(format!("audit log {p}: {e}")));
                 let _q = s.lock();
                 s.ended.store(true, Ordering::Release);
                 s.room.notify_all();
@@ -284,6 +293,10 @@ impl AuditRecorder {
     }
 
     fn stop(&mut self) -> Result<(), String> {
+        // Stopped already (`close`, then Drop): said then.
+        let Some(thread) = self.thread.take() else {
+            return Ok(());
+        };
         self.hand_over();
         {
             // Under the queue's lock, after the last hand-over: the writer takes
@@ -292,12 +305,12 @@ impl AuditRecorder {
             q.stop = true;
             self.shared.wake.notify_one();
         }
-        match self.thread.take() {
-            Some(t) => t
-                .join()
-                .unwrap_or_else(|_| Err("audit thread panicked".into())),
-            None => Ok(()),
-        }
+        let written = thread
+            .join()
+            .unwrap_or_else(|_| Err("audit thread panicked".into()));
+        // A line the loop could not encode is a failure even if everything
+        // handed over was written.
+        written.and(self.failure().map_or(Ok(()), Err))
     }
 }
 
@@ -603,7 +616,7 @@ mod tests {
     /// after a decision was stamped: its line is still handed over within
     /// HAND_OVER_AFTER, not held until the clock catches up with its time.
     #[test]
-    fn review_a_clock_stepped_back_does_not_hold_lines_in_the_loop() {
+    fn a_clock_stepped_back_does_not_hold_lines_in_the_loop() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("audit.log");
         let mut rec = AuditRecorder::start(AuditLog::open(AuditConfig::new(&path)).unwrap());
@@ -632,7 +645,7 @@ mod tests {
     /// about one flush interval of happening, as when the loop is idle, not only
     /// once the loop turns again.
     #[test]
-    fn review_events_appended_during_a_long_turn_are_written_within_the_interval() {
+    fn events_appended_during_a_long_turn_are_written_within_the_interval() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("audit.log");
         let interval = Duration::from_millis(100);
@@ -672,6 +685,7 @@ mod tests {
         });
         let why = rec.failure().expect("an encoding failure is reported");
         assert!(why.contains("audit.log"), "{why}");
-        drop(rec);
+        // And by close, though everything handed over was written.
+        assert_eq!(rec.close(), Err(why));
     }
 }
