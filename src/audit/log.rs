@@ -389,6 +389,20 @@ impl LogFile {
                 path: self.cfg.path.clone(),
             });
         }
+        // Shorter than what we wrote: truncated under us (logrotate's
+        // copytruncate). Lines written between its copy and the truncation are
+        // in neither file, and the new file would look like a chain that merely
+        // starts later: an error, so that the owner stops. The lines in hand
+        // still go in (and are synced), so that only that window is lost, and
+        // later lines (the owner's own on its way out) are written as usual.
+        let truncated = (meta.len() < self.file_bytes).then(|| AuditError::Truncated {
+            path: self.cfg.path.clone(),
+            written: self.file_bytes,
+            found: meta.len(),
+        });
+        if truncated.is_some() {
+            self.file_bytes = meta.len();
+        }
         if let Err(source) = self.file.write_all(&self.buf) {
             let _ = self.file.set_len(self.file_bytes);
             return Err(AuditError::Write {
@@ -398,7 +412,13 @@ impl LogFile {
         }
         self.file_bytes += self.buf.len() as u64;
         self.buf.clear();
-        Ok(())
+        match truncated {
+            Some(e) => {
+                self.sync()?;
+                Err(e)
+            }
+            None => Ok(()),
+        }
     }
 
     /// Time until a flush is due (zero when overdue), for an event loop's poll
@@ -1051,6 +1071,59 @@ mod tests {
         log.flush().unwrap();
         drop(log);
         assert_eq!(intact(&[aside]), 2);
+    }
+
+    /// logrotate's `copytruncate` copies the live file and then truncates it to
+    /// 0 while warden writes it. warden went on writing (O_APPEND: at offset 0)
+    /// as if nothing had happened: whatever was written between the copy and the
+    /// truncation was in neither file, and the new file on its own verified
+    /// `intact` (with only a note that the chain starts later). A live file
+    /// shorter than what this warden wrote to it is now an error at the next
+    /// flush, naming copytruncate, so that the owner stops; the lines in hand
+    /// still go in, so that only the window between copy and truncation is lost,
+    /// and verify shows that gap.
+    #[test]
+    fn review_copytruncate_of_the_live_file_fails_closed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.log");
+        let mut log = AuditLog::open(AuditConfig::new(&path)).unwrap();
+        log.append(&event(1)).unwrap();
+        log.append(&event(2)).unwrap();
+        log.flush().unwrap();
+        // logrotate: copy, (warden writes seq 3 meanwhile), truncate.
+        let copy = dir.path().join("audit.log.1");
+        fs::copy(&path, &copy).unwrap();
+        log.append(&event(3)).unwrap();
+        log.flush().unwrap();
+        OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_len(0)
+            .unwrap();
+        log.append(&event(4)).unwrap();
+        let e = log.flush().unwrap_err();
+        assert!(matches!(e, AuditError::Truncated { .. }), "{e}");
+        let msg = e.to_string();
+        assert!(
+            msg.starts_with(&format!("{}: the live file was truncated", path.display())),
+            "{msg}"
+        );
+        assert!(msg.contains("copytruncate"), "{msg}");
+        // Reported once; what follows (the owner's own events on its way out)
+        // is written as usual.
+        log.append(&event(5)).unwrap();
+        log.flush().unwrap();
+        drop(log);
+        match verify_files(&[copy, path]).unwrap() {
+            VerifyReport::Broken { what, .. } => {
+                assert!(
+                    what.contains("seq 4 follows seq 2: 1 event missing"),
+                    "{what}"
+                )
+            }
+            r => panic!("{r:?}"),
+        }
     }
 
     #[test]

@@ -210,6 +210,12 @@ pub enum AuditError {
     },
     #[error("{path}: the live file was deleted while this warden was writing it; its events would be lost with it (to rotate it by hand, rename it: warden keeps writing the renamed file until restarted)")]
     Unlinked { path: PathBuf },
+    #[error("{path}: the live file was truncated while this warden was writing it ({found} bytes, after {written} written), e.g. by logrotate's copytruncate, which the audit log does not support: events written between the copy and the truncation are in neither file (rotate with warden's own rotation, audit_rotate_mb, or rename the file: warden keeps writing the renamed file until restarted)")]
+    Truncated {
+        path: PathBuf,
+        written: u64,
+        found: u64,
+    },
     #[error("{path}: cannot fsync: {source}")]
     Sync {
         path: PathBuf,
