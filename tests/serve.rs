@@ -2010,3 +2010,91 @@ fn a_pong_in_time_is_not_missed_while_the_loop_is_held_up() {
     assert_eq!(st["restarts"], 0, "{st}\nlog:\n{}", s.log());
     assert!(!s.log().contains("unhealthy"), "{}", s.log());
 }
+
+/// Runs `warden ARGS` for at most 10 s; `None` if it was still running then
+/// (it is killed).
+fn exits_within_10s(args: &[&str]) -> Option<(i32, String)> {
+    let mut c = Command::new(WARDEN)
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let t0 = Instant::now();
+    while t0.elapsed() < Duration::from_secs(10) {
+        if let Some(st) = c.try_wait().unwrap() {
+            let mut err = String::new();
+            std::io::Read::read_to_string(&mut c.stderr.take().unwrap(), &mut err).unwrap();
+            return Some((st.code().unwrap_or(-1), err));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = c.kill();
+    let _ = c.wait();
+    None
+}
+
+/// A second `warden serve` given the same state directory (with an audit log
+/// and control socket of its own) started and ran beside the first: both read
+/// the same plugin records and both launched every active plugin, each with
+/// its own idea of the records it then wrote back. A `warden run` on that
+/// state directory shared the plugin's KV namespace and data directory with
+/// the supervised instance. Both are now refused at start, naming the state
+/// directory; the serving warden is left alone.
+#[test]
+fn review_a_second_warden_on_a_served_state_dir_is_refused() {
+    if !require_sandbox() {
+        return;
+    }
+    let mut s = Serve::new("");
+    s.deploy("svc", "1.0.0", "serve", "");
+    s.start();
+    let pid = s.bring_up("svc")["pid"].as_i64().unwrap();
+    let state = s.path().join("state");
+    let second = s.path().join("second.json");
+    std::fs::write(
+        &second,
+        r#"{"plugin_dir":"plugins","trust_dir":"trust","state_dir":"state",
+        "audit_log":"second.jsonl","control_socket":"second.sock"}"#,
+    )
+    .unwrap();
+    let got = exits_within_10s(&["serve", "--config", second.to_str().unwrap()]);
+    let (code, err) = got.expect("a second warden serve on the same state_dir kept running");
+    assert_eq!(code, 1, "{err}");
+    assert_eq!(
+        err.trim_end(),
+        format!(
+            "warden: state directory {}: another `warden serve` is using it (lock held on {}): give each warden serve a state_dir of its own",
+            state.display(),
+            state.join("warden.lock").display()
+        )
+    );
+    let bundle = s.path().join("plugins/svc");
+    let got = exits_within_10s(&[
+        "run",
+        bundle.to_str().unwrap(),
+        "--trust",
+        s.path().join("trust").to_str().unwrap(),
+        "--state-dir",
+        state.to_str().unwrap(),
+        "--audit",
+        s.path().join("run.jsonl").to_str().unwrap(),
+    ]);
+    let (code, err) = got.expect("a warden run on a served state dir kept running");
+    assert_eq!(code, 125, "{err}");
+    assert_eq!(
+        err.trim_end(),
+        format!(
+            "warden: state directory {}: `warden serve` is using it (lock held on {}): give this run its own --state-dir",
+            state.display(),
+            state.join("warden.lock").display()
+        )
+    );
+    // The first one serves on, with its one instance.
+    let st = s.status("svc");
+    assert_eq!(
+        (st["runtime"].as_str(), st["pid"].as_i64()),
+        (Some("running"), Some(pid))
+    );
+    assert!(s.stop().success());
+}

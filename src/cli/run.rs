@@ -20,7 +20,7 @@ use crate::bundle::{self, Capability};
 use crate::policy::{Policy, Status};
 use crate::sandbox::{Config, ExitStatus, Output, Plan, Sandbox, SandboxError, Stdio};
 use crate::store::kv::Quota;
-use crate::store::Store;
+use crate::store::{self, Store};
 use crate::sys;
 
 const WAKER: Token = Token(0);
@@ -66,6 +66,8 @@ pub struct RunArgs {
     /// Where the state database (the plugins' KV namespaces; opened only for a
     /// plugin granted kv:read or kv:write) and the default audit log live. Default:
     /// /var/lib/warden as root, else $XDG_STATE_HOME/warden or ~/.local/state/warden.
+    /// Runs may share one (each with its own --audit); for a plugin granted KV or
+    /// static files, the state_dir of a running `warden serve` is refused.
     #[arg(long, value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
     /// The audit log (JSON Lines, hash-chained; docs/audit.md). Default:
@@ -169,6 +171,20 @@ pub fn run(a: RunArgs) -> Result<u8, Failure> {
         .capabilities
         .iter()
         .any(|c| matches!(c, Capability::KvRead | Capability::KvWrite));
+    let uses_files = eff
+        .capabilities
+        .iter()
+        .any(|c| matches!(c, Capability::StaticRead | Capability::StaticWrite));
+    // Held until the run ends, when the plugin may use what a `warden serve` on
+    // the same directory would share with it (KV namespace, data directory).
+    let _state_lock = if uses_kv || uses_files {
+        Some(
+            store::claim(&state_dir, store::Holder::Run)
+                .map_err(|e| refused(format_args!("warden: {e}")))?,
+        )
+    } else {
+        None
+    };
     let store = if uses_kv {
         Store::open(&state_dir)
     } else {
@@ -190,11 +206,7 @@ pub fn run(a: RunArgs) -> Result<u8, Failure> {
         e => refused(format_args!("warden: {e}")),
     })?;
     let rates = &policy.rate_limits;
-    let files = if eff
-        .capabilities
-        .iter()
-        .any(|c| matches!(c, Capability::StaticRead | Capability::StaticWrite))
-    {
+    let files = if uses_files {
         let ids = plan.ids();
         let owner = ids.privileged.then_some((ids.host_uid, ids.host_gid));
         let root = FileRoot::prepare(&state_dir, m.id.as_str(), policy.data_quota_bytes(), owner)

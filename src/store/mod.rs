@@ -30,6 +30,18 @@ pub enum StoreError {
     },
     #[error("database {path}: opened read-only (the file, or the filesystem it is on, cannot be written), and warden writes it")]
     ReadOnly { path: PathBuf },
+    #[error("state directory {path}: another `warden serve` is using it (lock held on {lock}): give each warden serve a state_dir of its own")]
+    ServedByAnother { path: PathBuf, lock: PathBuf },
+    #[error("state directory {path}: `warden run` is using it (lock held on {lock}): give warden serve a state_dir of its own, or stop the run")]
+    InUseByRun { path: PathBuf, lock: PathBuf },
+    #[error("state directory {path}: `warden serve` is using it (lock held on {lock}): give this run its own --state-dir")]
+    Served { path: PathBuf, lock: PathBuf },
+    #[error("state directory {path}: cannot lock {lock}: {source}")]
+    Lock {
+        path: PathBuf,
+        lock: PathBuf,
+        source: std::io::Error,
+    },
     #[error("database {path}: schema version {found} is newer than this warden ({supported})")]
     TooNew {
         path: PathBuf,
@@ -85,6 +97,94 @@ CREATE TABLE IF NOT EXISTS host_uids (
 
 /// The database file inside a state directory.
 pub const DB_FILE: &str = "warden.db";
+
+/// The lock file inside a state directory: `warden serve` holds it exclusively,
+/// each `warden run` shared, for as long as they use the directory.
+pub const LOCK_FILE: &str = "warden.lock";
+
+/// Who holds a state directory, and how.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Holder {
+    /// `warden serve`: alone. Its plugin records and the plugins it launches
+    /// are its own; a second supervisor would launch them all again.
+    Serve,
+    /// `warden run`: beside other runs (each with its own audit log), never
+    /// beside a `warden serve`.
+    Run,
+}
+
+/// A held state directory: released when dropped (or when the process ends).
+#[derive(Debug)]
+pub struct StateLock {
+    _file: std::fs::File,
+}
+
+/// How often and how long [`claim`] retries a held lock (500 ms in all): a child
+/// being spawned holds a copy of the descriptor between fork and exec.
+const LOCK_TRIES: u32 = 25;
+const LOCK_RETRY: std::time::Duration = std::time::Duration::from_millis(20);
+
+/// Creates (if needed, mode 0700) `state_dir` and takes its lock for `holder`,
+/// before anything in it is opened: a second `warden serve` is refused, and so
+/// is a `warden serve` beside a `warden run` (either way round).
+pub fn claim(state_dir: &Path, holder: Holder) -> Result<StateLock, StoreError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    Store::unopened(state_dir)?;
+    let lock = state_dir.join(LOCK_FILE);
+    let open = |write: bool| {
+        std::fs::OpenOptions::new()
+            .read(true)
+            .write(write)
+            .create(write)
+            .truncate(false)
+            .mode(0o644)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&lock)
+    };
+    // A lock file made by a warden of another uid may be read-only to us: a
+    // read-only descriptor locks as well.
+    let file = match open(true) {
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => open(false),
+        r => r,
+    }
+    .map_err(|source| StoreError::Lock {
+        path: state_dir.to_owned(),
+        lock: lock.clone(),
+        source,
+    })?;
+    let take = |f: &std::fs::File| match holder {
+        Holder::Serve => crate::sys::fs::flock_exclusive_nonblocking(f),
+        Holder::Run => crate::sys::fs::flock_shared_nonblocking(f),
+    };
+    let mut tries = 0;
+    loop {
+        match take(&file) {
+            Ok(()) => return Ok(StateLock { _file: file }),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock && tries < LOCK_TRIES => {
+                tries += 1;
+                std::thread::sleep(LOCK_RETRY);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                let (path, lock) = (state_dir.to_owned(), lock);
+                return Err(match holder {
+                    Holder::Run => StoreError::Served { path, lock },
+                    // Shared holders only: runs. Otherwise a serve holds it.
+                    Holder::Serve if crate::sys::fs::flock_shared_nonblocking(&file).is_ok() => {
+                        StoreError::InUseByRun { path, lock }
+                    }
+                    Holder::Serve => StoreError::ServedByAnother { path, lock },
+                });
+            }
+            Err(source) => {
+                return Err(StoreError::Lock {
+                    path: state_dir.to_owned(),
+                    lock,
+                    source,
+                })
+            }
+        }
+    }
+}
 
 /// A handle on the database file; cheap to clone, opens connections on demand.
 #[derive(Debug, Clone)]
@@ -223,6 +323,26 @@ mod tests {
                 o.join().unwrap().unwrap();
             }
         }
+    }
+
+    /// One `warden serve` per state directory, runs beside runs, never a serve
+    /// beside a run: each refusal says which kind of warden holds it.
+    #[test]
+    fn review_state_dir_claims_refuse_a_second_serve_and_mixing() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("state");
+        let serve = claim(&state, Holder::Serve).unwrap();
+        let e = claim(&state, Holder::Serve).unwrap_err();
+        assert!(matches!(e, StoreError::ServedByAnother { .. }), "{e}");
+        let e = claim(&state, Holder::Run).unwrap_err();
+        assert!(matches!(e, StoreError::Served { .. }), "{e}");
+        drop(serve);
+        let run1 = claim(&state, Holder::Run).unwrap();
+        let run2 = claim(&state, Holder::Run).unwrap();
+        let e = claim(&state, Holder::Serve).unwrap_err();
+        assert!(matches!(e, StoreError::InUseByRun { .. }), "{e}");
+        drop((run1, run2));
+        claim(&state, Holder::Serve).unwrap();
     }
 
     /// A state directory path that is a file was refused as "File exists",

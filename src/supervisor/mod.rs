@@ -306,6 +306,8 @@ pub struct Supervisor {
     /// that arrived meanwhile, still unread, as missing.
     polled_at: Instant,
     own_uid: u32,
+    /// The state directory, held exclusively for as long as this warden serves.
+    _state_lock: store::StateLock,
 }
 
 impl Supervisor {
@@ -334,6 +336,7 @@ impl Supervisor {
             source,
         })?;
         let trust = Supervisor::preflight(&cfg)?;
+        let state_lock = store::claim(&cfg.state_dir, store::Holder::Serve)?;
         let store = Store::open(&cfg.state_dir)?;
         let db = store.connect()?;
         // The loop's own writes (control requests, versions seen) wait at most
@@ -403,6 +406,7 @@ impl Supervisor {
             started: Instant::now(),
             polled_at: Instant::now(),
             own_uid: sys::socket::euid(),
+            _state_lock: state_lock,
             cfg,
         };
         // Records from an earlier run (the bundle may or may not still be there).

@@ -90,6 +90,13 @@ pub fn flock_exclusive_nonblocking(file: &File) -> io::Result<()> {
     cvt(unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) }).map(drop)
 }
 
+/// Takes a shared advisory lock on `file` without waiting (`flock(LOCK_SH|LOCK_NB)`).
+/// Fails with `EWOULDBLOCK` while another open file description holds it exclusively.
+pub fn flock_shared_nonblocking(file: &File) -> io::Result<()> {
+    // SAFETY: flock on a borrowed, open fd with constant flags; no pointers.
+    cvt(unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_SH | libc::LOCK_NB) }).map(drop)
+}
+
 /// `openat2(dir, path, how)` with `how = {flags, mode, resolve}`, returning the new
 /// descriptor. `ENOSYS` means the kernel predates openat2 (Linux 5.6).
 pub fn openat2(
