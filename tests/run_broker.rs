@@ -446,3 +446,57 @@ fn a_stderr_nobody_reads_does_not_block_host_calls() {
         "some lines got through"
     );
 }
+
+/// Two `warden run`s of one plugin on one state directory (each with its own
+/// audit log, as the refusal of a shared audit log suggests), writing the same
+/// KV namespace at once: every put is acknowledged, none is lost, and the
+/// namespace's usage row counts them all (the quota's input). The writer's
+/// transactions take SQLite's write lock up front and wait for it (busy
+/// timeout), so neither plugin sees "database is locked".
+#[test]
+fn review_two_runs_on_one_state_dir_lose_no_put() {
+    if !common::require_sandbox() {
+        return;
+    }
+    const PUTS: usize = 300;
+    let r = Run::new();
+    let b = r.bundle("shared", &["kv:read", "kv:write"]);
+    let runs: Vec<_> = ["a", "b"]
+        .iter()
+        .map(|side| {
+            let mut cmd = Command::new(common::WARDEN);
+            cmd.args(["run", b.to_str().unwrap(), "--trust"])
+                .arg(r.f.trust())
+                .arg("--state-dir")
+                .arg(&r.state)
+                .arg("--audit")
+                .arg(r.f.path().join(format!("audit-{side}.log")))
+                .arg("--");
+            for i in 0..PUTS {
+                cmd.args([
+                    "kv.put",
+                    &format!(r#"{{"key":"{side}{i:03}","value":"{i}"}}"#),
+                ]);
+            }
+            cmd.stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for c in runs {
+        let out = c.wait_with_output().unwrap();
+        let lines = answers(&out);
+        assert_eq!(lines.len(), PUTS, "{}", stderr(&out));
+        assert!(lines.iter().all(|l| l == "kv.put ok {}"), "{lines:?}");
+    }
+    let db = rusqlite::Connection::open(r.state.join("warden.db")).unwrap();
+    let n: i64 = db
+        .query_row("SELECT count(*) FROM kv", [], |row| row.get(0))
+        .unwrap();
+    assert_eq!(n, 2 * PUTS as i64);
+    let keys: i64 = db
+        .query_row("SELECT keys FROM kv_usage", [], |row| row.get(0))
+        .unwrap();
+    assert_eq!(keys, 2 * PUTS as i64);
+}
