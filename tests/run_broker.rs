@@ -500,3 +500,53 @@ fn review_two_runs_on_one_state_dir_lose_no_put() {
         .unwrap();
     assert_eq!(keys, 2 * PUTS as i64);
 }
+
+/// Two `warden run`s of one plugin on one state directory (allowed, each with
+/// its own audit log): a value one of them had read was served from its read
+/// cache for the rest of its run, after the other had committed and
+/// acknowledged a new one. A run's cache cannot see other processes' writes,
+/// so `warden run` reads through to the database.
+#[test]
+fn review_a_run_reads_what_another_run_wrote() {
+    if !common::require_sandbox() {
+        return;
+    }
+    let r = Run::new();
+    let b = r.bundle("shared", &["kv:read", "kv:write"]);
+    answers(&r.run(&b, None, &["kv.put", r#"{"key":"k","value":"v1"}"#]));
+    let mut a = Command::new(common::WARDEN)
+        .args(["run", b.to_str().unwrap(), "--trust"])
+        .arg(r.f.trust())
+        .arg("--state-dir")
+        .arg(&r.state)
+        .arg("--audit")
+        .arg(r.f.path().join("audit-a.log"))
+        .args(["--", "kv.get", r#"{"key":"k"}"#, "sleep", "4"])
+        .args(["kv.get", r#"{"key":"k"}"#])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(a.stdout.take().unwrap());
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    assert_eq!(line.trim(), r#"kv.get ok {"value":"v1"}"#);
+    let b_audit = r.f.path().join("audit-b.log");
+    let put = r.f.run(
+        &b,
+        &[
+            "--state-dir",
+            r.state.to_str().unwrap(),
+            "--audit",
+            b_audit.to_str().unwrap(),
+            "--",
+            "kv.put",
+            r#"{"key":"k","value":"v2"}"#,
+        ],
+    );
+    assert_eq!(answers(&put), ["kv.put ok {}"]);
+    line.clear();
+    out.read_line(&mut line).unwrap();
+    assert_eq!(line.trim(), r#"kv.get ok {"value":"v2"}"#, "a stale read");
+    assert!(a.wait().unwrap().success());
+}

@@ -6,7 +6,9 @@
 //! an earlier write was still committing may fill the value from before it; the
 //! write's completion removes it before the plugin is told of the write. So the
 //! cache never holds a value older than the last write the plugin was told about.
-//! Over its byte budget the cache is simply emptied.
+//! Over its byte budget the cache is simply emptied. It cannot see writes by other
+//! processes: `warden serve` holds its state directory alone, and `warden run`
+//! (whose runs may share one) turns the cache off (`Broker::read_through`).
 
 use std::collections::HashMap;
 

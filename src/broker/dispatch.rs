@@ -176,6 +176,12 @@ impl<R: Recorder> Broker<R> {
             Outcome::Refused(e, extra) => {
                 self.reply_full(token, id, op.name, cap, started, Err(e), None, Some(&extra))
             }
+            Outcome::Get(key) if !self.read_cache => {
+                let work = Work::Get {
+                    key: key.into_owned(),
+                };
+                self.queue(token, id, op, capability, started, work, None);
+            }
             Outcome::Get(key) => {
                 if !self.caches.contains_key(&*conn.ns) {
                     self.caches.insert(Arc::clone(&conn.ns), KvCache::default());

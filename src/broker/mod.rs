@@ -263,6 +263,9 @@ pub struct Broker<R: Recorder> {
     recorder: R,
     pending: VecDeque<Token>,
     caches: FastMap<Arc<str>, KvCache>,
+    /// Whether `kv.get` may be answered from `caches`: only while this broker is
+    /// the only writer of its namespaces ([`Broker::read_through`]).
+    read_cache: bool,
     /// Calls on the worker pool, by the broker's sequence number.
     jobs: FastMap<u64, Pending>,
     next_seq: u64,
@@ -303,6 +306,7 @@ impl<R: Recorder> Broker<R> {
             recorder,
             pending: VecDeque::new(),
             caches: FastMap::default(),
+            read_cache: true,
             jobs: FastMap::default(),
             next_seq: 0,
             deadlines: std::collections::BinaryHeap::new(),
@@ -314,6 +318,14 @@ impl<R: Recorder> Broker<R> {
             buf2: vec![0u8; MAX_MESSAGE],
             spare: Vec::new(),
         })
+    }
+
+    /// Every `kv.get` reads the database: for a broker whose namespaces other
+    /// processes may write too (`warden run`s sharing a state directory), which
+    /// its read cache would not see.
+    pub fn read_through(&mut self) {
+        self.read_cache = false;
+        self.caches.clear();
     }
 
     /// The recorder, for the loop owner's own events and flushing.

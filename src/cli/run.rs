@@ -272,6 +272,9 @@ pub fn run(a: RunArgs) -> Result<u8, Failure> {
     // dropped inside, still writes the launch event.)
     let mut broker = Broker::new(poll.registry(), &store, waker, recorder, 2)
         .map_err(|e| refused(format_args!("warden: {e}")))?;
+    // Another run of this plugin on the same state directory may write its
+    // namespace: a cached value could be older than that write.
+    broker.read_through();
     if let Some(sock) = sb.take_socket() {
         broker.attach(PLUGIN, sock, ctx.clone()).map_err(|e| {
             let _ = sb.kill();
