@@ -454,7 +454,7 @@ fn a_stderr_nobody_reads_does_not_block_host_calls() {
 /// transactions take SQLite's write lock up front and wait for it (busy
 /// timeout), so neither plugin sees "database is locked".
 #[test]
-fn review_two_runs_on_one_state_dir_lose_no_put() {
+fn two_runs_on_one_state_dir_lose_no_put() {
     if !common::require_sandbox() {
         return;
     }
@@ -507,7 +507,7 @@ fn review_two_runs_on_one_state_dir_lose_no_put() {
 /// acknowledged a new one. A run's cache cannot see other processes' writes,
 /// so `warden run` reads through to the database.
 #[test]
-fn review_a_run_reads_what_another_run_wrote() {
+fn a_run_reads_what_another_run_wrote() {
     if !common::require_sandbox() {
         return;
     }

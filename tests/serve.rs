@@ -2042,7 +2042,7 @@ fn exits_within_10s(args: &[&str]) -> Option<(i32, String)> {
 /// the supervised instance. Both are now refused at start, naming the state
 /// directory; the serving warden is left alone.
 #[test]
-fn review_a_second_warden_on_a_served_state_dir_is_refused() {
+fn a_second_warden_on_a_served_state_dir_is_refused() {
     if !require_sandbox() {
         return;
     }

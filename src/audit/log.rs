@@ -1083,7 +1083,7 @@ mod tests {
     /// still go in, so that only the window between copy and truncation is lost,
     /// and verify shows that gap.
     #[test]
-    fn review_copytruncate_of_the_live_file_fails_closed() {
+    fn copytruncate_of_the_live_file_fails_closed() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("audit.log");
         let mut log = AuditLog::open(AuditConfig::new(&path)).unwrap();

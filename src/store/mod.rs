@@ -328,7 +328,7 @@ mod tests {
     /// One `warden serve` per state directory, runs beside runs, never a serve
     /// beside a run: each refusal says which kind of warden holds it.
     #[test]
-    fn review_state_dir_claims_refuse_a_second_serve_and_mixing() {
+    fn state_dir_claims_refuse_a_second_serve_and_mixing() {
         let dir = tempfile::tempdir().unwrap();
         let state = dir.path().join("state");
         let serve = claim(&state, Holder::Serve).unwrap();
