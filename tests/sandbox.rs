@@ -318,17 +318,33 @@ fn sigkill_of_warden_leaves_no_plugin_behind() {
         .spawn()
         .unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
-    // warden, the sandbox init (a copy of warden), the plugin and its child all
-    // carry the marker.
-    while pids_with_marker(&marker).len() < 4 {
+    // warden, the plugin and its child carry the marker; the sandbox init (a
+    // copy of warden, its command line `warden-init probe`) is the plugin's
+    // parent.
+    let mut inits = Vec::new();
+    while pids_with_marker(&marker).len() < 3 || inits.is_empty() {
         assert!(Instant::now() < deadline, "plugin never started");
         std::thread::sleep(Duration::from_millis(10));
+        inits = inits_above(&pids_with_marker(&marker));
     }
+    assert_eq!(inits.len(), 1, "{inits:?}");
+    // Alive: still there, still the init, not a zombie waiting to be reaped.
+    let init_alive = || {
+        std::fs::read_to_string(format!("/proc/{}/stat", inits[0])).is_ok_and(|st| {
+            st.contains("(warden-init)")
+                && st
+                    .rsplit_once(") ")
+                    .is_some_and(|(_, rest)| !rest.starts_with('Z'))
+        })
+    };
     child.kill().unwrap();
     child.wait().unwrap();
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
-        let left = pids_with_marker(&marker);
+        let mut left = pids_with_marker(&marker);
+        if init_alive() {
+            left.push(inits[0]);
+        }
         if left.is_empty() {
             break;
         }

@@ -237,8 +237,31 @@ pub fn require_sandbox() -> bool {
     }
 }
 
-/// The pids whose command line contains `marker` (warden, the sandbox init,
-/// the plugin and its children all carry an argument given to `warden run`).
+/// The sandbox inits (`warden-init`, whose command line is their own) that are
+/// parents of `pids`.
+pub fn inits_above(pids: &[u32]) -> Vec<u32> {
+    let mut out = Vec::new();
+    for pid in pids {
+        let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
+            continue;
+        };
+        let ppid = status
+            .lines()
+            .find_map(|l| l.strip_prefix("PPid:"))
+            .and_then(|v| v.trim().parse::<u32>().ok());
+        if let Some(ppid) = ppid {
+            let comm = std::fs::read_to_string(format!("/proc/{ppid}/comm")).unwrap_or_default();
+            if comm.trim_end() == "warden-init" && !out.contains(&ppid) {
+                out.push(ppid);
+            }
+        }
+    }
+    out
+}
+
+/// The pids whose command line contains `marker` (warden, the plugin and its
+/// children carry an argument given to `warden run`; the sandbox init's command
+/// line is `warden-init ID`: see [`inits_above`]).
 pub fn pids_with_marker(marker: &str) -> Vec<u32> {
     let mut out = Vec::new();
     for e in std::fs::read_dir("/proc").unwrap().flatten() {
