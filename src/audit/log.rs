@@ -115,10 +115,7 @@ impl AuditLog {
         let rotated = rotated_numbered(&path)?;
         let (next_seq, last_hash) = match &tail.last {
             Some(l) => resume_from(l, &path)?,
-            None => match rotated.last() {
-                Some((_, p)) => resume_from_rotated(p)?,
-                None => (1, ZERO_HASH.to_string()),
-            },
+            None => resume_from_newest_rotated(&rotated)?,
         };
         let torn = match tail.torn_from {
             Some(from) => Some(move_torn_aside(&mut file, &path, from, tail.len, next_seq)?),
@@ -755,6 +752,22 @@ fn resume_from(last: &[u8], path: &Path) -> Result<(u64, String), AuditError> {
     Ok((next, line::hash(last)))
 }
 
+/// The chain's state after the rotated file whose last line has the highest seq
+/// (a new chain when there is none). Highest seq, not highest number: a live
+/// file renamed by hand (`PATH.1`, as docs/audit.md allows) or by logrotate
+/// (which numbers newest first) is not numbered the way warden numbers, and
+/// resuming from the highest number forked the chain.
+fn resume_from_newest_rotated(rotated: &[(u64, PathBuf)]) -> Result<(u64, String), AuditError> {
+    let mut newest = (1, ZERO_HASH.to_string());
+    for (_, p) in rotated {
+        let next = resume_from_rotated(p)?;
+        if next.0 > newest.0 {
+            newest = next;
+        }
+    }
+    Ok(newest)
+}
+
 fn resume_from_rotated(path: &Path) -> Result<(u64, String), AuditError> {
     let f = File::open(path).map_err(|source| AuditError::Open {
         path: path.to_path_buf(),
@@ -1214,6 +1227,38 @@ mod tests {
         let (a, b) = (files_of(one.path()), files_of(chunked.path()));
         assert!(a.len() >= 3, "{} files", a.len());
         assert_eq!(a, b);
+    }
+
+    /// The live file renamed by hand to `PATH.1` (docs/audit.md: warden keeps
+    /// writing it until restarted), beside warden's own `PATH.000001` and
+    /// `PATH.000002`: a restart continues from the file with the newest lines,
+    /// not from the highest number (which forked the chain: seqs given twice).
+    #[test]
+    fn a_restart_continues_from_the_newest_rotated_file_whatever_its_number() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.log");
+        let mut cfg = AuditConfig::new(&path);
+        cfg.rotate_bytes = Some(600);
+        let mut log = AuditLog::open(cfg.clone()).unwrap();
+        for i in 0..8 {
+            log.append(&event(i)).unwrap();
+        }
+        let next = log.next_seq();
+        drop(log);
+        assert!(rotated_files(&path).unwrap().len() >= 2);
+        fs::rename(&path, dir.path().join("audit.log.1")).unwrap();
+        let mut log = AuditLog::open(cfg).unwrap();
+        assert_eq!(log.next_seq(), next);
+        log.append(&event(99)).unwrap();
+        drop(log);
+        let mut files: Vec<PathBuf> = rotated_files(&path)
+            .unwrap()
+            .into_iter()
+            .filter(|f| !f.ends_with("audit.log.1"))
+            .collect();
+        files.push(dir.path().join("audit.log.1"));
+        files.push(path);
+        assert_eq!(intact(&files), next);
     }
 
     fn log_lines(files: &[PathBuf]) -> u64 {
