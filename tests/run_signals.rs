@@ -118,3 +118,60 @@ fn repeated_sigterm_does_not_kill_warden_before_the_exit_event() {
         );
     }
 }
+
+/// warden started with SIGINT, SIGHUP, SIGTERM and SIGCHLD ignored (as a
+/// background job of a non-interactive shell ignores SIGINT, or under
+/// `nohup`): the plugin still starts with every signal at its default, so a
+/// forwarded SIGINT ends it, and its exit status still reaches warden. The
+/// ignored dispositions went through warden and its sandbox init to the plugin
+/// (exec keeps SIG_IGN): a forwarded SIGINT was dropped and the run never
+/// ended (CI run from a background shell hung here).
+#[test]
+fn signals_ignored_by_wardens_parent_are_default_for_the_plugin() {
+    use std::os::unix::process::CommandExt;
+    if !require_sandbox() {
+        return;
+    }
+    let f = Fixture::new();
+    let b = f.bundle("probe", &plugin("probe"), "");
+    let state = f.state_dir();
+    let run = |args: &[&str]| {
+        let mut cmd = Command::new(WARDEN);
+        cmd.args([
+            "run",
+            b.to_str().unwrap(),
+            "--trust",
+            f.trust().to_str().unwrap(),
+            "--state-dir",
+            state.to_str().unwrap(),
+            "--",
+        ])
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+        // SAFETY: between fork and exec only signal(2), which is async-signal-safe.
+        unsafe {
+            cmd.pre_exec(|| {
+                for sig in [libc::SIGINT, libc::SIGHUP, libc::SIGTERM, libc::SIGCHLD] {
+                    libc::signal(sig, libc::SIG_IGN);
+                }
+                Ok(())
+            });
+        }
+        cmd.spawn().unwrap()
+    };
+    // The exit status goes through with SIGCHLD ignored.
+    let mut child = run(&["exit", "3"]);
+    assert_eq!(wait(&mut child).code(), Some(3));
+    let marker = format!("marker-ign-{}-{:?}", std::process::id(), Instant::now());
+    let mut child = run(&["sleep", &marker]);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while pids_with_marker(&marker).len() < 3 {
+        assert!(Instant::now() < deadline, "plugin never started");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    signal(&child, libc::SIGINT);
+    let st = wait(&mut child);
+    assert_eq!(st.code(), Some(128 + libc::SIGINT), "{st:?}");
+}

@@ -78,6 +78,10 @@ pub fn main() -> ExitCode {
     if !matches!(cli.command, Command::Run(_) | Command::Serve(_)) {
         let _ = crate::sys::proc::signal_default(libc::SIGPIPE);
     }
+    // SIGCHLD ignored by whoever started warden (exec keeps SIG_IGN) would have
+    // the kernel reap the sandbox inits unseen: their exit status, the plugin's,
+    // would be lost ("No child processes").
+    let _ = crate::sys::proc::signal_default(libc::SIGCHLD);
     let result = match cli.command {
         Command::Keygen(a) => publish::keygen(a).map(|()| 0),
         Command::Pack(a) => publish::pack(a).map(|()| 0),

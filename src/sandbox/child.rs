@@ -110,6 +110,11 @@ pub(crate) fn init(a: &ChildArgs<'_>) -> ! {
         Ok(1) => {}
         _ => proc::exit_now(125),
     }
+    // Every signal at its default: the init must see its children exit (an
+    // inherited SIG_IGN for SIGCHLD reaps them unseen), and the plugin inherits
+    // the dispositions (an ignored SIGINT would be ignored by the plugin, and
+    // the SIGINT warden forwards lost).
+    step!(Step::Sigmask, proc::default_signals());
     // A name of its own: a copy of warden, it was `warden` in ps and top, and
     // `killall warden` or `pkill -x warden` signalled every sandbox init too.
     // Its command line was warden's as well (`pkill -f "warden serve"` stopped
@@ -474,9 +479,7 @@ extern "C" fn plugin_entry(arg: *mut libc::c_void) -> libc::c_int {
 /// The plugin process: restore signal state, then 10. execveat the memfd. It runs
 /// in the init's memory until the exec (see `clone_vfork`): raw syscalls only.
 fn plugin(a: &ChildArgs<'_>) -> ! {
-    if let Err(e) = proc::signal_default(libc::SIGPIPE) {
-        fail(REPORT_FD, Step::Sigmask, e)
-    }
+    // Dispositions are the init's, all at their defaults (see `init`).
     if let Err(e) = proc::sigprocmask(libc::SIG_SETMASK, &a.empty_mask) {
         fail(REPORT_FD, Step::Sigmask, e)
     }

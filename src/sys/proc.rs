@@ -149,6 +149,22 @@ pub unsafe fn set_cmdline(area: ArgArea, title: &[u8]) {
     }
 }
 
+/// Every signal's disposition back to the default: handlers, and above all
+/// `SIG_IGN`, which exec keeps, so that a signal ignored by whoever started
+/// warden (a background job of a non-interactive shell ignores SIGINT; `nohup`,
+/// SIGHUP) is not ignored by the plugin. SIGKILL and SIGSTOP cannot be changed;
+/// glibc's own real-time signals (32 up to SIGRTMIN) are left to it.
+/// Allocation-free.
+pub fn default_signals() -> io::Result<()> {
+    for sig in 1..=libc::SIGRTMAX() {
+        if sig == libc::SIGKILL || sig == libc::SIGSTOP || (32..libc::SIGRTMIN()).contains(&sig) {
+            continue;
+        }
+        signal_default(sig)?;
+    }
+    Ok(())
+}
+
 /// Sets the disposition of `sig` back to the default action.
 pub fn signal_default(sig: libc::c_int) -> io::Result<()> {
     // SAFETY: installing SIG_DFL involves no handler code; libc's signal() only
