@@ -11,35 +11,42 @@ use std::time::{Duration, Instant};
 
 use common::*;
 
+/// `warden run` of the probe bundle `b` with the probe's `args`, its output
+/// discarded.
+fn probe_run(f: &Fixture, b: &std::path::Path, args: &[&str]) -> Command {
+    let mut cmd = Command::new(WARDEN);
+    cmd.args([
+        "run",
+        b.to_str().unwrap(),
+        "--trust",
+        f.trust().to_str().unwrap(),
+        "--state-dir",
+        f.state_dir().to_str().unwrap(),
+        "--",
+    ])
+    .args(args)
+    .stdin(Stdio::null())
+    .stdout(Stdio::null())
+    .stderr(Stdio::null());
+    cmd
+}
+
+/// Waits until warden, the plugin and its child (which carry `marker`; the
+/// sandbox init's command line is its own) all run.
+fn wait_for_marker(marker: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while pids_with_marker(marker).len() < 3 {
+        assert!(Instant::now() < deadline, "plugin never started");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 /// `warden run` of the probe in `sleep` mode, once the plugin (and its child) run.
 fn start_sleeper(f: &Fixture, tag: &str) -> Child {
     let b = f.bundle("probe", &plugin("probe"), "");
     let marker = format!("marker-{tag}-{}-{:?}", std::process::id(), Instant::now());
-    let state = f.state_dir();
-    let child = Command::new(WARDEN)
-        .args([
-            "run",
-            b.to_str().unwrap(),
-            "--trust",
-            f.trust().to_str().unwrap(),
-            "--state-dir",
-            state.to_str().unwrap(),
-            "--",
-            "sleep",
-            &marker,
-        ])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    // warden, the plugin and its child carry the marker (the sandbox init's
-    // command line is its own).
-    while pids_with_marker(&marker).len() < 3 {
-        assert!(Instant::now() < deadline, "plugin never started");
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    let child = probe_run(f, &b, &["sleep", &marker]).spawn().unwrap();
+    wait_for_marker(&marker);
     child
 }
 
@@ -134,22 +141,8 @@ fn signals_ignored_by_wardens_parent_are_default_for_the_plugin() {
     }
     let f = Fixture::new();
     let b = f.bundle("probe", &plugin("probe"), "");
-    let state = f.state_dir();
     let run = |args: &[&str]| {
-        let mut cmd = Command::new(WARDEN);
-        cmd.args([
-            "run",
-            b.to_str().unwrap(),
-            "--trust",
-            f.trust().to_str().unwrap(),
-            "--state-dir",
-            state.to_str().unwrap(),
-            "--",
-        ])
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
+        let mut cmd = probe_run(&f, &b, args);
         // SAFETY: between fork and exec only signal(2), which is async-signal-safe.
         unsafe {
             cmd.pre_exec(|| {
@@ -166,11 +159,7 @@ fn signals_ignored_by_wardens_parent_are_default_for_the_plugin() {
     assert_eq!(wait(&mut child).code(), Some(3));
     let marker = format!("marker-ign-{}-{:?}", std::process::id(), Instant::now());
     let mut child = run(&["sleep", &marker]);
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while pids_with_marker(&marker).len() < 3 {
-        assert!(Instant::now() < deadline, "plugin never started");
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    wait_for_marker(&marker);
     signal(&child, libc::SIGINT);
     let st = wait(&mut child);
     assert_eq!(st.code(), Some(128 + libc::SIGINT), "{st:?}");
