@@ -322,9 +322,10 @@ fn a_second_run_on_a_busy_state_dir_is_told_how_to_proceed() {
     let out = r.run(&b, None, &["kv.get", r#"{"key":"k"}"#]);
     assert_eq!(out.status.code(), Some(125));
     assert!(
-        stderr(&out).contains(
-            "another process is writing this audit log (lock held); another warden uses this state directory: give this run its own --audit FILE (or --state-dir)"
-        ),
+        stderr(&out).contains(&format!(
+            "another process is writing this audit log (lock held by pid {} (warden)); another warden uses this state directory: give this run its own --audit FILE (or --state-dir)",
+            first.id()
+        )),
         "{}",
         stderr(&out)
     );
@@ -356,9 +357,10 @@ fn a_second_run_on_a_busy_state_dir_is_told_how_to_proceed() {
     let out = r.f.run(&b, &args);
     assert_eq!(out.status.code(), Some(125));
     assert!(
-        stderr(&out).contains(
-            "(lock held); another warden writes this audit log: give this run its own --audit FILE"
-        ),
+        stderr(&out).contains(&format!(
+            "(lock held by pid {} (warden)); another warden writes this audit log: give this run its own --audit FILE",
+            first.id()
+        )),
         "{}",
         stderr(&out)
     );

@@ -2064,9 +2064,10 @@ fn a_second_warden_on_a_served_state_dir_is_refused() {
     assert_eq!(
         err.trim_end(),
         format!(
-            "warden: state directory {}: another `warden serve` is using it (lock held on {}): give each warden serve a state_dir of its own",
+            "warden: state directory {}: another `warden serve` is using it (lock held on {} by pid {} (warden)): give each warden serve a state_dir of its own",
             state.display(),
-            state.join("warden.lock").display()
+            state.join("warden.lock").display(),
+            s.pid()
         )
     );
     let bundle = s.path().join("plugins/svc");
@@ -2085,9 +2086,10 @@ fn a_second_warden_on_a_served_state_dir_is_refused() {
     assert_eq!(
         err.trim_end(),
         format!(
-            "warden: state directory {}: `warden serve` is using it (lock held on {}): give this run its own --state-dir",
+            "warden: state directory {}: `warden serve` is using it (lock held on {} by pid {} (warden)): give this run its own --state-dir",
             state.display(),
-            state.join("warden.lock").display()
+            state.join("warden.lock").display(),
+            s.pid()
         )
     );
     // The first one serves on, with its one instance.

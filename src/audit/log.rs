@@ -572,6 +572,7 @@ fn lock(path: &Path) -> Result<File, AuditError> {
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                 return Err(AuditError::Locked {
                     path: path.to_path_buf(),
+                    holder: crate::sys::fs::flock_holders(&f),
                 })
             }
             Err(source) => {
@@ -975,11 +976,16 @@ mod tests {
         let path = dir.path().join("audit.log");
         let _log = AuditLog::open(AuditConfig::new(&path)).unwrap();
         let e = AuditLog::open(AuditConfig::new(&path)).unwrap_err();
+        // The refusal names the holder, here this very process.
         assert_eq!(
             e.to_string(),
             format!(
-                "{}: another process is writing this audit log (lock held)",
-                path.display()
+                "{}: another process is writing this audit log (lock held by pid {} ({}))",
+                path.display(),
+                std::process::id(),
+                std::fs::read_to_string("/proc/self/comm")
+                    .unwrap()
+                    .trim_end()
             )
         );
     }

@@ -191,8 +191,12 @@ pub enum AuditError {
         "{path}: its directory {dir} does not exist (warden makes the log, not its directory)"
     )]
     NoDirectory { path: PathBuf, dir: PathBuf },
-    #[error("{path}: another process is writing this audit log (lock held)")]
-    Locked { path: PathBuf },
+    #[error("{path}: another process is writing this audit log (lock held{holder})")]
+    Locked {
+        path: PathBuf,
+        /// ` by pid N (COMM)`, or "" when /proc/locks does not say.
+        holder: String,
+    },
     #[error("{path}: cannot lock: {source}")]
     Lock {
         path: PathBuf,

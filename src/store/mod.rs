@@ -30,12 +30,25 @@ pub enum StoreError {
     },
     #[error("database {path}: opened read-only (the file, or the filesystem it is on, cannot be written), and warden writes it")]
     ReadOnly { path: PathBuf },
-    #[error("state directory {path}: another `warden serve` is using it (lock held on {lock}): give each warden serve a state_dir of its own")]
-    ServedByAnother { path: PathBuf, lock: PathBuf },
-    #[error("state directory {path}: `warden run` is using it (lock held on {lock}): give warden serve a state_dir of its own, or stop the run")]
-    InUseByRun { path: PathBuf, lock: PathBuf },
-    #[error("state directory {path}: `warden serve` is using it (lock held on {lock}): give this run its own --state-dir")]
-    Served { path: PathBuf, lock: PathBuf },
+    #[error("state directory {path}: another `warden serve` is using it (lock held on {lock}{holder}): give each warden serve a state_dir of its own")]
+    ServedByAnother {
+        path: PathBuf,
+        lock: PathBuf,
+        /// ` by pid N (COMM)`, or "" when /proc/locks does not say.
+        holder: String,
+    },
+    #[error("state directory {path}: `warden run` is using it (lock held on {lock}{holder}): give warden serve a state_dir of its own, or stop the run")]
+    InUseByRun {
+        path: PathBuf,
+        lock: PathBuf,
+        holder: String,
+    },
+    #[error("state directory {path}: `warden serve` is using it (lock held on {lock}{holder}): give this run its own --state-dir")]
+    Served {
+        path: PathBuf,
+        lock: PathBuf,
+        holder: String,
+    },
     #[error("state directory {path}: cannot lock {lock}: {source}")]
     Lock {
         path: PathBuf,
@@ -166,13 +179,26 @@ pub fn claim(state_dir: &Path, holder: Holder) -> Result<StateLock, StoreError> 
             }
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
                 let (path, lock) = (state_dir.to_owned(), lock);
+                let by = crate::sys::fs::flock_holders(&file);
                 return Err(match holder {
-                    Holder::Run => StoreError::Served { path, lock },
+                    Holder::Run => StoreError::Served {
+                        path,
+                        lock,
+                        holder: by,
+                    },
                     // Shared holders only: runs. Otherwise a serve holds it.
                     Holder::Serve if crate::sys::fs::flock_shared_nonblocking(&file).is_ok() => {
-                        StoreError::InUseByRun { path, lock }
+                        StoreError::InUseByRun {
+                            path,
+                            lock,
+                            holder: by,
+                        }
                     }
-                    Holder::Serve => StoreError::ServedByAnother { path, lock },
+                    Holder::Serve => StoreError::ServedByAnother {
+                        path,
+                        lock,
+                        holder: by,
+                    },
                 });
             }
             Err(source) => {
@@ -334,6 +360,9 @@ mod tests {
         let serve = claim(&state, Holder::Serve).unwrap();
         let e = claim(&state, Holder::Serve).unwrap_err();
         assert!(matches!(e, StoreError::ServedByAnother { .. }), "{e}");
+        // Naming who holds it: this process.
+        let by = format!(".lock by pid {} (", std::process::id());
+        assert!(e.to_string().contains(&by), "{e}");
         let e = claim(&state, Holder::Run).unwrap_err();
         assert!(matches!(e, StoreError::Served { .. }), "{e}");
         drop(serve);

@@ -90,6 +90,46 @@ pub fn flock_exclusive_nonblocking(file: &File) -> io::Result<()> {
     cvt(unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) }).map(drop)
 }
 
+/// Who holds a flock on `file`, for a refusal to name: ` by pid N (COMM)` for
+/// each holder /proc/locks lists on its device and inode (pids as this process's
+/// pid namespace sees them), or "" when none is found.
+pub fn flock_holders(file: &File) -> String {
+    use std::os::unix::fs::MetadataExt;
+    let (Ok(meta), Ok(locks)) = (file.metadata(), std::fs::read_to_string("/proc/locks")) else {
+        return String::new();
+    };
+    let dev = meta.dev();
+    let want = format!(
+        "{:02x}:{:02x}:{}",
+        libc::major(dev),
+        libc::minor(dev),
+        meta.ino()
+    );
+    let mut pids: Vec<u32> = Vec::new();
+    for line in locks.lines() {
+        // `N: FLOCK ADVISORY WRITE PID MAJ:MIN:INODE 0 EOF`; a waiter's line has
+        // `->` after `N:` and is skipped.
+        let f: Vec<&str> = line.split_whitespace().collect();
+        if f.len() >= 6 && f[1] == "FLOCK" && f[5] == want {
+            if let Ok(pid) = f[4].parse::<u32>() {
+                if pid != 0 && !pids.contains(&pid) {
+                    pids.push(pid);
+                }
+            }
+        }
+    }
+    pids.iter()
+        .map(|pid| {
+            let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+            match comm.trim_end() {
+                "" => format!(" by pid {pid}"),
+                c => format!(" by pid {pid} ({c})"),
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
 /// Takes a shared advisory lock on `file` without waiting (`flock(LOCK_SH|LOCK_NB)`).
 /// Fails with `EWOULDBLOCK` while another open file description holds it exclusively.
 pub fn flock_shared_nonblocking(file: &File) -> io::Result<()> {
