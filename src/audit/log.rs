@@ -21,10 +21,6 @@ use super::{time, AuditConfig, AuditError, Event, Fields, FsyncPolicy};
 /// Buffered bytes that force a flush even before the interval is up.
 pub const MAX_BUFFER: usize = 64 * 1024;
 
-/// How often and how long `open` retries a held lock (500 ms in all).
-const LOCK_TRIES: u32 = 25;
-const LOCK_RETRY: Duration = Duration::from_millis(20);
-
 /// How far back `open` reads at a time when looking for the last line.
 const TAIL_CHUNK: u64 = 64 * 1024;
 
@@ -558,30 +554,16 @@ fn lock(path: &Path) -> Result<File, AuditError> {
             path: lock_path.clone(),
             source,
         })?;
-    // A child being spawned by another thread of this process holds a copy of the
-    // descriptor (and so the lock) between fork and exec, even with O_CLOEXEC; wait
-    // a little before deciding that another writer really has the log.
-    let mut tries = 0;
-    loop {
-        match crate::sys::fs::flock_exclusive_nonblocking(&f) {
-            Ok(()) => return Ok(f),
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock && tries < LOCK_TRIES => {
-                tries += 1;
-                std::thread::sleep(LOCK_RETRY);
-            }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                return Err(AuditError::Locked {
-                    path: path.to_path_buf(),
-                    holder: crate::sys::fs::flock_holders(&f),
-                })
-            }
-            Err(source) => {
-                return Err(AuditError::Lock {
-                    path: lock_path,
-                    source,
-                })
-            }
-        }
+    match crate::sys::fs::flock_soon(&f, true) {
+        Ok(()) => Ok(f),
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => Err(AuditError::Locked {
+            path: path.to_path_buf(),
+            holder: crate::sys::fs::flock_holders(&f),
+        }),
+        Err(source) => Err(AuditError::Lock {
+            path: lock_path,
+            source,
+        }),
     }
 }
 

@@ -132,11 +132,6 @@ pub struct StateLock {
     _file: std::fs::File,
 }
 
-/// How often and how long [`claim`] retries a held lock (500 ms in all): a child
-/// being spawned holds a copy of the descriptor between fork and exec.
-const LOCK_TRIES: u32 = 25;
-const LOCK_RETRY: std::time::Duration = std::time::Duration::from_millis(20);
-
 /// Creates (if needed, mode 0700) `state_dir` and takes its lock for `holder`,
 /// before anything in it is opened: a second `warden serve` is refused, and so
 /// is a `warden serve` beside a `warden run` (either way round).
@@ -165,50 +160,37 @@ pub fn claim(state_dir: &Path, holder: Holder) -> Result<StateLock, StoreError> 
         lock: lock.clone(),
         source,
     })?;
-    let take = |f: &std::fs::File| match holder {
-        Holder::Serve => crate::sys::fs::flock_exclusive_nonblocking(f),
-        Holder::Run => crate::sys::fs::flock_shared_nonblocking(f),
-    };
-    let mut tries = 0;
-    loop {
-        match take(&file) {
-            Ok(()) => return Ok(StateLock { _file: file }),
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock && tries < LOCK_TRIES => {
-                tries += 1;
-                std::thread::sleep(LOCK_RETRY);
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                let (path, lock) = (state_dir.to_owned(), lock);
-                let by = crate::sys::fs::flock_holders(&file);
-                return Err(match holder {
-                    Holder::Run => StoreError::Served {
-                        path,
-                        lock,
-                        holder: by,
-                    },
-                    // Shared holders only: runs. Otherwise a serve holds it.
-                    Holder::Serve if crate::sys::fs::flock_shared_nonblocking(&file).is_ok() => {
-                        StoreError::InUseByRun {
-                            path,
-                            lock,
-                            holder: by,
-                        }
-                    }
-                    Holder::Serve => StoreError::ServedByAnother {
-                        path,
-                        lock,
-                        holder: by,
-                    },
-                });
-            }
-            Err(source) => {
-                return Err(StoreError::Lock {
-                    path: state_dir.to_owned(),
+    // Retried for a moment: see `flock_soon`.
+    match crate::sys::fs::flock_soon(&file, holder == Holder::Serve) {
+        Ok(()) => Ok(StateLock { _file: file }),
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+            let (path, by) = (state_dir.to_owned(), crate::sys::fs::flock_holders(&file));
+            Err(match holder {
+                Holder::Run => StoreError::Served {
+                    path,
                     lock,
-                    source,
-                })
-            }
+                    holder: by,
+                },
+                // Shared holders only: runs. Otherwise a serve holds it.
+                Holder::Serve if crate::sys::fs::flock_shared_nonblocking(&file).is_ok() => {
+                    StoreError::InUseByRun {
+                        path,
+                        lock,
+                        holder: by,
+                    }
+                }
+                Holder::Serve => StoreError::ServedByAnother {
+                    path,
+                    lock,
+                    holder: by,
+                },
+            })
         }
+        Err(source) => Err(StoreError::Lock {
+            path: state_dir.to_owned(),
+            lock,
+            source,
+        }),
     }
 }
 

@@ -90,6 +90,30 @@ pub fn flock_exclusive_nonblocking(file: &File) -> io::Result<()> {
     cvt(unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) }).map(drop)
 }
 
+/// Takes `file`'s flock, exclusive or shared, retrying a held lock every 20 ms
+/// for 500 ms in all: a child being spawned by another thread of this process
+/// holds a copy of the descriptor (and so the lock) between fork and exec, even
+/// with O_CLOEXEC. Still `WouldBlock` after that: another holder has it.
+pub fn flock_soon(file: &File, exclusive: bool) -> io::Result<()> {
+    const TRIES: u32 = 25;
+    const RETRY: std::time::Duration = std::time::Duration::from_millis(20);
+    let mut tries = 0;
+    loop {
+        let taken = if exclusive {
+            flock_exclusive_nonblocking(file)
+        } else {
+            flock_shared_nonblocking(file)
+        };
+        match taken {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock && tries < TRIES => {
+                tries += 1;
+                std::thread::sleep(RETRY);
+            }
+            r => return r,
+        }
+    }
+}
+
 /// Who holds a flock on `file`, for a refusal to name: ` by pid N (COMM)` for
 /// each holder /proc/locks lists on its device and inode (pids as this process's
 /// pid namespace sees them), or "" when none is found.
